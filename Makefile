@@ -39,6 +39,41 @@ demo: setup ## train the demo model on the sample bucket into runs/demo (about 1
 	rm -rf runs/sample-bucket && $(BIN)/python -m trainer sample runs/sample-bucket
 	$(MAKE) --no-print-directory run DATA_DIR=runs/sample-bucket RESULT_DIR=runs/demo MODEL=demo STEPS=$(STEPS)
 
+package: setup ## build dist/trainer.zip (cacli / unzip && bash start.sh) and the sdist for Vertex's Python-package route
+	$(BIN)/python packaging/build.py
+
+IMAGE ?=
+image: ## build and push the GPU and TPU training images: IMAGE=REGION-docker.pkg.dev/PROJECT/REPO/trainer
+	@test -n "$(IMAGE)" || { echo "set IMAGE=REGION-docker.pkg.dev/PROJECT/REPO/trainer"; exit 2; }
+	docker build -f packaging/Dockerfile -t $(IMAGE):gpu . && docker push $(IMAGE):gpu
+	docker build -f packaging/Dockerfile.tpu -t $(IMAGE):tpu . && docker push $(IMAGE):tpu
+
+CLOUD_ARGS = $(if $(STEPS),--steps $(STEPS)) $(if $(filter-out demo,$(MODEL)),--model $(MODEL)) $(if $(PROJECT),--project $(PROJECT)) $(if $(REGION),--region $(REGION)) $(if $(IMAGE),--image $(IMAGE))
+submit: setup ## submit SPEC as a Vertex AI CustomJob: DATA=gs://BUCKET[/PREFIX] OUTPUT=gs://BUCKET/PREFIX (DRY_RUN=1 prints it)
+	$(BIN)/python -m cloud submit $(SPEC) --data $(DATA) --output $(OUTPUT) $(CLOUD_ARGS) $(if $(DRY_RUN),--dry-run)
+
+status: setup ## show a job's state: JOB=ID
+	$(BIN)/python -m cloud status $(JOB) $(if $(PROJECT),--project $(PROJECT)) $(if $(REGION),--region $(REGION))
+
+logs: setup ## stream a job's logs until it ends: JOB=ID
+	$(BIN)/python -m cloud logs $(JOB) $(if $(PROJECT),--project $(PROJECT)) $(if $(REGION),--region $(REGION))
+
+cancel: setup ## cancel a job: JOB=ID
+	$(BIN)/python -m cloud cancel $(JOB) $(if $(PROJECT),--project $(PROJECT)) $(if $(REGION),--region $(REGION))
+
+list: setup ## list recent jobs
+	$(BIN)/python -m cloud list $(if $(PROJECT),--project $(PROJECT)) $(if $(REGION),--region $(REGION))
+
+stage: setup ## upload a local bucket folder: DATA_DIR=folder DATA=gs://BUCKET/PREFIX
+	$(BIN)/python -m cloud stage $(DATA_DIR) $(DATA)
+
+tensorboard: setup ## TensorBoard on a run's logs: LOGDIR=gs://BUCKET/PREFIX/RUN/model (or a local folder)
+	$(BIN)/python -m cloud tensorboard $(LOGDIR)
+
+benchmark: setup ## run the benchmarks (prepare speed/memory, time to first training step)
+	$(BIN)/python benchmarks/prepare.py
+	$(BIN)/python benchmarks/train_step.py
+
 constraints: ## re-pin constraints.txt from the current .venv
 	$(BIN)/python -m pip freeze --exclude-editable | grep -v '^ca-detector-trainer' > constraints.txt
 
