@@ -48,7 +48,7 @@ image: ## build and push the GPU and TPU training images: IMAGE=REGION-docker.pk
 	docker build -f packaging/Dockerfile -t $(IMAGE):gpu . && docker push $(IMAGE):gpu
 	docker build -f packaging/Dockerfile.tpu -t $(IMAGE):tpu . && docker push $(IMAGE):tpu
 
-CLOUD_ARGS = $(if $(STEPS),--steps $(STEPS)) $(if $(filter-out demo,$(MODEL)),--model $(MODEL)) $(if $(PROJECT),--project $(PROJECT)) $(if $(REGION),--region $(REGION)) $(if $(IMAGE),--image $(IMAGE))
+CLOUD_ARGS = $(if $(STEPS),--steps $(STEPS)) $(if $(filter command line environment,$(origin MODEL)),--model $(MODEL)) $(if $(PROJECT),--project $(PROJECT)) $(if $(REGION),--region $(REGION)) $(if $(IMAGE),--image $(IMAGE))
 submit: setup ## submit SPEC as a Vertex AI CustomJob: DATA=gs://BUCKET[/PREFIX] OUTPUT=gs://BUCKET/PREFIX (DRY_RUN=1 prints it)
 	$(BIN)/python -m cloud submit $(SPEC) --data $(DATA) --output $(OUTPUT) $(CLOUD_ARGS) $(if $(DRY_RUN),--dry-run)
 
