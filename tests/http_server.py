@@ -1,0 +1,61 @@
+"""A local HTTP file server for tests: records every request, honours Range, misbehaves on cue."""
+import http.server
+import threading
+
+
+class FileServer:
+    """Serves `files` (URL path -> bytes) on 127.0.0.1.
+
+    `faults[path]` is a list consumed one per request: an HTTP status to answer
+    with, "cut" to send half of the body the headers promise and hang up, or
+    "no-range" to ignore a Range header and send the whole file.
+    `requests` holds (path, Range header or None) for every request.
+    """
+
+    def __init__(self):
+        self.files = {}
+        self.faults = {}
+        self.requests = []
+        self._httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+        self._httpd.owner = self
+        self._thread = threading.Thread(target=self._httpd.serve_forever, args=(0.01,), daemon=True)
+
+    def url(self, path):
+        return f"http://127.0.0.1:{self._httpd.server_port}{path}"
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc_info):
+        self._httpd.shutdown()
+        self._httpd.server_close()
+
+
+class _Handler(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        owner = self.server.owner
+        range_header = self.headers.get("Range")
+        owner.requests.append((self.path, range_header))
+        pending_faults = owner.faults.get(self.path)
+        fault = pending_faults.pop(0) if pending_faults else None
+        body = owner.files.get(self.path)
+        if isinstance(fault, int) or body is None:
+            self.send_error(fault or 404)
+            return
+        if fault == "no-range":
+            range_header = None
+        start = int(range_header.removeprefix("bytes=").rstrip("-")) if range_header else 0
+        if start >= len(body):
+            self.send_error(416)
+            return
+        self.send_response(206 if range_header else 200)
+        if range_header:
+            self.send_header("Content-Range", f"bytes {start}-{len(body) - 1}/{len(body)}")
+        self.send_header("Content-Length", str(len(body) - start))
+        self.end_headers()
+        payload = body[start:]
+        self.wfile.write(payload[: len(payload) // 2] if fault == "cut" else payload)
+
+    def log_message(self, *args):
+        pass
