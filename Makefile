@@ -21,9 +21,10 @@ help: ## list the targets
 
 setup: $(STAMP) ## create .venv and install the project with pinned versions (quick when nothing changed)
 
+# setuptools is named so its pin applies: TensorBoard 2.20 imports pkg_resources (gone after 81)
 $(STAMP): setup.py constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install -q --disable-pip-version-check -c constraints.txt -e '.[dev]'
+	$(BIN)/python -m pip install -q --disable-pip-version-check -c constraints.txt setuptools -e '.[dev]'
 	touch $@
 
 test: setup ## run the test suite
@@ -75,7 +76,7 @@ benchmark: setup ## run the benchmarks (prepare speed/memory, time to first trai
 	$(BIN)/python benchmarks/train_step.py
 
 constraints: ## re-pin constraints.txt from the current .venv
-	$(BIN)/python -m pip freeze --exclude-editable | grep -v '^ca-detector-trainer' > constraints.txt
+	$(BIN)/python -m pip freeze --all --exclude-editable | grep -v -e '^ca-detector-trainer' -e '^pip==' > constraints.txt
 
 clean: ## remove build outputs (keeps .venv and runs/)
 	rm -rf build dist *.egg-info .pytest_cache

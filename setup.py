@@ -18,7 +18,10 @@ setup(
     version="0.1.0",
     description="Turn a Cloud Annotations bucket into a trained, exported object detector on cloud GPUs/TPUs.",
     python_requires=">=3.10",
-    packages=find_packages(include=["trainer", "trainer.*", "cloud", "cloud.*"]),
+    # configs/models travels inside the package too, so an installed sdist finds the catalogue
+    packages=find_packages(include=["trainer", "trainer.*", "cloud", "cloud.*"]) + ["trainer.catalogue_models"],
+    package_dir={"trainer.catalogue_models": "configs/models"},
+    package_data={"trainer.catalogue_models": ["*.yaml", "*.md"]},
     install_requires=["pillow", "pyyaml", "tqdm", "numpy"],
     extras_require={
         "train": TRAIN,

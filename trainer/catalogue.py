@@ -1,6 +1,7 @@
 """The model catalogue: one YAML file per model in configs/models/.
 
 The folder sits beside the `trainer` package in the repo and in the zip bundle,
+and inside it (as `trainer/catalogue_models`) when installed from the sdist,
 so the catalogue travels with the code that reads it.
 """
 from pathlib import Path
@@ -9,7 +10,9 @@ import yaml
 
 from trainer.errors import UserError
 
-MODELS_DIR = Path(__file__).resolve().parent.parent / "configs" / "models"
+_BESIDE_PACKAGE = Path(__file__).resolve().parent.parent / "configs" / "models"  # the repo and trainer.zip
+_INSIDE_PACKAGE = Path(__file__).resolve().parent / "catalogue_models"  # an installed sdist or wheel
+MODELS_DIR = _BESIDE_PACKAGE if _BESIDE_PACKAGE.is_dir() else _INSIDE_PACKAGE
 
 
 def load_model(name):
