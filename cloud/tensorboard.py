@@ -6,7 +6,6 @@ user's Application Default Credentials.
 """
 import os
 import shutil
-import subprocess
 import sys
 from pathlib import Path
 
@@ -16,7 +15,7 @@ DEFAULT_PORT = 6006
 
 
 def run_tensorboard(logdir, port=DEFAULT_PORT):
-    """Run TensorBoard on LOGDIR until interrupted; return its exit status."""
+    """Replace this process with TensorBoard on LOGDIR, so Ctrl-C and kill reach TensorBoard itself."""
     if not logdir.startswith("gs://") and not Path(logdir).exists():
         raise UserError(f"{logdir} does not exist: pass a run's model folder, e.g. gs://BUCKET/PREFIX/RUN/model")
     executable = shutil.which("tensorboard", path=os.pathsep.join([str(Path(sys.executable).parent),
@@ -24,10 +23,7 @@ def run_tensorboard(logdir, port=DEFAULT_PORT):
     if executable is None:
         raise UserError("tensorboard is not installed: `pip install tensorboard` (it comes with tensorflow)")
     print(f"TensorBoard on {logdir}: http://localhost:{port}/ (Ctrl-C stops it)", flush=True)
-    try:
-        return subprocess.run([executable, "--logdir", logdir, "--port", str(port)], check=False).returncode
-    except KeyboardInterrupt:
-        return 0
+    os.execv(executable, [executable, "--logdir", logdir, "--port", str(port)])
 
 
 def main(args):
