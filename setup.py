@@ -22,7 +22,7 @@ setup(
     packages=find_packages(include=["trainer", "trainer.*", "cloud", "cloud.*"]) + ["trainer.catalogue_models"],
     package_dir={"trainer.catalogue_models": "configs/models"},
     package_data={"trainer.catalogue_models": ["*.yaml", "*.md"]},
-    install_requires=["pillow", "pyyaml", "tqdm", "numpy"],
+    install_requires=["pillow", "pyyaml", "tqdm", "numpy", "protobuf", "google-crc32c"],
     extras_require={
         "train": TRAIN,
         "cloud": CLOUD,
