@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
-MODEL ?= demo
+MODEL ?=
 STEPS ?=
 DATA_DIR ?= runs/sample-bucket
 RESULT_DIR ?= runs/local
@@ -17,7 +17,7 @@ SPEC ?= configs/jobs/gpu.yaml
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
-	@echo "Variables: MODEL=$(MODEL) STEPS=$(STEPS) DATA_DIR=$(DATA_DIR) RESULT_DIR=$(RESULT_DIR) SPEC=$(SPEC) DATA=gs://... OUTPUT=gs://... JOB=..."
+	@echo "Variables: MODEL=$(or $(MODEL),default) STEPS=$(STEPS) DATA_DIR=$(DATA_DIR) RESULT_DIR=$(RESULT_DIR) SPEC=$(SPEC) DATA=gs://... OUTPUT=gs://... JOB=..."
 
 setup: $(STAMP) ## create .venv and install the project with pinned versions (quick when nothing changed)
 
@@ -49,7 +49,7 @@ image: ## build and push the GPU and TPU training images: IMAGE=REGION-docker.pk
 	docker build -f packaging/Dockerfile -t $(IMAGE):gpu . && docker push $(IMAGE):gpu
 	docker build -f packaging/Dockerfile.tpu -t $(IMAGE):tpu . && docker push $(IMAGE):tpu
 
-CLOUD_ARGS = $(if $(STEPS),--steps $(STEPS)) $(if $(filter command line environment,$(origin MODEL)),--model $(MODEL)) $(if $(PROJECT),--project $(PROJECT)) $(if $(REGION),--region $(REGION)) $(if $(IMAGE),--image $(IMAGE))
+CLOUD_ARGS = $(if $(STEPS),--steps $(STEPS)) $(if $(MODEL),--model $(MODEL)) $(if $(PROJECT),--project $(PROJECT)) $(if $(REGION),--region $(REGION)) $(if $(IMAGE),--image $(IMAGE))
 submit: setup ## submit SPEC as a Vertex AI CustomJob: DATA=gs://BUCKET[/PREFIX] OUTPUT=gs://BUCKET/PREFIX (DRY_RUN=1 prints it)
 	$(BIN)/python -m cloud submit $(SPEC) --data $(DATA) --output $(OUTPUT) $(CLOUD_ARGS) $(if $(DRY_RUN),--dry-run)
 

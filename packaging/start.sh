@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# The cacli job contract: train DATA_DIR's Cloud Annotations bucket into RESULT_DIR.
+#
+#   DATA_DIR=bucket RESULT_DIR=output [MODEL=name] [CHECKPOINT_URL=url] bash start.sh [STEPS]
+#
+# Prints CACLI-TRAINING-SUCCESS (exit 0) or CACLI-TRAINING-FAILED (non-zero exit); when
+# training succeeded but an export conversion failed, also CACLI-CONVERSION-FAILED (exit 0).
+# STEPS defaults from the dataset size. Runs from the unzipped bundle (the trainer package
+# beside this script) or from the repo (package one folder up); ${PYTHON:-python3} runs it.
+# Rerunning resumes: every stage skips what RESULT_DIR already holds.
+set -u
+
+usage="usage: DATA_DIR=bucket-folder RESULT_DIR=output-folder [MODEL=name] [CHECKPOINT_URL=url] bash start.sh [STEPS]"
+refuse() {
+  echo "start.sh: $1" >&2
+  echo "$usage" >&2
+  echo "CACLI-TRAINING-FAILED"
+  exit 2
+}
+[ -n "${DATA_DIR:-}" ] || refuse "DATA_DIR is not set: the folder holding _annotations.json and the images"
+[ -n "${RESULT_DIR:-}" ] || refuse "RESULT_DIR is not set: the folder for the dataset, checkpoints and metrics"
+[ $# -le 1 ] || refuse "expected at most one argument, STEPS; got $#"
+steps="${1:-}"
+[[ -z "$steps" || "$steps" =~ ^[1-9][0-9]*$ ]] || refuse "STEPS must be a positive whole number, not '$steps'"
+
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+if [ -d "$here/trainer" ]; then root="$here"; else root="$(dirname "$here")"; fi
+export PYTHONPATH="$root${PYTHONPATH:+:$PYTHONPATH}"
+export PYTHONUNBUFFERED=1
+
+args=(run --data-dir "$DATA_DIR" --result-dir "$RESULT_DIR")
+[ -z "$steps" ] || args+=(--steps "$steps")
+[ -z "${MODEL:-}" ] || args+=(--model "$MODEL")
+[ -z "${CHECKPOINT_URL:-}" ] || args+=(--checkpoint-url "$CHECKPOINT_URL")
+
+# In the background so that SIGTERM (how Vertex AI preempts) reaches the trainer,
+# which saves a checkpoint before it exits; bash would otherwise wait for it unheard.
+"${PYTHON:-python3}" -m trainer "${args[@]}" &
+trainer=$!
+trap 'kill -TERM "$trainer" 2>/dev/null' TERM INT
+wait "$trainer"
+status=$?
+if kill -0 "$trainer" 2>/dev/null; then  # a signal ended the wait, not the trainer
+  wait "$trainer"
+  status=$?
+fi
+
+case "$status" in
+  0) echo "CACLI-TRAINING-SUCCESS" ;;
+  3) echo "CACLI-TRAINING-SUCCESS"; echo "CACLI-CONVERSION-FAILED" ;;
+  *) echo "CACLI-TRAINING-FAILED"; exit "$status" ;;
+esac

@@ -1,0 +1,181 @@
+"""train, run and start.sh end to end: the demo model on the sample bucket, on this CPU.
+
+One shared run (the `trained_run` fixture: `start.sh 20`) is checked for every
+output a user and the export stage rely on; one scenario kills and preempts a run
+and checks that it resumes to the exact step.
+"""
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from trainer import config
+
+REPO = Path(__file__).resolve().parent.parent
+START_SH = REPO / "packaging" / "start.sh"
+STEPS = 20  # what trained_run trains
+
+
+def log_of(result_dir):
+    return (result_dir.parent / "start.log").read_text()
+
+
+def event_tags(folder):
+    """{tag: plugin name} of every summary in FOLDER's event files, read the way TensorBoard does."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    accumulator = EventAccumulator(str(folder), size_guidance={"tensors": 0, "images": 0})
+    accumulator.Reload()
+    return {tag: accumulator.summary_metadata[tag].plugin_data.plugin_name for tag in accumulator.Tags()["tensors"]}
+
+
+def test_start_sh_reports_success_with_progress_and_where_the_outputs_are(trained_run):
+    lines = log_of(trained_run).splitlines()
+    assert lines[-1] == "CACLI-TRAINING-SUCCESS"
+    log = "\n".join(lines)
+    assert "train: starting from scratch: step 0 of 20" in log
+    progress = [line for line in lines if line.startswith("progress: ")]
+    assert [re.search(r"step (\d+)/20", line).group(1) for line in progress] == ["10", "20"]
+    assert all(re.search(r"loss \d+\.\d+ \| [\d.]+ images/s \| lr \S+ \| ETA \d+m\d\ds", line) for line in progress)
+    assert f"train: checkpoints: {trained_run / 'model'}/ckpt-20" in log
+    assert re.search(rf"train: metrics: +{re.escape(str(trained_run / 'metrics.json'))} \(step 20: AP \d\.\d+", log)
+    assert f"train: TensorBoard: tensorboard --logdir {trained_run / 'model'}" in log
+
+
+def test_checkpoints_are_named_by_step(trained_run):
+    model_dir = trained_run / "model"
+    assert (model_dir / "ckpt-20.index").is_file() and list(model_dir.glob("ckpt-20.data-*"))
+    assert 'model_checkpoint_path: "ckpt-20"' in (model_dir / "checkpoint").read_text()
+
+
+def test_params_yaml_is_the_demo_experiment_for_this_dataset_on_cpu(trained_run):
+    params = config.load_params(trained_run)
+    report = json.loads((trained_run / "data" / "report.json").read_text())
+    assert params.task.model.num_classes == len(report["labels"]) + 1 == 4
+    assert params.task.model.input_size == [128, 128, 3]
+    for split, data in (("train", params.task.train_data), ("val", params.task.validation_data)):
+        assert data.input_path == ",".join(str(trained_run / "data" / name) for name in report["files"][split])
+    assert params.trainer.train_steps == STEPS
+    assert (params.runtime.distribution_strategy, params.runtime.num_gpus) == ("one_device", 0)
+    assert params.task.train_data.dtype == params.task.validation_data.dtype == "float32"
+    assert params.task.init_checkpoint == "" and params.task.annotation_file == ""
+
+
+def test_tensorboard_has_losses_learning_rate_coco_metrics_and_images(trained_run):
+    train_tags = event_tags(trained_run / "model" / "train")
+    assert {"total_loss", "cls_loss", "box_loss", "learning_rate"} <= set(train_tags)
+    validation_tags = event_tags(trained_run / "model" / "validation")
+    assert {"AP", "AP50", "AP75", "ARmax100", "validation_loss", "Precision mAP ByCategory/1"} <= set(validation_tags)
+    images = [tag for tag, plugin in validation_tags.items() if plugin == "images"]
+    assert images and all(tag.startswith("image/validation_outputs") for tag in images)
+
+
+def test_metrics_json_holds_final_coco_and_per_class_metrics(trained_run):
+    metrics = json.loads((trained_run / "metrics.json").read_text())
+    labels = json.loads((trained_run / "data" / "labels.json").read_text())
+    assert metrics["step"] == STEPS
+    for name in ("AP", "AP50", "AP75", "APs", "APm", "APl", "ARmax1", "ARmax10", "ARmax100", "ARs", "ARm", "ARl"):
+        assert metrics[name] is None or 0.0 <= metrics[name] <= 1.0, name
+    assert metrics["AP"] is not None and metrics["AP50"] >= metrics["AP"]
+    assert set(metrics["per_class"]) == set(labels)
+    for per_class in metrics["per_class"].values():
+        assert set(per_class) == {"AP", "AP50", "AP75", "ARmax100"}
+        assert all(value is None or 0.0 <= value <= 1.0 for value in per_class.values())
+    assert metrics["validation_loss"] > 0
+
+
+def test_rerun_of_a_complete_run_skips_every_stage(trained_run, sample_bucket):
+    stamps = {path: path.stat().st_mtime_ns for path in trained_run.rglob("*") if path.is_file()}
+    completed = subprocess.run(["bash", str(START_SH), str(STEPS)], env=start_env(sample_bucket, trained_run),
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=300)
+    assert completed.returncode == 0, completed.stdout[-3000:]
+    assert "is up to date" in completed.stdout
+    assert "params.yaml unchanged" in completed.stdout
+    assert "train: complete" in completed.stdout
+    assert completed.stdout.splitlines()[-1] == "CACLI-TRAINING-SUCCESS"
+    changed = [path for path, stamp in stamps.items()
+               if path.name not in ("params.yaml", "experiment.json") and path.stat().st_mtime_ns != stamp]
+    assert changed == []
+
+
+def test_killed_then_preempted_training_resumes_to_the_exact_step(sample_bucket, tmp_path):
+    result_dir = tmp_path / "result"
+    state = result_dir / "model" / "checkpoint"
+
+    # 1. SIGKILL (no chance to save) once the first checkpoint is written.
+    first = start(sample_bucket, result_dir, 200, tmp_path / "1.log")
+    wait_until(lambda: state.is_file(), first, tmp_path / "1.log")
+    os.killpg(first.pid, signal.SIGKILL)
+    first.wait(timeout=30)
+    killed_at = latest_step(state)
+
+    # 2. SIGTERM to start.sh, as Vertex AI preempts: the trainer saves a checkpoint and exits.
+    second = start(sample_bucket, result_dir, 200, tmp_path / "2.log")
+    wait_until(lambda: f"step {killed_at + 10}/200" in (tmp_path / "2.log").read_text(), second, tmp_path / "2.log")
+    second.send_signal(signal.SIGTERM)
+    assert second.wait(timeout=120) == 128 + signal.SIGTERM
+    log = (tmp_path / "2.log").read_text()
+    assert f"train: resuming: restoring {result_dir / 'model'}/ckpt-{killed_at} (step {killed_at} of 200)" in log
+    saved = re.search(r"train: SIGTERM: saved (\S+)/ckpt-(\d+) at step (\d+) of 200", log)
+    assert saved and saved.group(2) == saved.group(3), log[-3000:]
+    preempted_at = int(saved.group(2))
+    assert preempted_at > killed_at and latest_step(state) == preempted_at
+    assert log.splitlines()[-1] == "CACLI-TRAINING-FAILED"
+
+    # 3. Rerun with fewer steps: it restores and stops at exactly that step.
+    final_steps = preempted_at + 10
+    third = start(sample_bucket, result_dir, final_steps, tmp_path / "3.log")
+    assert third.wait(timeout=300) == 0
+    log = (tmp_path / "3.log").read_text()
+    assert f"train: restored ckpt-{preempted_at}: continuing at step {preempted_at}" in log
+    assert "starting from scratch" not in log
+    steps_run = [int(step) for step in re.findall(rf"progress: step (\d+)/{final_steps}", log)]
+    assert steps_run == [final_steps]
+    assert latest_step(state) == final_steps
+    assert json.loads((result_dir / "metrics.json").read_text())["step"] == final_steps
+    assert log.splitlines()[-1] == "CACLI-TRAINING-SUCCESS"
+
+
+@pytest.mark.parametrize("env, args, message", [
+    ({"RESULT_DIR": "out"}, [], "DATA_DIR is not set"),
+    ({"DATA_DIR": "bucket"}, [], "RESULT_DIR is not set"),
+    ({"DATA_DIR": "bucket", "RESULT_DIR": "out"}, ["12k"], "STEPS must be a positive whole number, not '12k'"),
+    ({"DATA_DIR": "bucket", "RESULT_DIR": "out"}, ["10", "20"], "expected at most one argument"),
+])
+def test_start_sh_explains_its_usage(env, args, message, tmp_path):
+    clean = {key: value for key, value in os.environ.items() if key not in ("DATA_DIR", "RESULT_DIR")}
+    completed = subprocess.run(["bash", str(START_SH), *args], env={**clean, **env}, cwd=tmp_path,
+                               capture_output=True, text=True, timeout=30)
+    assert completed.returncode == 2
+    assert message in completed.stderr and "usage: DATA_DIR=" in completed.stderr
+    assert completed.stdout.strip() == "CACLI-TRAINING-FAILED"
+
+
+def start_env(sample_bucket, result_dir):
+    return {**os.environ, "DATA_DIR": str(sample_bucket), "RESULT_DIR": str(result_dir), "MODEL": "demo",
+            "PYTHON": sys.executable, "TF_CPP_MIN_LOG_LEVEL": "2"}
+
+
+def start(sample_bucket, result_dir, steps, log_path):
+    """start.sh STEPS in its own process group, output to LOG_PATH."""
+    with open(log_path, "w") as log:
+        return subprocess.Popen(["bash", str(START_SH), str(steps)], env=start_env(sample_bucket, result_dir),
+                                stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def wait_until(condition, process, log_path, timeout=300):
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert process.poll() is None, f"exited {process.returncode}:\n{log_path.read_text()[-3000:]}"
+        assert time.monotonic() < deadline, f"timed out:\n{log_path.read_text()[-3000:]}"
+        time.sleep(0.2)
+
+
+def latest_step(state):
+    return int(re.search(r'^model_checkpoint_path: "ckpt-(\d+)"', state.read_text(), re.MULTILINE).group(1))

@@ -1,0 +1,338 @@
+"""Config stage: write RESULT_DIR/params.yaml, the Model Garden experiment for this dataset and hardware.
+
+params.yaml is a complete Model Garden ExperimentConfig (what `official/vision/train.py
+--config_file` takes): the catalogue entry's experiment and overrides, plus what only
+this run knows - the class count and shards from prepare, the pretrained checkpoint,
+the hardware found (strategy, GPU count, precision), and a schedule sized to the
+dataset. Beside it, experiment.json records the experiment name that params.yaml must
+be loaded onto, and why the run got its steps and batch size; `load_params` reads both.
+
+Hardware detection is a pure function of environment variables and the visible GPU
+count, so tests cover CPU, GPU, multi-worker and TPU without the hardware.
+"""
+import json
+import math
+import os
+import re
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from trainer import catalogue
+from trainer.errors import UserError
+
+# Mobile SpineNet-49 RetinaNet: 2.3 M parameters, 1 GFLOP at 384 px, TFLite-friendly
+# ops and a COCO checkpoint, so it fine-tunes well and runs on phones and in browsers.
+DEFAULT_MODEL = "retinanet_spinenet49_mobile"
+# cacli's rule of thumb was about 20 steps per image at batch size 1, i.e. 20 passes
+# over the data; in passes it holds at any batch size. Catalogue entries may set
+# `epochs` (models trained from scratch need more).
+DEFAULT_EPOCHS = 20
+MIN_DEFAULT_STEPS = 100
+# Linear warmup over this many images (as Model Garden's COCO recipes: 500 steps of
+# 256 would be far too long for small datasets), capped at a tenth of the run.
+WARMUP_IMAGES = 8000
+EVALUATIONS_PER_RUN = 4
+CHECKPOINTS_PER_RUN = 10
+MAX_CHECKPOINTS_KEPT = 3
+# Steps per Orbit loop: one progress line, summary and SIGTERM check each. Short on
+# CPU (seconds a step), long on accelerators (host round trips cost).
+STEPS_PER_LOOP = {"cpu": 10, "gpu": 50, "tpu": 100}
+PRECISION = {"cpu": "float32", "gpu": "float16", "tpu": "bfloat16"}
+TPU_EVAL_BATCH = 8  # TPUs need whole batches; 8 splits over 8 cores or 4 chips
+MODEL_GARDEN_MAX_INSTANCES = 100
+# Model Garden repeats the training records, then shuffles them in a buffer of 10000
+# by default: filling it reads 10000 encoded images before the first step. A buffer
+# of the dataset (capped) shuffles as well for small datasets and starts at once.
+MAX_SHUFFLE_BUFFER = 1000
+# Vertex AI's CLUSTER_SPEC names worker pools; TF_CONFIG names their roles.
+WORKER_POOL_ROLES = {"workerpool0": "chief", "workerpool1": "worker", "workerpool2": "ps", "workerpool3": "evaluator"}
+TRAINING_ROLES = ("chief", "worker")
+
+
+@dataclass(frozen=True)
+class Hardware:
+    """What this job trains on: `kind` cpu, gpu or tpu; GPUs per worker; workers; TPU address."""
+
+    kind: str
+    num_gpus: int = 0
+    num_workers: int = 1
+    tpu: str = ""
+
+    @property
+    def strategy(self):
+        if self.kind == "tpu":
+            return "tpu"
+        if self.num_workers > 1:
+            return "multi_worker_mirrored"
+        return "mirrored" if self.num_gpus else "one_device"
+
+    @property
+    def replicas(self):
+        """Devices a batch is split over (a TPU's cores are counted by its batch size instead)."""
+        return 1 if self.kind == "tpu" else max(self.num_gpus, 1) * self.num_workers
+
+    def describe(self):
+        if self.kind == "tpu":
+            return f"TPU {self.tpu}"
+        devices = f"{self.num_gpus} GPU(s)" if self.num_gpus else "CPU"
+        return f"{devices} x {self.num_workers} workers" if self.num_workers > 1 else devices
+
+
+def tf_config_from_env(env):
+    """TF_CONFIG as a dict: TF_CONFIG itself, else converted from Vertex AI's CLUSTER_SPEC, else {}."""
+    if env.get("TF_CONFIG"):
+        return json.loads(env["TF_CONFIG"])
+    if not env.get("CLUSTER_SPEC"):
+        return {}
+    spec = json.loads(env["CLUSTER_SPEC"])
+    cluster = {WORKER_POOL_ROLES[pool]: hosts for pool, hosts in spec["cluster"].items() if hosts}
+    task = spec.get("task", {})
+    return {
+        "cluster": cluster,
+        "task": {"type": WORKER_POOL_ROLES[task.get("type", "workerpool0")], "index": task.get("index", 0)},
+    }
+
+
+def detect_hardware(env, gpus):
+    """The Hardware for environment ENV (a mapping like os.environ) with GPUS visible GPUs.
+
+    TPU: TPU_NAME (its address), or TPU_ACCELERATOR_TYPE as set on TPU VMs ("local").
+    Several workers: TF_CONFIG or Vertex AI's CLUSTER_SPEC listing more than one
+    chief/worker. Otherwise GPUs when any are visible, else the CPU.
+    """
+    tpu = env.get("TPU_NAME") or ("local" if env.get("TPU_ACCELERATOR_TYPE") else "")
+    if tpu:
+        return Hardware("tpu", tpu=tpu)
+    cluster = tf_config_from_env(env).get("cluster", {})
+    workers = max(1, sum(len(cluster.get(role, [])) for role in TRAINING_ROLES))
+    return Hardware("gpu" if gpus else "cpu", num_gpus=gpus, num_workers=workers)
+
+
+def write_params(result_dir, model=DEFAULT_MODEL, steps=None, batch_size=None,
+                 checkpoint_url=None, init_checkpoint=None, hardware=None):
+    """Write RESULT_DIR/params.yaml (and experiment.json) for MODEL on the dataset prepare wrote; return its path.
+
+    STEPS defaults from the dataset size; BATCH_SIZE (global) from the catalogue for
+    the hardware, with the learning rate scaled linearly. INIT_CHECKPOINT is a prefix
+    from the checkpoint stage; without one, the checkpoint (CHECKPOINT_URL, else the
+    catalogue's) is fetched here. HARDWARE defaults to what this machine has.
+    """
+    result_dir = Path(result_dir).absolute()
+    entry = catalogue.load_model(model)
+    dataset = _read_dataset(result_dir / "data")
+    exp_factory, hyperparams = _model_garden()
+    hardware = hardware or _this_machine()
+    plan = _plan(entry, dataset, hardware, steps, batch_size)
+    checkpoint = _checkpoint(entry, checkpoint_url, init_checkpoint)
+
+    params = exp_factory.get_exp_config(entry["experiment"])
+    params.override(entry.get("overrides") or {}, is_strict=True)
+    params.override(_run_overrides(dataset, hardware, plan, checkpoint), is_strict=True)
+    params.validate()
+    if checkpoint["path"] and "decoder" in checkpoint["modules"] and params.task.model.decoder.type == "identity":
+        raise UserError(f"{model}'s checkpoint modules include the decoder, but its decoder is the identity "
+                        f"(no weights) and Model Garden cannot restore into it: restore [backbone]")
+
+    path = result_dir / "params.yaml"
+    previous = path.read_text() if path.is_file() else None
+    hyperparams.save_params_dict_to_yaml(params, str(path))
+    record = {"model": model, "experiment": entry["experiment"], "hardware": asdict(hardware), **plan,
+              "init_checkpoint": checkpoint["path"]}
+    (result_dir / "experiment.json").write_text(json.dumps(record, indent=2) + "\n")
+    state = "unchanged" if path.read_text() == previous else "written"
+    print(f"config: {path} {state}: {model} ({entry['experiment']}), {dataset['num_classes'] - 1} labels, "
+          f"{hardware.describe()}, batch {plan['batch_size']}, learning rate {plan['learning_rate']:g}")
+    print(f"config: {plan['steps']} steps: {plan['steps_reason']}")
+    return path
+
+
+def load_params(result_dir):
+    """RESULT_DIR/params.yaml as a validated Model Garden ExperimentConfig (train and export read it so)."""
+    exp_factory, hyperparams = _model_garden()
+    result_dir = Path(result_dir)
+    record_path = result_dir / "experiment.json"
+    if not record_path.is_file():
+        raise UserError(f"{record_path} is missing: run `python -m trainer config --result-dir {result_dir}` first")
+    record = json.loads(record_path.read_text())
+    params = exp_factory.get_exp_config(record["experiment"])
+    params = hyperparams.override_params_dict(params, str(result_dir / "params.yaml"), is_strict=True)
+    params.validate()
+    return params
+
+
+def _model_garden():
+    """Model Garden's experiment factory and hyperparams, with the vision experiments registered."""
+    from official.core import exp_factory
+    from official.modeling import hyperparams
+    from official.vision import registry_imports  # noqa: F401  (registers retinanet_*, fasterrcnn_*, ...)
+
+    return exp_factory, hyperparams
+
+
+def _this_machine():
+    import tensorflow as tf
+
+    return detect_hardware(os.environ, len(tf.config.list_physical_devices("GPU")))
+
+
+def _read_dataset(data_dir):
+    """What config needs from prepare's outputs, with the label ids checked against num_classes."""
+    report_path = data_dir / "report.json"
+    if not report_path.is_file():
+        raise UserError(f"{report_path} is missing: run `python -m trainer prepare` first")
+    report = json.loads(report_path.read_text())
+    labels = report["labels"]
+    num_classes = len(labels) + 1  # Model Garden counts background as class 0
+    label_map = (data_dir / "label_map.pbtxt").read_text()
+    for label_id in (int(found) for found in re.findall(r"^\s*id:\s*(-?\d+)", label_map, re.MULTILINE)):
+        if not 1 <= label_id < num_classes:
+            raise UserError(
+                f"label id {label_id} in {data_dir / 'label_map.pbtxt'} is outside 1..{num_classes - 1}: "
+                f"the model has {num_classes} classes (background + {len(labels)} labels) and Model Garden "
+                f"would silently train it as background; rerun prepare")
+    splits = report["splits"]
+    if not splits["train"]["images"] or not splits["val"]["images"]:
+        raise UserError(f"training needs images in both splits; {report_path} has "
+                        f"{splits['train']['images']} training and {splits['val']['images']} validation images")
+    return {
+        "num_classes": num_classes,
+        "train_images": splits["train"]["images"],
+        "val_images": splits["val"]["images"],
+        "train_files": [str(data_dir / name) for name in report["files"]["train"]],
+        "val_files": [str(data_dir / name) for name in report["files"]["val"]],
+        "max_boxes": report["max_boxes_per_image"],
+    }
+
+
+def _plan(entry, dataset, hardware, steps, batch_size):
+    """Batch size, learning rate (linear scaling rule), steps and the intervals derived from them."""
+    try:
+        reference = entry["hardware"][hardware.kind]
+    except KeyError:
+        raise UserError(f"configs/models/{entry['name']}.yaml has no hardware.{hardware.kind} settings") from None
+    reference_batch = reference["batch_size"] * hardware.replicas
+    batch_size = batch_size or reference_batch
+    if batch_size % hardware.replicas:
+        raise UserError(f"batch size {batch_size} does not split evenly over {hardware.replicas} devices")
+    learning_rate = reference["learning_rate"] * batch_size / reference["batch_size"]
+    if steps:
+        steps_reason = "as asked"
+    else:
+        epochs = entry.get("epochs", DEFAULT_EPOCHS)
+        steps = max(MIN_DEFAULT_STEPS, math.ceil(epochs * dataset["train_images"] / batch_size))
+        steps_reason = (f"default: {epochs} passes over {dataset['train_images']} training images at batch "
+                        f"{batch_size} (at least {MIN_DEFAULT_STEPS}); set STEPS / --steps to change")
+    steps_per_loop = min(STEPS_PER_LOOP[hardware.kind], steps)
+    return {
+        "batch_size": batch_size,
+        "learning_rate": learning_rate,
+        "steps": steps,
+        "steps_reason": steps_reason,
+        "steps_per_loop": steps_per_loop,
+        "warmup_steps": max(1, min(steps // 10, math.ceil(WARMUP_IMAGES / batch_size))),
+        "validation_interval": _round_up(math.ceil(steps / EVALUATIONS_PER_RUN), steps_per_loop),
+        "checkpoint_interval": _round_up(math.ceil(steps / CHECKPOINTS_PER_RUN), steps_per_loop),
+    }
+
+
+def _round_up(value, multiple):
+    return math.ceil(value / multiple) * multiple
+
+
+def _checkpoint(entry, checkpoint_url, init_checkpoint):
+    """The prefix to restore ('' for none) and the modules to restore from it."""
+    zoo = entry.get("checkpoint") or {}
+    modules = zoo.get("modules", ["backbone", "decoder"])
+    if init_checkpoint is None and (checkpoint_url or zoo):
+        from trainer.checkpoint import fetch_checkpoint
+
+        if checkpoint_url:
+            init_checkpoint = fetch_checkpoint(checkpoint_url)
+        else:
+            init_checkpoint = fetch_checkpoint(zoo["url"], sha256=zoo.get("sha256"), size=zoo.get("size"))
+    return {"path": str(init_checkpoint or ""), "modules": modules}
+
+
+def _run_overrides(dataset, hardware, plan, checkpoint):
+    """The params_override that fits the experiment to this dataset, hardware and plan."""
+    dtype = PRECISION[hardware.kind]
+    eval_batch, eval_steps, drop_remainder = _evaluation(dataset["val_images"], plan["batch_size"], hardware)
+    learning_rate = plan["learning_rate"]
+    return {
+        "runtime": {
+            "distribution_strategy": hardware.strategy,
+            "num_gpus": hardware.num_gpus,
+            "mixed_precision_dtype": dtype,
+            "loss_scale": "dynamic" if dtype == "float16" else None,
+            "tpu": hardware.tpu,
+        },
+        "task": {
+            "model": {"num_classes": dataset["num_classes"]},
+            "init_checkpoint": checkpoint["path"],
+            "init_checkpoint_modules": checkpoint["modules"],
+            "annotation_file": "",  # Model Garden builds COCO ground truth from the val records
+            "per_category_metrics": True,
+            "allow_image_summary": True,  # validation images with predicted boxes in TensorBoard
+            "train_data": {
+                "input_path": ",".join(dataset["train_files"]),
+                "global_batch_size": plan["batch_size"],
+                "shuffle_buffer_size": min(dataset["train_images"], MAX_SHUFFLE_BUFFER),
+                "dtype": dtype,
+                "parser": {"max_num_instances": max(MODEL_GARDEN_MAX_INSTANCES, dataset["max_boxes"])},
+            },
+            "validation_data": {
+                "input_path": ",".join(dataset["val_files"]),
+                "global_batch_size": eval_batch,
+                "drop_remainder": drop_remainder,
+                "dtype": dtype,
+                "parser": {"max_num_instances": max(MODEL_GARDEN_MAX_INSTANCES, dataset["max_boxes"])},
+            },
+        },
+        "trainer": {
+            "train_steps": plan["steps"],
+            "steps_per_loop": plan["steps_per_loop"],
+            "summary_interval": plan["steps_per_loop"],
+            "checkpoint_interval": plan["checkpoint_interval"],
+            "max_to_keep": MAX_CHECKPOINTS_KEPT,
+            "validation_interval": plan["validation_interval"],
+            "validation_steps": eval_steps,
+            "optimizer_config": {
+                "learning_rate": {
+                    "type": "cosine",
+                    "cosine": {"initial_learning_rate": learning_rate, "decay_steps": plan["steps"]},
+                },
+                "warmup": {
+                    "type": "linear",
+                    "linear": {"warmup_steps": plan["warmup_steps"], "warmup_learning_rate": learning_rate / 10},
+                },
+            },
+        },
+    }
+
+
+def _evaluation(val_images, batch_size, hardware):
+    """Eval batch, steps that cover the val set, and drop_remainder (TPUs need whole batches)."""
+    if hardware.kind == "tpu":
+        return TPU_EVAL_BATCH, max(1, val_images // TPU_EVAL_BATCH), True
+    eval_batch = max(hardware.replicas, min(batch_size, val_images))
+    return eval_batch, math.ceil(val_images / eval_batch), False
+
+
+def add_arguments(parser):
+    models = catalogue.MODELS_DIR.glob("*.yaml")
+    listing = "; ".join(f"{p.stem}: {catalogue.load_model(p.stem)['description']}" for p in sorted(models))
+    parser.add_argument("--model", default=DEFAULT_MODEL, metavar="NAME",
+                        help=f"catalogue model (default {DEFAULT_MODEL}). {listing}")
+    parser.add_argument("--result-dir", required=True, help="the run folder: reads data/, writes params.yaml")
+    parser.add_argument("--steps", type=int, help="training steps (default: from the dataset size)")
+    parser.add_argument("--batch-size", type=int,
+                        help="global batch size (default: the catalogue's for this hardware); "
+                             "the learning rate scales with it")
+    parser.add_argument("--checkpoint-url",
+                        help="pretrained checkpoint (archive or prefix: http(s)://, gs://, file:// or a path) "
+                             "instead of the catalogue's; fetched and cached by the checkpoint stage")
+
+
+def main(args):
+    write_params(args.result_dir, args.model, args.steps, args.batch_size, args.checkpoint_url)
+    return 0

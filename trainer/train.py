@@ -1,0 +1,291 @@
+"""Train stage: Model Garden training with periodic COCO evaluation into RESULT_DIR/model/.
+
+Orbit (Model Garden's train_lib) does the work in train_and_eval mode: checkpoints
+`model/ckpt-N` (N = step), TensorBoard events in `model/train/` and
+`model/validation/` (losses, learning rate, COCO AP, validation images with their
+predicted boxes). On top of it this stage adds what a cloud job needs: resume from
+the last checkpoint (said in the log), a checkpoint on SIGTERM (how Vertex AI
+preempts), a progress line per loop (step, loss, images/s, ETA), and
+RESULT_DIR/metrics.json with the last evaluation's COCO and per-class metrics. A
+run whose last checkpoint is at the final step and whose metrics.json is from that
+step is complete: a rerun returns at once.
+"""
+import contextlib
+import json
+import os
+import re
+import signal
+import time
+from pathlib import Path
+
+import yaml
+
+from trainer import config
+from trainer.errors import UserError
+
+TERMINATED_EXIT = 128 + signal.SIGTERM
+COCO_METRICS = ("AP", "AP50", "AP75", "APs", "APm", "APl", "ARmax1", "ARmax10", "ARmax100", "ARs", "ARm", "ARl")
+# Model Garden's per-category metric names (coco_evaluator), in COCOeval.stats order.
+CATEGORY_METRICS = {"AP": "Precision mAP ByCategory", "AP50": "Precision mAP ByCategory@50IoU",
+                    "AP75": "Precision mAP ByCategory@75IoU", "ARmax100": "Recall AR@100 ByCategory"}
+CHECKPOINT_STATE_PATH = re.compile(r'^model_checkpoint_path:\s*"(.*)"', re.MULTILINE)
+
+
+class Terminated(BaseException):
+    """SIGTERM arrived; a BaseException so that no `except Exception` on the way swallows it."""
+
+
+def train(result_dir):
+    """Train RESULT_DIR's experiment (params.yaml) to its final step; return the final metrics dict."""
+    result_dir = Path(result_dir).absolute()
+    model_dir = result_dir / "model"
+    metrics_path = result_dir / "metrics.json"
+    params_path = result_dir / "params.yaml"
+    if not params_path.is_file():
+        raise UserError(f"{params_path} is missing: run `python -m trainer config --result-dir {result_dir}` first")
+    steps = yaml.safe_load(params_path.read_text())["trainer"]["train_steps"]
+    last_step = _last_checkpoint_step(model_dir)
+    if last_step is not None and last_step > steps:
+        raise UserError(f"{model_dir} already holds ckpt-{last_step}, beyond the {steps} steps asked: "
+                        f"ask for more steps, or train into a new result dir")
+    if last_step == steps and _metrics_step(metrics_path) == steps:
+        print(f"train: complete: ckpt-{steps} and metrics.json are at the final step; nothing to do")
+        return _summary(model_dir, metrics_path)
+
+    from official.common import distribute_utils
+    from official.core import task_factory, train_lib
+    from official.modeling import performance
+    from official.vision.utils import summary_manager
+
+    _patch_model_garden_coco_evaluation()
+    _quiet_orbit()
+    params = config.load_params(result_dir)
+    params.lock()
+    if "TF_CONFIG" not in os.environ and "CLUSTER_SPEC" in os.environ:
+        os.environ["TF_CONFIG"] = json.dumps(config.tf_config_from_env(os.environ))
+    performance.set_mixed_precision_policy(params.runtime.mixed_precision_dtype)
+    strategy = distribute_utils.get_distribution_strategy(
+        distribution_strategy=params.runtime.distribution_strategy, all_reduce_alg=params.runtime.all_reduce_alg,
+        num_gpus=params.runtime.num_gpus, tpu_address=params.runtime.tpu)
+    if last_step is None:
+        start = f"pretrained {params.task.init_checkpoint}" if params.task.init_checkpoint else "scratch"
+        print(f"train: starting from {start}: step 0 of {steps}, {params.runtime.distribution_strategy} strategy")
+    else:
+        print(f"train: resuming: restoring {model_dir}/ckpt-{last_step} (step {last_step} of {steps})")
+
+    labels = json.loads((result_dir / "data" / "labels.json").read_text())
+    progress = _Progress(steps, params.task.train_data.global_batch_size, labels, model_dir, metrics_path,
+                         write_metrics=strategy.extended.should_checkpoint)
+    runner = None
+    with _raise_on_sigterm():
+        try:
+            with strategy.scope():
+                task = task_factory.get_task(params.task, logging_dir=str(model_dir))
+            runner = train_lib.OrbitExperimentRunner(
+                distribution_strategy=strategy, task=task, params=params, model_dir=str(model_dir),
+                mode="train_and_eval" if (last_step or 0) < steps else "eval",
+                train_actions=[progress.after_train], eval_actions=[progress.after_eval],
+                eval_summary_manager=summary_manager.maybe_build_eval_summary_manager(params, str(model_dir)))
+            progress.start(runner.trainer.global_step)
+            if last_step is not None:
+                print(f"train: restored ckpt-{last_step}: continuing at step {progress.step}")
+            runner.run()
+        except Terminated:
+            if runner is None:
+                print("train: SIGTERM before training started: nothing to save")
+            else:
+                signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second SIGTERM must not cut the save short
+                step = int(runner.trainer.global_step.numpy())
+                saved = runner.checkpoint_manager.save(checkpoint_number=step)
+                print(f"train: SIGTERM: saved {saved} at step {step} of {steps}; rerun to resume")
+            raise
+    if not strategy.extended.should_checkpoint:
+        print("train: done on this worker; the chief writes the checkpoints and metrics.json")
+        return {}
+    return _summary(model_dir, metrics_path)
+
+
+def _summary(model_dir, metrics_path):
+    """Print where the run's outputs are and its final AP; return metrics.json's contents."""
+    metrics = json.loads(metrics_path.read_text())
+    print(f"train: checkpoints: {model_dir}/ckpt-{metrics['step']}")
+    print(f"train: metrics:     {metrics_path} (step {metrics['step']}: AP {_shown(metrics['AP'])}, "
+          f"AP50 {_shown(metrics['AP50'])})")
+    print(f"train: TensorBoard: tensorboard --logdir {model_dir}")
+    return metrics
+
+
+def _last_checkpoint_step(model_dir):
+    """The step of model_dir's latest checkpoint (its state file, no TensorFlow), or None."""
+    state = model_dir / "checkpoint"
+    match = CHECKPOINT_STATE_PATH.search(state.read_text()) if state.is_file() else None
+    return int(match.group(1).rsplit("-", 1)[1]) if match else None
+
+
+def _metrics_step(metrics_path):
+    return json.loads(metrics_path.read_text()).get("step") if metrics_path.is_file() else None
+
+
+@contextlib.contextmanager
+def _raise_on_sigterm():
+    """Turn SIGTERM into Terminated in the main thread, between TensorFlow calls, so the caller can save."""
+
+    def handler(signum, frame):
+        raise Terminated()
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+class _Progress:
+    """Orbit actions: a progress line after each training loop, metrics.json after each evaluation."""
+
+    def __init__(self, steps, batch_size, labels, model_dir, metrics_path, write_metrics):
+        self.steps = steps
+        self.batch_size = batch_size
+        self.labels = labels
+        self.model_dir = model_dir
+        self.metrics_path = metrics_path
+        self.write_metrics = write_metrics
+
+    def start(self, global_step):
+        """Count from GLOBAL_STEP (the trainer's step variable) from now on."""
+        self.global_step = global_step
+        self.restart()
+
+    def restart(self):
+        self.step = int(self.global_step.numpy())
+        self.since = time.monotonic()
+
+    def after_train(self, output):
+        step = int(self.global_step.numpy())
+        per_step = (time.monotonic() - self.since) / max(step - self.step, 1)
+        loss = float(output.get("total_loss", output.get("training_loss")))
+        eta = _duration((self.steps - step) * per_step)
+        saved = _last_checkpoint_step(self.model_dir)
+        print(f"progress: step {step}/{self.steps} | loss {loss:.4f} | {self.batch_size / per_step:.1f} images/s | "
+              f"lr {float(output['learning_rate']):.3g} | ETA {eta} | last checkpoint "
+              f"{'none' if saved is None else f'ckpt-{saved}'}", flush=True)
+        self.restart()
+
+    def after_eval(self, output):
+        metrics = _final_metrics(output, self.labels, int(self.global_step.numpy()))
+        if self.write_metrics:
+            partial = self.metrics_path.with_suffix(".json.partial")
+            partial.write_text(json.dumps(metrics, indent=2) + "\n")
+            partial.replace(self.metrics_path)
+        shown = " ".join(f"{name} {_shown(metrics[name])}" for name in ("AP", "AP50", "AP75", "ARmax100"))
+        print(f"evaluation: step {metrics['step']}: {shown}", flush=True)
+        self.restart()  # evaluation time is not training speed
+
+
+def _duration(seconds):
+    minutes, seconds = divmod(int(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{seconds:02d}s"
+
+
+def _shown(value):
+    return "n/a" if value is None else f"{value:.3f}"
+
+
+def _final_metrics(output, labels, step):
+    """metrics.json: COCO metrics (null where COCO has no value: -1), per-class AP, validation loss."""
+
+    def value(name):
+        number = float(output[name])
+        return None if number < 0 else number
+
+    per_class = {}
+    for class_id, label in enumerate(labels, start=1):
+        keys = {short: f"{long}/{class_id}" for short, long in CATEGORY_METRICS.items()}
+        per_class[label] = {short: value(key) if key in output else None for short, key in keys.items()}
+    return {
+        "step": step,
+        **{name: value(name) for name in COCO_METRICS},
+        "per_class": per_class,
+        "validation_loss": float(output["validation_loss"]) if "validation_loss" in output else None,
+    }
+
+
+def _quiet_orbit():
+    """Keep Orbit's per-loop messages in the absl log only.
+
+    Orbit both logs and prints every loop's whole output dict, validation images
+    included as pixel arrays; the progress and evaluation lines replace the prints.
+    """
+    from orbit import controller
+
+    controller.print = lambda *args, **kwargs: None
+
+
+def _patch_model_garden_coco_evaluation():
+    """Two narrow fixes to Model Garden 2.20's COCO evaluation, applied to its modules, idempotently.
+
+    1. NumPy 2: RetinaNet's parser gives each image's `num_detections` as a 1-element
+       array (tf.shape, not tf.shape()[0]), and coco_utils.convert_groundtruths_to_
+       coco_dataset calls int() on it, which NumPy >= 2 refuses. We flatten it to one
+       count per image before the conversion; nothing else changes.
+    2. Per-class AP: COCOEvaluator(per_category_metrics=True) reads `category_stats`
+       from the COCOeval it runs, which only a fork of pycocotools has; stock
+       pycocotools has none and per-class metrics silently come out empty. We give the
+       evaluator a COCOeval subclass that computes the table from COCOeval.eval.
+    """
+    import numpy as np
+    from official.vision.evaluation import coco_evaluator, coco_utils
+    from pycocotools import cocoeval
+
+    convert = coco_utils.convert_groundtruths_to_coco_dataset
+    if getattr(convert, "flattens_num_detections", False):
+        return
+
+    def convert_groundtruths_to_coco_dataset(groundtruths, label_map=None):
+        counts = [np.reshape(batch, [-1]) for batch in groundtruths["num_detections"]]
+        return convert({**groundtruths, "num_detections": counts}, label_map)
+
+    convert_groundtruths_to_coco_dataset.flattens_num_detections = True
+    coco_utils.convert_groundtruths_to_coco_dataset = convert_groundtruths_to_coco_dataset
+
+    class COCOevalWithCategoryStats(cocoeval.COCOeval):
+        """COCOeval that also sets category_stats[metric][category], metrics in COCOeval.stats order."""
+
+        def summarize(self):
+            super().summarize()
+            one, ten, most = self.params.maxDets
+            specs = [(True, None, "all", most), (True, 0.5, "all", most), (True, 0.75, "all", most),
+                     (True, None, "small", most), (True, None, "medium", most), (True, None, "large", most),
+                     (False, None, "all", one), (False, None, "all", ten), (False, None, "all", most),
+                     (False, None, "small", most), (False, None, "medium", most), (False, None, "large", most)]
+            categories = range(len(self.params.catIds))
+            self.category_stats = np.array([[self._category_stat(*spec, k) for k in categories] for spec in specs])
+
+        def _category_stat(self, is_precision, iou, area, max_dets, category):
+            """Like COCOeval.summarize's mean over valid entries (-1 when none), for one category."""
+            p = self.params
+            a, m = p.areaRngLbl.index(area), p.maxDets.index(max_dets)
+            if is_precision:
+                table = self.eval["precision"][:, :, category, a, m]  # [iou, recall]
+            else:
+                table = self.eval["recall"][:, category, a, m]  # [iou]
+            if iou is not None:
+                table = table[np.isclose(p.iouThrs, iou)]
+            valid = table[table > -1]
+            return valid.mean() if valid.size else -1.0
+
+    coco_evaluator.cocoeval = type("cocoeval", (), {"COCOeval": COCOevalWithCategoryStats})
+
+
+def add_arguments(parser):
+    parser.add_argument("--result-dir", required=True,
+                        help="the run folder: reads params.yaml and data/, writes model/ and metrics.json")
+
+
+def main(args):
+    try:
+        train(args.result_dir)
+    except Terminated:
+        return TERMINATED_EXIT
+    return 0
