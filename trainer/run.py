@@ -5,10 +5,20 @@ anywhere is resumed by running it again with the same arguments: prepare keeps
 complete records, the checkpoint stage its cache (config calls it), config rewrites
 an identical params.yaml, train restores its last checkpoint and returns at once
 when it is at the final step with metrics.json from that step.
+
+In a multi-worker job every replica runs start.sh on the same RESULT_DIR: only
+the chief prepares and configures; the other workers wait for its params.yaml
+and then join the training.
 """
+import os
+import time
 from pathlib import Path
 
 from trainer import config
+from trainer.errors import UserError
+
+CHIEF_WAIT_SECONDS = 3600  # how long a worker waits for the chief's data/ and params.yaml
+CHIEF_POLL_SECONDS = 10
 
 
 def run(data_dir, result_dir, model=config.DEFAULT_MODEL, steps=None, batch_size=None, checkpoint_url=None):
@@ -17,12 +27,34 @@ def run(data_dir, result_dir, model=config.DEFAULT_MODEL, steps=None, batch_size
     from trainer.train import train
 
     result_dir = Path(result_dir).absolute()
-    _stage("prepare", f"{data_dir} -> {result_dir / 'data'}")
-    prepare(data_dir, result_dir)
-    _stage("config", f"{model} -> {result_dir / 'params.yaml'} (checkpoint fetched or taken from the cache)")
-    config.write_params(result_dir, model, steps, batch_size, checkpoint_url)
+    if _is_chief(os.environ):
+        _stage("prepare", f"{data_dir} -> {result_dir / 'data'}")
+        prepare(data_dir, result_dir)
+        _stage("config", f"{model} -> {result_dir / 'params.yaml'} (checkpoint fetched or taken from the cache)")
+        config.write_params(result_dir, model, steps, batch_size, checkpoint_url)
+    else:
+        _wait_for_chief(result_dir)
     _stage("train", f"-> {result_dir / 'model'}")
     return train(result_dir)
+
+
+def _is_chief(env):
+    """True unless TF_CONFIG / CLUSTER_SPEC names this replica a non-chief worker."""
+    tf_config = config.tf_config_from_env(env)
+    task = tf_config.get("task", {})
+    if "chief" not in tf_config.get("cluster", {}):  # no chief pool: worker 0 leads
+        return task.get("type", "worker") == "worker" and task.get("index", 0) == 0
+    return task.get("type") == "chief"
+
+
+def _wait_for_chief(result_dir):
+    wanted = [result_dir / "data" / "report.json", result_dir / "params.yaml"]
+    _stage("wait", f"for the chief to write {', '.join(map(str, wanted))}")
+    deadline = time.monotonic() + CHIEF_WAIT_SECONDS
+    while not all(path.is_file() for path in wanted):
+        if time.monotonic() > deadline:
+            raise UserError(f"the chief did not write {result_dir / 'params.yaml'} within {CHIEF_WAIT_SECONDS} s")
+        time.sleep(CHIEF_POLL_SECONDS)
 
 
 def _stage(name, what):
