@@ -8,8 +8,9 @@ cue. Point the code at it with VERTEX_API_ENDPOINT / LOGGING_API_ENDPOINT.
 import http.server
 import json
 import re
-import threading
 from urllib.parse import urlsplit
+
+from http_server import LocalServer
 
 JOBS_ROUTE = re.compile(r"^/v1/projects/([^/]+)/locations/([^/]+)/customJobs(?:/(\d+))?(:cancel)?$")
 CREATE_TIME = "2026-11-23T12:00:00Z"
@@ -17,26 +18,19 @@ STATUS_NAMES = {400: "INVALID_ARGUMENT", 401: "UNAUTHENTICATED", 403: "PERMISSIO
                 429: "RESOURCE_EXHAUSTED", 500: "INTERNAL"}
 
 
-class FakeVertex:
+class FakeVertex(LocalServer):
     """The fake's state: `jobs` (ID -> CustomJob JSON), `states` (ID -> states still to report, one per GET),
     `log_entries`, `requests` ((method, path, JSON body or None) per request) and `errors`
     (HTTP statuses to answer the next requests with, one each)."""
 
     def __init__(self):
+        super().__init__(_Handler)
         self.jobs = {}
         self.states = {}
         self.log_entries = []
         self.requests = []
         self.errors = []
         self._next_id = 1000
-        self._httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
-        self._httpd.fake = self
-        self._thread = threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05},
-                                        daemon=True)
-
-    @property
-    def url(self):
-        return f"http://127.0.0.1:{self._httpd.server_port}"
 
     def add_job(self, project, region, display_name="run", state="JOB_STATE_RUNNING", job_spec=None):
         """Store a job as if it had been created; return its ID."""
@@ -48,14 +42,6 @@ class FakeVertex:
             "jobSpec": job_spec or {"baseOutputDirectory": {"outputUriPrefix": f"gs://out/runs/{display_name}"}},
         }
         return job_id
-
-    def __enter__(self):
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc_info):
-        self._httpd.shutdown()
-        self._httpd.server_close()
 
     def answer(self, method, path, body):
         """(HTTP status, JSON reply) for one request."""
@@ -90,7 +76,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
     def _handle(self, method):
         length = int(self.headers.get("Content-Length") or 0)
         raw = self.rfile.read(length) if length else b""
-        status, reply = self.server.fake.answer(method, urlsplit(self.path).path, json.loads(raw) if raw else None)
+        status, reply = self.server.owner.answer(method, urlsplit(self.path).path, json.loads(raw) if raw else None)
         data = json.dumps(reply).encode()
         self.send_response(status)
         self.send_header("Content-Type", "application/json")

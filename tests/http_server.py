@@ -1,26 +1,21 @@
-"""A local HTTP file server for tests: records every request, honours Range, misbehaves on cue."""
+"""Local HTTP servers for tests: a base that runs one on 127.0.0.1, and a file server
+that records every request, honours Range and misbehaves on cue."""
 import http.server
 import threading
 
 
-class FileServer:
-    """Serves `files` (URL path -> bytes) on 127.0.0.1.
+class LocalServer:
+    """An HTTP server with HANDLER on a free 127.0.0.1 port, in a daemon thread, as a context manager.
 
-    `faults[path]` is a list consumed one per request: an HTTP status to answer
-    with, "cut" to send half of the body the headers promise and hang up, or
-    "no-range" to ignore a Range header and send the whole file.
-    `requests` holds (path, Range header or None) for every request.
+    The handler reaches this object as `self.server.owner`.
     """
 
-    def __init__(self):
-        self.files = {}
-        self.faults = {}
-        self.requests = []
-        self._httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+    def __init__(self, handler):
+        self._httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
         self._httpd.owner = self
         self._thread = threading.Thread(target=self._httpd.serve_forever, args=(0.01,), daemon=True)
 
-    def url(self, path):
+    def url(self, path=""):
         return f"http://127.0.0.1:{self._httpd.server_port}{path}"
 
     def __enter__(self):
@@ -30,6 +25,22 @@ class FileServer:
     def __exit__(self, *exc_info):
         self._httpd.shutdown()
         self._httpd.server_close()
+
+
+class FileServer(LocalServer):
+    """Serves `files` (URL path -> bytes) on 127.0.0.1.
+
+    `faults[path]` is a list consumed one per request: an HTTP status to answer
+    with, "cut" to send half of the body the headers promise and hang up, or
+    "no-range" to ignore a Range header and send the whole file.
+    `requests` holds (path, Range header or None) for every request.
+    """
+
+    def __init__(self):
+        super().__init__(_Handler)
+        self.files = {}
+        self.faults = {}
+        self.requests = []
 
 
 class _Handler(http.server.BaseHTTPRequestHandler):

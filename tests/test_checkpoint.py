@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.http_server import FileServer
+from http_server import FileServer
 from trainer import catalogue, checkpoint
 from trainer.__main__ import main as cli_main
 from trainer.errors import UserError

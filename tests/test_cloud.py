@@ -33,8 +33,8 @@ JOBS_PATH = f"/v1/projects/{PROJECT}/locations/{REGION}/customJobs"
 def vertex(monkeypatch, tmp_path):
     """The fake Vertex AI + Logging server, with project and region set the way a user would."""
     with FakeVertex() as fake:
-        monkeypatch.setenv("VERTEX_API_ENDPOINT", fake.url)
-        monkeypatch.setenv("LOGGING_API_ENDPOINT", fake.url)
+        monkeypatch.setenv("VERTEX_API_ENDPOINT", fake.url())
+        monkeypatch.setenv("LOGGING_API_ENDPOINT", fake.url())
         monkeypatch.setenv("GOOGLE_CLOUD_PROJECT", PROJECT)
         monkeypatch.setenv("GOOGLE_CLOUD_REGION", REGION)
         monkeypatch.setenv("CLOUDSDK_CONFIG", str(tmp_path / "gcloud"))
