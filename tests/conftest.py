@@ -36,3 +36,46 @@ def kangaroo_dir():
     if not (KANGAROO / "_annotations.json").is_file():
         pytest.skip("../shared/datasets/kangaroo is not present")
     return KANGAROO
+
+
+@pytest.fixture(scope="session")
+def sample_bucket(tmp_path_factory):
+    """The synthetic bucket `make demo` trains on (trainer.sample defaults), generated once; treat as read-only."""
+    from trainer.sample import make_sample_bucket
+
+    path = tmp_path_factory.mktemp("sample-bucket")
+    make_sample_bucket(path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def trained_run(tmp_path_factory, sample_bucket):
+    """RESULT_DIR of one `start.sh 20` run of the demo model on the sample bucket; treat as read-only.
+
+    It holds data/, params.yaml, experiment.json, model/ckpt-20 (+ TensorBoard events),
+    metrics.json and every export format; the script's output (stdout and stderr) is
+    RESULT_DIR/../start.log.
+    """
+    import subprocess
+    import sys
+
+    base = tmp_path_factory.mktemp("trained-run")
+    result_dir = base / "result"
+    env = {**os.environ, "DATA_DIR": str(sample_bucket), "RESULT_DIR": str(result_dir), "MODEL": "demo",
+           "PYTHON": sys.executable, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    completed = subprocess.run(["bash", str(REPO / "packaging" / "start.sh"), "20"], env=env, cwd=base,
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=900)
+    (base / "start.log").write_text(completed.stdout)
+    assert completed.returncode == 0, completed.stdout[-5000:]
+    return result_dir
+
+
+@pytest.fixture(scope="session")
+def exported_run(trained_run):
+    """(RESULT_DIR, export results) of `trained_run`, whose start.sh run exported every format.
+
+    Calling export again finds every format up to date and returns what it wrote.
+    """
+    from trainer.export import export
+
+    return trained_run, export(trained_run)

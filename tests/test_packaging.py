@@ -84,7 +84,7 @@ def test_the_unzipped_bundle_trains_the_demo_model(dist, sample_bucket, tmp_path
         bundle.extractall(job_dir)
     env = {**os.environ, "PATH": f"{VENV_BIN}{os.pathsep}{os.environ['PATH']}", "PYTHONPATH": str(job_dir),
            "DATA_DIR": str(sample_bucket), "RESULT_DIR": str(result_dir), "MODEL": "demo",
-           "TF_CPP_MIN_LOG_LEVEL": "2"}
+           "EXPORT_FORMATS": "none", "TF_CPP_MIN_LOG_LEVEL": "2"}
 
     imported = subprocess.run(["python", "-c", "import trainer; print(trainer.__file__)"], cwd=tmp_path, env=env,
                               capture_output=True, text=True, check=True)

@@ -98,6 +98,7 @@ def test_rerun_of_a_complete_run_skips_every_stage(trained_run, sample_bucket):
     assert "is up to date" in completed.stdout
     assert "params.yaml unchanged" in completed.stdout
     assert "train: complete" in completed.stdout
+    assert completed.stdout.count("up to date (") == 4  # export: every format
     assert completed.stdout.splitlines()[-1] == "CACLI-TRAINING-SUCCESS"
     changed = [path for path, stamp in stamps.items()
                if path.name not in ("params.yaml", "experiment.json") and path.stat().st_mtime_ns != stamp]
@@ -157,15 +158,16 @@ def test_start_sh_explains_its_usage(env, args, message, tmp_path):
     assert completed.stdout.strip() == "CACLI-TRAINING-FAILED"
 
 
-def start_env(sample_bucket, result_dir):
+def start_env(sample_bucket, result_dir, **extra):
     return {**os.environ, "DATA_DIR": str(sample_bucket), "RESULT_DIR": str(result_dir), "MODEL": "demo",
-            "PYTHON": sys.executable, "TF_CPP_MIN_LOG_LEVEL": "2"}
+            "PYTHON": sys.executable, "TF_CPP_MIN_LOG_LEVEL": "2", **extra}
 
 
 def start(sample_bucket, result_dir, steps, log_path):
     """start.sh STEPS in its own process group, output to LOG_PATH."""
     with open(log_path, "w") as log:
-        return subprocess.Popen(["bash", str(START_SH), str(steps)], env=start_env(sample_bucket, result_dir),
+        return subprocess.Popen(["bash", str(START_SH), str(steps)],
+                                env=start_env(sample_bucket, result_dir, EXPORT_FORMATS="none"),
                                 stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
 
 

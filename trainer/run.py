@@ -11,18 +11,25 @@ the chief prepares and configures; the other workers wait for its params.yaml
 and then join the training.
 """
 import os
+import sys
 import time
 from pathlib import Path
 
 from trainer import config
 from trainer.errors import UserError
+from trainer.export import CONVERSION_FAILED_EXIT, FORMATS, export  # imports TensorFlow only when exporting
 
 CHIEF_WAIT_SECONDS = 3600  # how long a worker waits for the chief's data/ and params.yaml
 CHIEF_POLL_SECONDS = 10
 
 
-def run(data_dir, result_dir, model=config.DEFAULT_MODEL, steps=None, batch_size=None, checkpoint_url=None):
-    """Prepare DATA_DIR, configure MODEL and train it into RESULT_DIR; return the final metrics dict."""
+def run(data_dir, result_dir, model=config.DEFAULT_MODEL, steps=None, batch_size=None, checkpoint_url=None,
+        formats=FORMATS):
+    """Prepare DATA_DIR, configure and train MODEL into RESULT_DIR, export FORMATS.
+
+    Returns the conversions that failed, {format: reason}: the model is trained
+    and served by its SavedModel even when a TFLite, TF.js or Core ML conversion fails.
+    """
     from trainer.prepare import prepare
     from trainer.train import train
 
@@ -35,7 +42,11 @@ def run(data_dir, result_dir, model=config.DEFAULT_MODEL, steps=None, batch_size
     else:
         _wait_for_chief(result_dir)
     _stage("train", f"-> {result_dir / 'model'}")
-    return train(result_dir)
+    train(result_dir)
+    if not (formats and _is_chief(os.environ)):
+        return {}
+    _stage("export", f"{', '.join(formats)} -> {result_dir}")
+    return {name: result["error"] for name, result in export(result_dir, formats).items() if "error" in result}
 
 
 def _is_chief(env):
@@ -70,13 +81,19 @@ def add_arguments(parser):
     parser.add_argument("--steps", type=int, help="training steps (default: from the dataset size)")
     parser.add_argument("--batch-size", type=int, help="global batch size (default: the catalogue's for this hardware)")
     parser.add_argument("--checkpoint-url", help="pretrained checkpoint instead of the catalogue's (archive or prefix)")
+    parser.add_argument("--formats", default=",".join(FORMATS),
+                        help="comma-separated export formats after training (default: all), or 'none'")
 
 
 def main(args):
     from trainer.train import TERMINATED_EXIT, Terminated
 
+    formats = [] if args.formats == "none" else [name.strip() for name in args.formats.split(",") if name.strip()]
     try:
-        run(args.data_dir, args.result_dir, args.model, args.steps, args.batch_size, args.checkpoint_url)
+        failed = run(args.data_dir, args.result_dir, args.model, args.steps, args.batch_size, args.checkpoint_url,
+                     formats)
     except Terminated:
         return TERMINATED_EXIT
-    return 0
+    for name, reason in failed.items():
+        print(f"CONVERSION-FAILED {name}: {reason}", file=sys.stderr)
+    return CONVERSION_FAILED_EXIT if failed else 0

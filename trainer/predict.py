@@ -1,0 +1,166 @@
+"""Run an exported model on images: boxed copies and a detections.json that annotation tools read back.
+
+Detections use `_annotations.json`'s coordinates (x, y top-left, x2, y2 bottom-right,
+normalised 0..1), so predictions can be loaded into Cloud Annotations for review.
+`load_detector` is also how `trainer export` checks its SavedModel and TFLite models.
+"""
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from trainer.errors import UserError
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp"}
+
+
+def predict(model_path, inputs, out_dir, min_score=0.5):
+    """Detect objects in each image of INPUTS (files or folders); return detections.json's list."""
+    detect = load_detector(model_path)
+    labels = _labels(Path(model_path))
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    results, written = [], set()
+    for path in _images(inputs):
+        try:
+            image = _read_image(path)
+        except (OSError, ValueError) as err:
+            print(f"predict: {path}: cannot read image: {err}", file=sys.stderr)
+            results.append({"image": str(path), "error": f"cannot read image: {err}"})
+            continue
+        found = detect(np.asarray(image))
+        detections = [
+            {"label": _label(labels, label),
+             "score": round(float(score), 4),
+             "x": float(box[1]), "y": float(box[0]), "x2": float(box[3]), "y2": float(box[2])}
+            for box, score, label in zip(found["boxes"], found["scores"], found["classes"])
+            if score >= min_score and box[2] > box[0] and box[3] > box[1]]  # zero-area boxes are no annotation
+        _draw(image, detections).save(out_dir / _free_name(written, path))
+        results.append({"image": str(path), "detections": detections})
+        print(f"predict: {path}: {len(detections)} detections", flush=True)
+    (out_dir / "detections.json").write_text(json.dumps(results, indent=2, ensure_ascii=False))
+    return results
+
+
+def load_detector(model_path):
+    """A function RGB uint8 image [H, W, 3] -> {"boxes" [n, 4] (ymin, xmin, ymax, xmax, 0..1), "scores", "classes" (label ids)}.
+
+    MODEL_PATH is a SavedModel folder, a .tflite file or a run's RESULT_DIR (its SavedModel).
+    """
+    path = Path(model_path)
+    if path.suffix == ".tflite" and path.is_file():
+        return _tflite_detector(path)
+    for folder in (path, path / "model_export" / "saved_model"):
+        if (folder / "saved_model.pb").is_file():
+            return _saved_model_detector(folder)
+    raise UserError(f"{path} is not a SavedModel folder, a .tflite file or a RESULT_DIR with model_export/saved_model")
+
+
+def _saved_model_detector(folder):
+    import tensorflow as tf
+
+    serve = tf.saved_model.load(str(folder)).signatures["serving_default"]
+
+    def detect(image):
+        outputs = serve(tf.constant(image[None], tf.uint8))
+        return _trim({name: value.numpy()[0] for name, value in outputs.items()})
+
+    return detect
+
+
+def _tflite_detector(path):
+    from ai_edge_litert.interpreter import Interpreter
+    from PIL import Image
+
+    runner = Interpreter(model_path=str(path)).get_signature_runner()
+    (name, spec), = runner.get_input_details().items()
+    height, width = spec["shape"][1:3]
+
+    def detect(image):
+        if image.shape[:2] != (height, width):  # the model takes a fixed size; boxes are relative, so stretch
+            image = np.asarray(Image.fromarray(image).resize((width, height), Image.BILINEAR))
+        outputs = runner(**{name: image[None].astype(spec["dtype"])})
+        return _trim({key: value[0] for key, value in outputs.items()})
+
+    return detect
+
+
+def _trim(outputs):
+    count = int(outputs["num_detections"])
+    return {"boxes": outputs["detection_boxes"][:count], "scores": outputs["detection_scores"][:count],
+            "classes": outputs["detection_classes"][:count].astype(int)}
+
+
+def _label(labels, label_id):
+    if not 0 < label_id <= len(labels):
+        raise UserError(f"the model predicted label id {label_id}, but its labels.json names only {len(labels)} labels")
+    return labels[label_id - 1]
+
+
+def _labels(path):
+    """labels.json next to the model, or the run's data/labels.json."""
+    candidates = [path / "labels.json", path / "data" / "labels.json", path.parent / "labels.json",
+                  path.parent.parent / "data" / "labels.json"]
+    for candidate in candidates:
+        if candidate.is_file():
+            return json.loads(candidate.read_text())
+    raise UserError(f"no labels.json next to {path} (looked in: {', '.join(map(str, candidates))})")
+
+
+def _images(inputs):
+    for item in map(Path, inputs):
+        if item.is_dir():
+            yield from sorted(p for p in item.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        else:
+            yield item
+
+
+def _read_image(path):
+    """The image as RGB, turned upright by its EXIF orientation as `trainer prepare` does."""
+    from PIL import Image, ImageOps, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as image:
+            return ImageOps.exif_transpose(image).convert("RGB")
+    except UnidentifiedImageError as err:
+        raise ValueError("not an image Pillow can read") from err
+
+
+def _draw(image, detections):
+    from PIL import ImageDraw
+
+    draw = ImageDraw.Draw(image)
+    width, height = image.size
+    line = max(2, round(min(width, height) / 200))
+    for d in detections:
+        box = (d["x"] * width, d["y"] * height, d["x2"] * width, d["y2"] * height)
+        draw.rectangle(box, outline=(255, 0, 0), width=line)
+        text = f"{d['label']} {d['score']:.2f}"
+        left, top, right, bottom = draw.textbbox((box[0], box[1]), text)
+        draw.rectangle((left, top, right + 2, bottom + 2), fill=(255, 0, 0))
+        draw.text((box[0] + 1, box[1] + 1), text, fill=(255, 255, 255))
+    return image
+
+
+def _free_name(written, path):
+    """NAME.jpg, numbered when two inputs share a name; JPEG keeps the copies small."""
+    name, number = f"{path.stem}.jpg", 1
+    while name in written:
+        name, number = f"{path.stem}-{number}.jpg", number + 1
+    written.add(name)
+    return name
+
+
+def add_arguments(parser):
+    parser.add_argument("--model", required=True, help="a SavedModel folder, a .tflite file, or a run's RESULT_DIR")
+    parser.add_argument("inputs", nargs="+", metavar="IMAGE_OR_DIR", help="images, or folders of images")
+    parser.add_argument("--out", required=True, help="folder for the boxed copies and detections.json")
+    parser.add_argument("--min-score", type=float, default=0.5, help="drop detections scoring below this (default 0.5)")
+
+
+def main(args):
+    results = predict(args.model, args.inputs, args.out, min_score=args.min_score)
+    errors = sum("error" in r for r in results)
+    print(f"predict: {len(results) - errors} images, {errors} unreadable; wrote {Path(args.out) / 'detections.json'}")
+    return 1 if errors and errors == len(results) else 0
