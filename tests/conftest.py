@@ -6,6 +6,9 @@ import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 KANGAROO = REPO.parent / "shared" / "datasets" / "kangaroo"
+# Steps of the shared `trained_run`: enough that the demo model's scores stop tying at its
+# initial prior, so exports can be compared detection by detection (0.2 s a step here).
+TRAINED_STEPS = 60
 
 
 @pytest.fixture(scope="session")
@@ -50,9 +53,9 @@ def sample_bucket(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def trained_run(tmp_path_factory, sample_bucket):
-    """RESULT_DIR of one `start.sh 20` run of the demo model on the sample bucket; treat as read-only.
+    """RESULT_DIR of one `start.sh TRAINED_STEPS` run of the demo model on the sample bucket; treat as read-only.
 
-    It holds data/, params.yaml, experiment.json, model/ckpt-20 (+ TensorBoard events),
+    It holds data/, params.yaml, experiment.json, model/ckpt-TRAINED_STEPS (+ TensorBoard events),
     metrics.json and every export format; the script's output (stdout and stderr) is
     RESULT_DIR/../start.log.
     """
@@ -63,7 +66,7 @@ def trained_run(tmp_path_factory, sample_bucket):
     result_dir = base / "result"
     env = {**os.environ, "DATA_DIR": str(sample_bucket), "RESULT_DIR": str(result_dir), "MODEL": "demo",
            "PYTHON": sys.executable, "TF_CPP_MIN_LOG_LEVEL": "2"}
-    completed = subprocess.run(["bash", str(REPO / "packaging" / "start.sh"), "20"], env=env, cwd=base,
+    completed = subprocess.run(["bash", str(REPO / "packaging" / "start.sh"), str(TRAINED_STEPS)], env=env, cwd=base,
                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=900)
     (base / "start.log").write_text(completed.stdout)
     assert completed.returncode == 0, completed.stdout[-5000:]

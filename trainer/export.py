@@ -219,7 +219,7 @@ def _network(result_dir, checkpoint):
     pixels at the model's input size.
     """
     import tensorflow as tf
-    from official.vision.ops import preprocess_ops
+    from official.vision.ops import box_ops, preprocess_ops
     from official.vision.serving import detection
 
     params = _params(result_dir)
@@ -251,7 +251,23 @@ def _network(result_dir, checkpoint):
                                     [*value.shape[:3], -1]) for level, value in scores.items()}
         return scores, boxes
 
-    return params, model, module._build_anchor_boxes(), network
+    anchors = module._build_anchor_boxes()
+    weights = params.task.model.detection_generator.box_coder_weights
+
+    def clipped_network(pixels):
+        # The SavedModel clips decoded boxes to the image before NMS; TFLite's post-processing
+        # op and Core ML decode inside, unclipped, so NMS would keep other boxes. Clip here and
+        # encode back against the same anchors: they then decode to the SavedModel's boxes.
+        scores, boxes = network(pixels)
+        clipped = {}
+        for level, encoded in boxes.items():
+            level_anchors = tf.reshape(anchors[level], [-1, 4])
+            decoded = box_ops.decode_boxes(tf.reshape(encoded, [-1, 4]), level_anchors, weights)
+            recoded = box_ops.encode_boxes(box_ops.clip_boxes(decoded, [height, width]), level_anchors, weights)
+            clipped[level] = tf.reshape(recoded, tf.shape(encoded))
+        return scores, clipped
+
+    return params, model, anchors, clipped_network
 
 
 def _export_tflite(result_dir, checkpoint, labels, quantize, images, reference):
