@@ -96,7 +96,8 @@ def train(result_dir):
             else:
                 signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second SIGTERM must not cut the save short
                 step = int(runner.trainer.global_step.numpy())
-                saved = runner.checkpoint_manager.save(checkpoint_number=step)
+                # check_interval=False: the interval rule would return None right after a periodic save
+                saved = runner.checkpoint_manager.save(checkpoint_number=step, check_interval=False)
                 print(f"train: SIGTERM: saved {saved} at step {step} of {steps}; rerun to resume")
             raise
     if not strategy.extended.should_checkpoint:
