@@ -497,7 +497,11 @@ def add_arguments(parser):
 def main(args):
     formats = [f.strip() for f in args.formats.split(",") if f.strip()]
     results = export(args.result_dir, formats=formats, quantize=args.quantize, keep_versions=args.keep_versions)
-    failed = {name: r["error"] for name, r in results.items() if "error" in r}
+    return conversion_exit({name: r["error"] for name, r in results.items() if "error" in r})
+
+
+def conversion_exit(failed):
+    """Name each failed conversion on stderr; the exit status for `export` and `run`."""
     for name, reason in failed.items():
         print(f"CONVERSION-FAILED {name}: {reason}", file=sys.stderr)
     return CONVERSION_FAILED_EXIT if failed else 0

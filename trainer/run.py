@@ -11,13 +11,12 @@ the chief prepares and configures; the other workers wait for its params.yaml
 and then join the training.
 """
 import os
-import sys
 import time
 from pathlib import Path
 
 from trainer import config
 from trainer.errors import UserError
-from trainer.export import CONVERSION_FAILED_EXIT, FORMATS, export  # imports TensorFlow only when exporting
+from trainer.export import FORMATS, conversion_exit, export  # imports TensorFlow only when exporting
 
 CHIEF_WAIT_SECONDS = 3600  # how long a worker waits for the chief's data/ and params.yaml
 CHIEF_POLL_SECONDS = 10
@@ -94,6 +93,4 @@ def main(args):
                      formats)
     except Terminated:
         return TERMINATED_EXIT
-    for name, reason in failed.items():
-        print(f"CONVERSION-FAILED {name}: {reason}", file=sys.stderr)
-    return CONVERSION_FAILED_EXIT if failed else 0
+    return conversion_exit(failed)
