@@ -9,6 +9,8 @@ be loaded onto, and why the run got its steps and batch size; `load_params` read
 
 Hardware detection is a pure function of environment variables and the visible GPU
 count, so tests cover CPU, GPU, multi-worker and TPU without the hardware.
+TRAINER_SIMULATE_GPUS=N plans for N GPUs and TRAINER_SIMULATE_TPU=1 for a TPU; train
+then runs that plan on this machine's CPU (see trainer/train.py).
 """
 import json
 import math
@@ -47,21 +49,29 @@ MAX_SHUFFLE_BUFFER = 1000
 # Vertex AI's CLUSTER_SPEC names worker pools; TF_CONFIG names their roles.
 WORKER_POOL_ROLES = {"workerpool0": "chief", "workerpool1": "worker", "workerpool2": "ps", "workerpool3": "evaluator"}
 TRAINING_ROLES = ("chief", "worker")
+# Plan and train as on N GPUs (N logical CPU devices) or on a TPU (its batch and precision
+# on one CPU device): for tests, and to try an accelerator's plan on a laptop.
+SIMULATE_GPUS_ENV = "TRAINER_SIMULATE_GPUS"
+SIMULATE_TPU_ENV = "TRAINER_SIMULATE_TPU"
 
 
 @dataclass(frozen=True)
 class Hardware:
-    """What this job trains on: `kind` cpu, gpu or tpu; GPUs per worker; workers; TPU address."""
+    """What this job trains on: `kind` cpu, gpu or tpu; GPUs per worker; workers; TPU address.
+
+    `simulated`: the plan is for this hardware, but it runs on the CPU (SIMULATE_*_ENV).
+    """
 
     kind: str
     num_gpus: int = 0
     num_workers: int = 1
     tpu: str = ""
+    simulated: bool = False
 
     @property
     def strategy(self):
         if self.kind == "tpu":
-            return "tpu"
+            return "one_device" if self.simulated else "tpu"
         if self.num_workers > 1:
             return "multi_worker_mirrored"
         return "mirrored" if self.num_gpus else "one_device"
@@ -73,8 +83,10 @@ class Hardware:
 
     def describe(self):
         if self.kind == "tpu":
-            return f"TPU {self.tpu}"
+            return "TPU plan simulated on the CPU" if self.simulated else f"TPU {self.tpu}"
         devices = f"{self.num_gpus} GPU(s)" if self.num_gpus else "CPU"
+        if self.simulated:
+            devices += " simulated by logical CPU devices"
         return f"{devices} x {self.num_workers} workers" if self.num_workers > 1 else devices
 
 
@@ -98,14 +110,50 @@ def detect_hardware(env, gpus):
 
     TPU: TPU_NAME (its address), or TPU_ACCELERATOR_TYPE as set on TPU VMs ("local").
     Several workers: TF_CONFIG or Vertex AI's CLUSTER_SPEC listing more than one
-    chief/worker. Otherwise GPUs when any are visible, else the CPU.
+    chief/worker. Otherwise GPUs when any are visible, else the CPU. The simulation
+    switches (TRAINER_SIMULATE_TPU=1, TRAINER_SIMULATE_GPUS=N) override what is visible.
     """
+    if env.get(SIMULATE_TPU_ENV, "0") not in ("", "0"):
+        return Hardware("tpu", simulated=True)
     tpu = env.get("TPU_NAME") or ("local" if env.get("TPU_ACCELERATOR_TYPE") else "")
     if tpu:
         return Hardware("tpu", tpu=tpu)
+    simulated = _simulated_gpus(env)
     cluster = tf_config_from_env(env).get("cluster", {})
     workers = max(1, sum(len(cluster.get(role, [])) for role in TRAINING_ROLES))
+    if simulated:
+        if workers > 1:
+            raise UserError(f"{SIMULATE_GPUS_ENV} simulates one machine's GPUs; it cannot be combined with workers")
+        return Hardware("gpu", num_gpus=simulated, simulated=True)
     return Hardware("gpu" if gpus else "cpu", num_gpus=gpus, num_workers=workers)
+
+
+def _simulated_gpus(env):
+    value = env.get(SIMULATE_GPUS_ENV, "")
+    if value in ("", "0"):
+        return 0
+    if not value.isdigit():
+        raise UserError(f"{SIMULATE_GPUS_ENV} must be a number of GPUs, not {value!r}")
+    return int(value)
+
+
+def is_chief(env):
+    """True unless TF_CONFIG / CLUSTER_SPEC names this replica a non-chief worker."""
+    tf_config = tf_config_from_env(env)
+    task = tf_config.get("task", {})
+    if "chief" not in tf_config.get("cluster", {}):  # no chief pool: worker 0 leads
+        return task.get("type", "worker") == "worker" and task.get("index", 0) == 0
+    return task.get("type") == "chief"
+
+
+def load_evaluation(result_dir):
+    """{"evaluated": bool, "reason": why not} for RESULT_DIR's run (from experiment.json)."""
+    return _load_record(Path(result_dir)).get("evaluation", {"evaluated": True, "reason": ""})
+
+
+def load_hardware(result_dir):
+    """The Hardware that config planned RESULT_DIR's run for (from experiment.json)."""
+    return Hardware(**_load_record(Path(result_dir))["hardware"])
 
 
 def write_params(result_dir, model=DEFAULT_MODEL, steps=None, batch_size=None,
@@ -136,13 +184,18 @@ def write_params(result_dir, model=DEFAULT_MODEL, steps=None, batch_size=None,
     path = result_dir / "params.yaml"
     previous = path.read_text() if path.is_file() else None
     hyperparams.save_params_dict_to_yaml(params, str(path))
+    evaluation = ({"evaluated": True, "reason": ""} if dataset["val_images"] else
+                  {"evaluated": False, "reason": f"{result_dir / 'data'} has no validation images"})
     record = {"model": model, "experiment": entry["experiment"], "hardware": asdict(hardware), **plan,
-              "init_checkpoint": checkpoint["path"]}
+              "init_checkpoint": checkpoint["path"], "evaluation": evaluation}
     (result_dir / "experiment.json").write_text(json.dumps(record, indent=2) + "\n")
     state = "unchanged" if path.read_text() == previous else "written"
     print(f"config: {path} {state}: {model} ({entry['experiment']}), {dataset['num_classes'] - 1} labels, "
           f"{hardware.describe()}, batch {plan['batch_size']}, learning rate {plan['learning_rate']:g}")
     print(f"config: {plan['steps']} steps: {plan['steps_reason']}")
+    if not evaluation["evaluated"]:
+        print(f"config: WARNING: {evaluation['reason']}: the model will be trained WITHOUT evaluation "
+              f"(no COCO metrics; metrics.json will say evaluated: false)", flush=True)
     return path
 
 
@@ -150,14 +203,18 @@ def load_params(result_dir):
     """RESULT_DIR/params.yaml as a validated Model Garden ExperimentConfig (train and export read it so)."""
     exp_factory, hyperparams = _model_garden()
     result_dir = Path(result_dir)
-    record_path = result_dir / "experiment.json"
-    if not record_path.is_file():
-        raise UserError(f"{record_path} is missing: run `python -m trainer config --result-dir {result_dir}` first")
-    record = json.loads(record_path.read_text())
+    record = _load_record(result_dir)
     params = exp_factory.get_exp_config(record["experiment"])
     params = hyperparams.override_params_dict(params, str(result_dir / "params.yaml"), is_strict=True)
     params.validate()
     return params
+
+
+def _load_record(result_dir):
+    record_path = result_dir / "experiment.json"
+    if not record_path.is_file():
+        raise UserError(f"{record_path} is missing: run `python -m trainer config --result-dir {result_dir}` first")
+    return json.loads(record_path.read_text())
 
 
 def _model_garden():
@@ -191,9 +248,9 @@ def _read_dataset(data_dir):
                 f"the model has {num_classes} classes (background + {len(labels)} labels) and Model Garden "
                 f"would silently train it as background; rerun prepare")
     splits = report["splits"]
-    if not splits["train"]["images"] or not splits["val"]["images"]:
-        raise UserError(f"training needs images in both splits; {report_path} has "
-                        f"{splits['train']['images']} training and {splits['val']['images']} validation images")
+    if not splits["train"]["images"]:
+        raise UserError(f"training needs training images; {report_path} has none "
+                        f"(and {splits['val']['images']} validation images)")
     return {
         "num_classes": num_classes,
         "train_images": splits["train"]["images"],
@@ -311,10 +368,14 @@ def _run_overrides(dataset, hardware, plan, checkpoint):
 
 
 def _evaluation(val_images, batch_size, hardware):
-    """Eval batch, steps that cover the val set, and drop_remainder (TPUs need whole batches)."""
+    """Eval batch, steps that cover the val set, and drop_remainder (TPUs need whole batches).
+
+    tf.distribute splits every global batch evenly over the replicas, so the eval batch
+    is a multiple of them; the last batch is partial and tf.distribute pads it.
+    """
     if hardware.kind == "tpu":
         return TPU_EVAL_BATCH, max(1, val_images // TPU_EVAL_BATCH), True
-    eval_batch = max(hardware.replicas, min(batch_size, val_images))
+    eval_batch = _round_up(max(1, min(batch_size, val_images)), hardware.replicas)
     return eval_batch, math.ceil(val_images / eval_batch), False
 
 

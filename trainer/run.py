@@ -33,7 +33,7 @@ def run(data_dir, result_dir, model=config.DEFAULT_MODEL, steps=None, batch_size
     from trainer.train import train
 
     result_dir = Path(result_dir).absolute()
-    if _is_chief(os.environ):
+    if config.is_chief(os.environ):
         _stage("prepare", f"{data_dir} -> {result_dir / 'data'}")
         prepare(data_dir, result_dir)
         _stage("config", f"{model} -> {result_dir / 'params.yaml'} (checkpoint fetched or taken from the cache)")
@@ -42,19 +42,10 @@ def run(data_dir, result_dir, model=config.DEFAULT_MODEL, steps=None, batch_size
         _wait_for_chief(result_dir)
     _stage("train", f"-> {result_dir / 'model'}")
     train(result_dir)
-    if not (formats and _is_chief(os.environ)):
+    if not (formats and config.is_chief(os.environ)):
         return {}
     _stage("export", f"{', '.join(formats)} -> {result_dir}")
     return {name: result["error"] for name, result in export(result_dir, formats).items() if "error" in result}
-
-
-def _is_chief(env):
-    """True unless TF_CONFIG / CLUSTER_SPEC names this replica a non-chief worker."""
-    tf_config = config.tf_config_from_env(env)
-    task = tf_config.get("task", {})
-    if "chief" not in tf_config.get("cluster", {}):  # no chief pool: worker 0 leads
-        return task.get("type", "worker") == "worker" and task.get("index", 0) == 0
-    return task.get("type") == "chief"
 
 
 def _wait_for_chief(result_dir):

@@ -36,7 +36,11 @@ class Terminated(BaseException):
 
 
 def train(result_dir):
-    """Train RESULT_DIR's experiment (params.yaml) to its final step; return the final metrics dict."""
+    """Train RESULT_DIR's experiment (params.yaml) to its final step; return the final metrics dict.
+
+    The process-wide mixed-precision policy that training sets is put back on return
+    and on exceptions, so what runs next in this process (export) does not inherit it.
+    """
     result_dir = Path(result_dir).absolute()
     model_dir = result_dir / "model"
     metrics_path = result_dir / "metrics.json"
@@ -48,11 +52,21 @@ def train(result_dir):
     if last_step is not None and last_step > steps:
         raise UserError(f"{model_dir} already holds ckpt-{last_step}, beyond the {steps} steps asked: "
                         f"ask for more steps, or train into a new result dir")
+    _check_dataset(result_dir, model_dir, last_step)
     if last_step == steps and _metrics_step(metrics_path) == steps:
         print(f"train: complete: ckpt-{steps} and metrics.json are at the final step; nothing to do")
         return _summary(model_dir, metrics_path)
 
-    from official.common import distribute_utils
+    import tf_keras
+
+    policy = tf_keras.mixed_precision.global_policy()
+    try:
+        return _train(result_dir, model_dir, metrics_path, steps, last_step)
+    finally:
+        tf_keras.mixed_precision.set_global_policy(policy)
+
+
+def _train(result_dir, model_dir, metrics_path, steps, last_step):
     from official.core import task_factory, train_lib
     from official.modeling import performance
     from official.vision.utils import summary_manager
@@ -61,17 +75,19 @@ def train(result_dir):
     _quiet_orbit()
     params = config.load_params(result_dir)
     params.lock()
+    evaluation = config.load_evaluation(result_dir)
     if "TF_CONFIG" not in os.environ and "CLUSTER_SPEC" in os.environ:
         os.environ["TF_CONFIG"] = json.dumps(config.tf_config_from_env(os.environ))
     performance.set_mixed_precision_policy(params.runtime.mixed_precision_dtype)
-    strategy = distribute_utils.get_distribution_strategy(
-        distribution_strategy=params.runtime.distribution_strategy, all_reduce_alg=params.runtime.all_reduce_alg,
-        num_gpus=params.runtime.num_gpus, tpu_address=params.runtime.tpu)
+    strategy = _distribution_strategy(params, config.load_hardware(result_dir))
     if last_step is None:
         start = f"pretrained {params.task.init_checkpoint}" if params.task.init_checkpoint else "scratch"
-        print(f"train: starting from {start}: step 0 of {steps}, {params.runtime.distribution_strategy} strategy")
+        print(f"train: starting from {start}: step 0 of {steps}, {params.runtime.distribution_strategy} strategy "
+              f"over {strategy.num_replicas_in_sync} replica(s)")
     else:
         print(f"train: resuming: restoring {model_dir}/ckpt-{last_step} (step {last_step} of {steps})")
+    if not evaluation["evaluated"]:
+        print(f"train: WARNING: training WITHOUT evaluation: {evaluation['reason']}", flush=True)
 
     labels = json.loads((result_dir / "data" / "labels.json").read_text())
     progress = _Progress(steps, params.task.train_data.global_batch_size, labels, model_dir, metrics_path,
@@ -81,9 +97,12 @@ def train(result_dir):
         try:
             with strategy.scope():
                 task = task_factory.get_task(params.task, logging_dir=str(model_dir))
+            if evaluation["evaluated"]:
+                mode = "train_and_eval" if (last_step or 0) < steps else "eval"
+            else:
+                mode = "train"
             runner = train_lib.OrbitExperimentRunner(
-                distribution_strategy=strategy, task=task, params=params, model_dir=str(model_dir),
-                mode="train_and_eval" if (last_step or 0) < steps else "eval",
+                distribution_strategy=strategy, task=task, params=params, model_dir=str(model_dir), mode=mode,
                 train_actions=[progress.after_train], eval_actions=[progress.after_eval],
                 eval_summary_manager=summary_manager.maybe_build_eval_summary_manager(params, str(model_dir)))
             progress.start(runner.trainer.global_step)
@@ -103,15 +122,83 @@ def train(result_dir):
     if not strategy.extended.should_checkpoint:
         print("train: done on this worker; the chief writes the checkpoints and metrics.json")
         return {}
+    if not evaluation["evaluated"]:
+        step = int(runner.trainer.global_step.numpy())
+        _write_json(metrics_path, {"step": step, "evaluated": False, "reason": evaluation["reason"]})
     return _summary(model_dir, metrics_path)
+
+
+def _distribution_strategy(params, hardware):
+    """Model Garden's strategy for params.runtime; for simulated GPUs, mirrored over logical CPU devices.
+
+    Model Garden's distribute_utils names GPU devices, so the simulation builds its own
+    MirroredStrategy over N logical CPU devices (set up before TensorFlow starts its runtime).
+    """
+    import tensorflow as tf
+    from official.common import distribute_utils
+
+    if not (hardware.kind == "gpu" and hardware.simulated):
+        return distribute_utils.get_distribution_strategy(
+            distribution_strategy=params.runtime.distribution_strategy, all_reduce_alg=params.runtime.all_reduce_alg,
+            num_gpus=params.runtime.num_gpus, tpu_address=params.runtime.tpu)
+    try:
+        tf.config.set_visible_devices([], "GPU")
+        cpu = tf.config.list_physical_devices("CPU")[0]
+        tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * hardware.num_gpus)
+    except RuntimeError:  # the runtime already started (a second train in one process): use what it has
+        pass
+    devices = [device.name for device in tf.config.list_logical_devices("CPU")]
+    if len(devices) != hardware.num_gpus:
+        raise UserError(f"{config.SIMULATE_GPUS_ENV}={hardware.num_gpus} needs a fresh process: TensorFlow already "
+                        f"started with {len(devices)} CPU device(s)")
+    return tf.distribute.MirroredStrategy(devices, cross_device_ops=tf.distribute.ReductionToOneDevice())
+
+
+def _check_dataset(result_dir, model_dir, last_step):
+    """Refuse to resume checkpoints trained on other labels; record the labels beside new checkpoints.
+
+    model/dataset.json holds the labels and their ids the checkpoints were trained on;
+    the chief writes it before the first checkpoint.
+    """
+    labels = json.loads((result_dir / "data" / "labels.json").read_text())
+    current = {"labels": [{"id": label_id, "name": name} for label_id, name in enumerate(labels, start=1)]}
+    record_path = model_dir / "dataset.json"
+    if last_step is not None and record_path.is_file():
+        trained = json.loads(record_path.read_text())
+        if trained != current:
+            raise UserError(f"{model_dir} holds checkpoints trained on other labels ({_label_change(trained, current)}); "
+                            f"resuming would train the wrong classes: use a new RESULT_DIR for this dataset")
+        return
+    if config.is_chief(os.environ):
+        model_dir.mkdir(parents=True, exist_ok=True)
+        _write_json(record_path, current)
+
+
+def _label_change(trained, current):
+    """What changed between two dataset.json records, in a few words."""
+    before = [label["name"] for label in trained["labels"]]
+    after = [label["name"] for label in current["labels"]]
+    changes = [f"added {', '.join(sorted(set(after) - set(before)))}" if set(after) - set(before) else "",
+               f"removed {', '.join(sorted(set(before) - set(after)))}" if set(before) - set(after) else ""]
+    return "; ".join(change for change in changes if change) or f"reordered: was {before}, now {after}"
+
+
+def _write_json(path, value):
+    """Rewrite one file whole (FUSE-safe: a file replace, never a directory rename)."""
+    partial = path.with_suffix(".json.partial")
+    partial.write_text(json.dumps(value, indent=2) + "\n")
+    partial.replace(path)
 
 
 def _summary(model_dir, metrics_path):
     """Print where the run's outputs are and its final AP; return metrics.json's contents."""
     metrics = json.loads(metrics_path.read_text())
     print(f"train: checkpoints: {model_dir}/ckpt-{metrics['step']}")
-    print(f"train: metrics:     {metrics_path} (step {metrics['step']}: AP {_shown(metrics['AP'])}, "
-          f"AP50 {_shown(metrics['AP50'])})")
+    if metrics.get("evaluated", True):
+        print(f"train: metrics:     {metrics_path} (step {metrics['step']}: AP {_shown(metrics['AP'])}, "
+              f"AP50 {_shown(metrics['AP50'])})")
+    else:
+        print(f"train: metrics:     {metrics_path} (step {metrics['step']}: NOT EVALUATED: {metrics['reason']})")
     print(f"train: TensorBoard: tensorboard --logdir {model_dir}")
     return metrics
 
@@ -170,14 +257,14 @@ class _Progress:
         print(f"progress: step {step}/{self.steps} | loss {loss:.4f} | {self.batch_size / per_step:.1f} images/s | "
               f"lr {float(output['learning_rate']):.3g} | ETA {eta} | last checkpoint "
               f"{'none' if saved is None else f'ckpt-{saved}'}", flush=True)
+        # cacli's progress bar reads `tensorflow:loss = [\d.]*, step = (\d*)` from the job log
+        print(f"INFO:tensorflow:loss = {loss:.4f}, step = {step}", flush=True)
         self.restart()
 
     def after_eval(self, output):
         metrics = _final_metrics(output, self.labels, int(self.global_step.numpy()))
         if self.write_metrics:
-            partial = self.metrics_path.with_suffix(".json.partial")
-            partial.write_text(json.dumps(metrics, indent=2) + "\n")
-            partial.replace(self.metrics_path)
+            _write_json(self.metrics_path, metrics)
         shown = " ".join(f"{name} {_shown(metrics[name])}" for name in ("AP", "AP50", "AP75", "ARmax100"))
         print(f"evaluation: step {metrics['step']}: {shown}", flush=True)
         self.restart()  # evaluation time is not training speed
