@@ -184,8 +184,7 @@ def write_params(result_dir, model=DEFAULT_MODEL, steps=None, batch_size=None,
     path = result_dir / "params.yaml"
     previous = path.read_text() if path.is_file() else None
     hyperparams.save_params_dict_to_yaml(params, str(path))
-    evaluation = ({"evaluated": True, "reason": ""} if dataset["val_images"] else
-                  {"evaluated": False, "reason": f"{result_dir / 'data'} has no validation images"})
+    evaluation = _evaluation_plan(dataset["val_images"], hardware, result_dir / "data")
     record = {"model": model, "experiment": entry["experiment"], "hardware": asdict(hardware), **plan,
               "init_checkpoint": checkpoint["path"], "evaluation": evaluation}
     (result_dir / "experiment.json").write_text(json.dumps(record, indent=2) + "\n")
@@ -365,6 +364,16 @@ def _run_overrides(dataset, hardware, plan, checkpoint):
             },
         },
     }
+
+
+def _evaluation_plan(val_images, hardware, data_dir):
+    """Whether the run evaluates, and why not: no val split, or fewer val images than a TPU's whole batch."""
+    if not val_images:
+        return {"evaluated": False, "reason": f"{data_dir} has no validation images"}
+    if hardware.kind == "tpu" and val_images < TPU_EVAL_BATCH:
+        return {"evaluated": False, "reason": f"a TPU evaluates whole batches of {TPU_EVAL_BATCH} images and "
+                                              f"{data_dir} has only {val_images} validation images"}
+    return {"evaluated": True, "reason": ""}
 
 
 def _evaluation(val_images, batch_size, hardware):

@@ -1,0 +1,213 @@
+"""The cloud's hardware paths, rehearsed on this CPU with real TensorFlow and Model Garden.
+
+GPUs are logical CPU devices (TRAINER_SIMULATE_GPUS), the TPU plan runs its precision
+and batches on one CPU device (TRAINER_SIMULATE_TPU). The bucket is small (24 images,
+7 of them in val: 7 is divisible by none of 2, 3 and 4 replicas) and runs are a few steps.
+"""
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from trainer import config
+from trainer.errors import UserError
+
+REPO = Path(__file__).resolve().parent.parent
+START_SH = REPO / "packaging" / "start.sh"
+VAL_FRACTION = 0.3  # of 24 images: 7 val, 17 train
+
+
+@pytest.fixture(scope="module")
+def small_bucket(tmp_path_factory):
+    from trainer.sample import make_sample_bucket
+
+    path = tmp_path_factory.mktemp("small-bucket")
+    make_sample_bucket(path, num_images=24)
+    return path
+
+
+@pytest.fixture(scope="module")
+def small_data(small_bucket, tmp_path_factory):
+    """data/ of the small bucket as prepare writes it; 7 val images."""
+    from trainer.prepare import prepare
+
+    result_dir = tmp_path_factory.mktemp("small-prepared")
+    report = prepare(small_bucket, result_dir, val_fraction=VAL_FRACTION)
+    assert report["splits"]["val"]["images"] == 7
+    return result_dir / "data"
+
+
+def fresh_run(tmp_path, small_data, name):
+    result_dir = tmp_path / name
+    result_dir.mkdir()
+    (result_dir / "data").symlink_to(small_data)
+    return result_dir
+
+
+def run_trainer(args, env, log_path, timeout=600):
+    """`python -m trainer ARGS` (or start.sh when ARGS[0] is START_SH) in a fresh process; its output."""
+    command = ["bash", *map(str, args)] if args[0] == START_SH else [sys.executable, "-m", "trainer", *map(str, args)]
+    completed = subprocess.run(command, env={**os.environ, "PYTHONPATH": str(REPO), "TF_CPP_MIN_LOG_LEVEL": "2",
+                                             "PYTHON": sys.executable, **env},
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=timeout)
+    Path(log_path).write_text(completed.stdout)
+    return completed
+
+
+EVAL_COVERAGE = """
+import json, sys
+import tensorflow as tf
+from official.core import task_factory
+from trainer import config, train
+
+simulated, workers = sys.argv[1:]
+# the simulation switch's own strategy: 4 logical CPU devices
+strategies = {simulated: train._distribution_strategy(config.load_params(simulated), config.load_hardware(simulated))}
+devices = [device.name for device in tf.config.list_logical_devices("CPU")[:3]]
+strategies[workers] = tf.distribute.MirroredStrategy(devices, cross_device_ops=tf.distribute.ReductionToOneDevice())
+seen = {}
+for run_dir, strategy in strategies.items():
+    params = config.load_params(run_dir)
+    task = task_factory.get_task(params.task)
+    dataset = strategy.distribute_datasets_from_function(
+        lambda context: task.build_inputs(params.task.validation_data, context))
+    iterator, ids = iter(dataset), []
+    for _ in range(params.trainer.validation_steps):
+        _, labels = next(iterator)
+        for local in strategy.experimental_local_results(labels["groundtruths"]["source_id"]):
+            ids += local.numpy().tolist()
+    seen[run_dir] = {"replicas": strategy.num_replicas_in_sync, "ids": ids}
+records = tf.data.TFRecordDataset(params.task.validation_data.input_path.split(","))
+spec = {"image/source_id": tf.io.FixedLenFeature([], tf.string)}
+seen["records"] = [int(tf.io.parse_single_example(r, spec)["image/source_id"]) for r in records]
+print("SEEN " + json.dumps(seen))
+"""
+
+
+def test_eval_batches_split_over_4_gpus_and_3_workers_and_cover_the_val_set(small_data, tmp_path):
+    """Finding 2: Model Garden's input pipeline under real tf.distribute strategies (not a formula)."""
+    simulated, workers = fresh_run(tmp_path, small_data, "gpus"), fresh_run(tmp_path, small_data, "workers")
+    config.write_params(simulated, "demo", hardware=config.detect_hardware({config.SIMULATE_GPUS_ENV: "4"}, 0))
+    three_workers = {"cluster": {"chief": ["a:1"], "worker": ["b:1", "c:1"]}, "task": {"type": "chief", "index": 0}}
+    config.write_params(workers, "demo", hardware=config.detect_hardware({"TF_CONFIG": json.dumps(three_workers)}, 0))
+    for run_dir, replicas in ((simulated, 4), (workers, 3)):
+        params = config.load_params(run_dir)
+        assert params.task.validation_data.global_batch_size % replicas == 0
+
+    completed = subprocess.run([sys.executable, "-c", EVAL_COVERAGE, str(simulated), str(workers)], cwd=REPO,
+                               env={**os.environ, "PYTHONPATH": str(REPO), "TF_CPP_MIN_LOG_LEVEL": "2"},
+                               capture_output=True, text=True, timeout=300)
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    seen = json.loads(completed.stdout.split("SEEN ", 1)[1])
+    assert len(seen["records"]) == 7
+    for run_dir, replicas in ((simulated, 4), (workers, 3)):
+        assert seen[str(run_dir)]["replicas"] == replicas
+        assert sorted(seen[str(run_dir)]["ids"]) == sorted(seen["records"])  # every val image once, none dropped
+
+
+def test_simulation_switches_plan_for_the_hardware(monkeypatch):
+    gpus = config.detect_hardware({config.SIMULATE_GPUS_ENV: "4"}, 0)
+    assert (gpus.kind, gpus.num_gpus, gpus.strategy, gpus.replicas, gpus.simulated) == ("gpu", 4, "mirrored", 4, True)
+    tpu = config.detect_hardware({config.SIMULATE_TPU_ENV: "1"}, 0)
+    assert (tpu.kind, tpu.strategy, tpu.tpu, tpu.simulated) == ("tpu", "one_device", "", True)
+    assert config.detect_hardware({config.SIMULATE_GPUS_ENV: "0"}, 0) == config.Hardware("cpu")
+    with pytest.raises(UserError, match="TRAINER_SIMULATE_GPUS must be a number of GPUs, not 'two'"):
+        config.detect_hardware({config.SIMULATE_GPUS_ENV: "two"}, 0)
+
+
+def test_two_simulated_gpus_train_in_mixed_float16_and_export_float32(small_bucket, tmp_path):
+    """`TRAINER_SIMULATE_GPUS=2 start.sh 1`: the GPU plan (catalogue GPU batch per replica) trains and exports."""
+    result_dir = tmp_path / "result"
+    completed = run_trainer([START_SH, 1], {config.SIMULATE_GPUS_ENV: "2", "DATA_DIR": small_bucket,
+                                            "RESULT_DIR": result_dir, "MODEL": "demo"}, tmp_path / "start.log")
+    log = completed.stdout
+    assert "train: starting from scratch: step 0 of 1, mirrored strategy over 2 replica(s)" in log, log[-3000:]
+    record = json.loads((result_dir / "experiment.json").read_text())
+    gpu_batch = 32  # configs/models/demo.yaml hardware.gpu.batch_size, per replica
+    assert record["hardware"] == {"kind": "gpu", "num_gpus": 2, "num_workers": 1, "tpu": "", "simulated": True}
+    assert record["batch_size"] == 2 * gpu_batch
+    params = config.load_params(result_dir)
+    assert (params.runtime.distribution_strategy, params.runtime.num_gpus) == ("mirrored", 2)
+    assert (params.runtime.mixed_precision_dtype, params.runtime.loss_scale) == ("float16", "dynamic")
+    assert params.task.train_data.dtype == params.task.validation_data.dtype == "float16"
+    assert re.search(r"^INFO:tensorflow:loss = [\d.]+, step = 1$", log, re.MULTILINE)
+    assert json.loads((result_dir / "metrics.json").read_text())["step"] == 1  # evaluated 7 images on 2 replicas
+    assert log.splitlines()[-1] == "CACLI-TRAINING-SUCCESS" and "CACLI-CONVERSION-FAILED" not in log, log[-5000:]
+    assert_float32_exports(result_dir)
+
+
+def assert_float32_exports(result_dir, formats=("saved_model", "tflite", "tfjs", "coreml")):
+    """FORMATS exported (their parity checks passed: the run reported no failed conversion) in float32."""
+    import tensorflow as tf
+
+    model = tf.saved_model.load(str(result_dir / "model_export" / "saved_model"))
+    outputs = model.signatures["serving_default"].structured_outputs
+    assert outputs["detection_boxes"].dtype == outputs["detection_scores"].dtype == tf.float32
+    interpreter = tf.lite.Interpreter(model_path=str(result_dir / "model_android" / "model.tflite"))
+    assert {detail["dtype"] for detail in interpreter.get_output_details()} == {tf.float32.as_numpy_dtype}
+    if "tfjs" in formats:
+        assert "float16" not in (result_dir / "model_web" / "model.json").read_text()
+    if "coreml" in formats:
+        assert (result_dir / "model_ios" / "Model.mlmodel").is_file()
+
+
+def test_tpu_precision_trains_in_bfloat16_and_restores_the_policy(sample_bucket, tmp_path):
+    """TRAINER_SIMULATE_TPU=1 in this process: the TPU plan in mixed_bfloat16, evaluated in whole batches of 8;
+    the policy is put back after, so the export in the same process is float32."""
+    import tf_keras
+
+    from trainer.run import run
+
+    before = tf_keras.mixed_precision.global_policy().name
+    result_dir = tmp_path / "tpu"
+    os.environ[config.SIMULATE_TPU_ENV] = "1"
+    try:
+        failed = run(sample_bucket, result_dir, model="demo", steps=2, batch_size=8, formats=["saved_model", "tflite"])
+    finally:
+        del os.environ[config.SIMULATE_TPU_ENV]
+    assert tf_keras.mixed_precision.global_policy().name == before == "float32"
+    params = config.load_params(result_dir)
+    assert (params.runtime.mixed_precision_dtype, params.runtime.distribution_strategy) == ("bfloat16", "one_device")
+    assert params.task.train_data.dtype == params.task.validation_data.dtype == "bfloat16"
+    assert (params.task.validation_data.global_batch_size, params.task.validation_data.drop_remainder) == (8, True)
+    assert json.loads((result_dir / "experiment.json").read_text())["hardware"]["kind"] == "tpu"
+    val_images = json.loads((result_dir / "data" / "report.json").read_text())["splits"]["val"]["images"]
+    assert params.trainer.validation_steps == val_images // 8 >= 1
+    assert json.loads((result_dir / "metrics.json").read_text())["AP"] is not None
+    assert failed == {}
+    assert_float32_exports(result_dir, formats=("saved_model", "tflite"))
+
+
+def test_the_policy_is_restored_when_training_fails(small_data, tmp_path):
+    import tf_keras
+
+    from trainer.train import train
+
+    result_dir = fresh_run(tmp_path, small_data, "broken")
+    config.write_params(result_dir, "demo", steps=2, batch_size=8,
+                        hardware=config.detect_hardware({config.SIMULATE_TPU_ENV: "1"}, 0))
+    garbage = tmp_path / "garbage.tfrecord"
+    garbage.write_bytes(b"not a TFRecord file at all")
+    params_path = result_dir / "params.yaml"
+    params = re.sub(r"input_path: \S+", f"input_path: {garbage}", params_path.read_text())
+    params_path.write_text(params)
+    with pytest.raises(Exception, match="corrupted record"):
+        train(result_dir)
+    assert tf_keras.mixed_precision.global_policy().name == "float32"
+
+
+def test_four_simulated_gpus_evaluate_a_val_set_not_divisible_by_4(small_bucket, tmp_path):
+    result_dir = tmp_path / "gpus4"
+    completed = run_trainer(["run", "--data-dir", small_bucket, "--result-dir", result_dir, "--model", "demo",
+                             "--steps", 2, "--batch-size", 8, "--formats", "none"],
+                            {config.SIMULATE_GPUS_ENV: "4"}, tmp_path / "run.log")
+    assert completed.returncode == 0, completed.stdout[-3000:]
+    assert "mirrored strategy over 4 replica(s)" in completed.stdout
+    params = config.load_params(result_dir)
+    assert params.task.validation_data.global_batch_size == 8 and params.trainer.validation_steps == 1
+    metrics = json.loads((result_dir / "metrics.json").read_text())
+    assert metrics["step"] == 2 and metrics["AP"] is not None and metrics["validation_loss"] > 0
