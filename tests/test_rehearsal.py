@@ -4,6 +4,7 @@ GPUs are logical CPU devices (TRAINER_SIMULATE_GPUS), the TPU plan runs its prec
 and batches on one CPU device (TRAINER_SIMULATE_TPU). The bucket is small (24 images,
 7 of them in val: 7 is divisible by none of 2, 3 and 4 replicas) and runs are a few steps.
 """
+import contextlib
 import json
 import os
 import re
@@ -211,3 +212,93 @@ def test_four_simulated_gpus_evaluate_a_val_set_not_divisible_by_4(small_bucket,
     assert params.task.validation_data.global_batch_size == 8 and params.trainer.validation_steps == 1
     metrics = json.loads((result_dir / "metrics.json").read_text())
     assert metrics["step"] == 2 and metrics["AP"] is not None and metrics["validation_loss"] > 0
+
+
+def free_port():
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def vertex_env(pool, chief_address, worker_address):
+    """CLUSTER_SPEC and TF_CONFIG as Vertex AI sets them on a replica of pool POOL (workerpool0/1, index 0)."""
+    spec = {"cluster": {"workerpool0": [chief_address], "workerpool1": [worker_address]}, "environment": "cloud",
+            "task": {"type": pool, "index": 0}}
+    tf_config = {"cluster": {"chief": [chief_address], "worker": [worker_address]}, "environment": "cloud",
+                 "task": {"type": {"workerpool0": "chief", "workerpool1": "worker"}[pool], "index": 0}}
+    return {"CLUSTER_SPEC": json.dumps(spec), "TF_CONFIG": json.dumps(tf_config)}
+
+
+def test_multi_worker_job_restores_a_served_checkpoint_and_resumes_after_a_kill(small_data, small_bucket, tmp_path):
+    """Finding 3: a chief and a worker (two processes on 127.0.0.1), each with its own home and checkpoint cache,
+    share RESULT_DIR; the pretrained archive is served over HTTP; one is SIGKILLed; both restart and resume."""
+    import signal
+    import time
+
+    from http_server import FileServer
+    from zoo_archive import tar_folder, write_checkpoint
+
+    scratch = fresh_run(tmp_path, small_data, "scratch")
+    config.write_params(scratch, "demo", hardware=config.Hardware("cpu"))
+    write_checkpoint(config.load_params(scratch), tmp_path / "demo-zoo")
+    addresses = [f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}"]
+    result_dir = tmp_path / "result"
+    steps = 20  # checkpoints and evaluations every 10 steps (CPU loops of 10)
+
+    def start(role, attempt, url):
+        machine = tmp_path / role
+        env = {**os.environ, "PYTHONPATH": str(REPO), "TF_CPP_MIN_LOG_LEVEL": "2", "HOME": str(machine / "home"),
+               "CHECKPOINT_CACHE": str(machine / "cache"), "PYTHONUNBUFFERED": "1",
+               **vertex_env(role, *addresses)}
+        log = open(tmp_path / f"{role}-{attempt}.log", "w")
+        return subprocess.Popen([sys.executable, "-m", "trainer", "run", "--data-dir", str(small_bucket),
+                                 "--result-dir", str(result_dir), "--model", "demo", "--steps", str(steps),
+                                 "--batch-size", "4", "--formats", "none", "--checkpoint-url", url],
+                                env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+
+    def logs(attempt):
+        return {role: (tmp_path / f"{role}-{attempt}.log").read_text() for role in ("workerpool0", "workerpool1")}
+
+    with FileServer() as server:
+        server.files["/demo-zoo.tar.gz"] = tar_folder(tmp_path / "demo-zoo")
+        url = server.url("/demo-zoo.tar.gz")
+        processes = [start(role, 1, url) for role in ("workerpool0", "workerpool1")]
+        try:
+            deadline = time.monotonic() + 420
+            while not (result_dir / "model" / "checkpoint").is_file():
+                assert all(p.poll() is None for p in processes) and time.monotonic() < deadline, logs(1)
+                time.sleep(0.5)
+            os.killpg(processes[1].pid, signal.SIGKILL)  # the worker's machine dies
+            time.sleep(3)
+        finally:
+            for process in processes:  # Vertex restarts the whole job
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(process.pid, signal.SIGKILL)
+                process.wait(timeout=60)
+        killed_at = int(re.search(r'model_checkpoint_path: "ckpt-(\d+)"',
+                                  (result_dir / "model" / "checkpoint").read_text()).group(1))
+        assert 10 <= killed_at < steps
+
+        processes = [start(role, 2, url) for role in ("workerpool0", "workerpool1")]
+        try:
+            codes = [process.wait(timeout=420) for process in processes]
+        finally:
+            for process in processes:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(process.pid, signal.SIGKILL)
+        downloads = [path for path, _ in server.requests]
+    first, second = logs(1), logs(2)
+    assert codes == [0, 0], second
+    shared = result_dir / "pretrained" / f"ckpt-{1234}"
+    for role in ("workerpool0", "workerpool1"):
+        assert f"train: starting from pretrained {shared}: step 0 of {steps}" in first[role], first[role][-3000:]
+        assert f"train: resuming: restoring {result_dir / 'model'}/ckpt-{killed_at} (step {killed_at} of {steps})" \
+            in second[role], second[role][-3000:]
+    assert "==> wait: for the chief" in second["workerpool1"]
+    assert downloads == ["/demo-zoo.tar.gz"]  # the chief's, once; its cache serves the rerun
+    assert not (tmp_path / "workerpool1" / "cache").exists()  # the worker read RESULT_DIR/pretrained
+    assert config.load_params(result_dir).task.init_checkpoint == str(shared)
+    metrics = json.loads((result_dir / "metrics.json").read_text())
+    assert metrics["step"] == steps and metrics["AP"] is not None

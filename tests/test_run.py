@@ -28,6 +28,28 @@ def test_a_worker_waits_for_the_chief_and_writes_nothing(tmp_path, sample_bucket
                                                 "task": {"type": "worker", "index": 0}}))
     monkeypatch.setattr(run_stage, "CHIEF_WAIT_SECONDS", 0.3)
     monkeypatch.setattr(run_stage, "CHIEF_POLL_SECONDS", 0.05)
-    with pytest.raises(UserError, match="the chief did not write .*params.yaml within 0.3 s"):
+    with pytest.raises(UserError, match="the chief did not write .*ready.json within 0.3 s"):
         run_stage.run(sample_bucket, tmp_path / "result", model="demo")
     assert not (tmp_path / "result").exists()
+
+
+def test_a_worker_starts_only_from_this_attempts_complete_files(tmp_path):
+    """The marker is written last with the digests of what the chief wrote; a rewrite or other arguments wait."""
+    result_dir = tmp_path / "result"
+    (result_dir / "data").mkdir(parents=True)
+    (result_dir / "pretrained").mkdir()
+    for name, text in (("data/report.json", "{}"), ("data/labels.json", '["a"]'), ("params.yaml", "task: {}\n"),
+                       ("experiment.json", json.dumps({"model": "demo", "steps": 20, "batch_size": 4})),
+                       ("pretrained/ckpt-7.index", "index")):
+        (result_dir / name).write_text(text)
+    wanted = {"model": "demo", "steps": None, "batch_size": None}
+    assert not run_stage._chief_ready(result_dir, wanted)  # no marker yet
+    run_stage._write_ready(result_dir)
+    assert set(json.loads((result_dir / "ready.json").read_text())["files"]) == {
+        "data/report.json", "data/labels.json", "params.yaml", "experiment.json", "pretrained/ckpt-7.index"}
+    assert run_stage._chief_ready(result_dir, wanted)
+    assert run_stage._chief_ready(result_dir, {**wanted, "steps": 20, "batch_size": 4})
+    assert not run_stage._chief_ready(result_dir, {**wanted, "steps": 30})  # a previous attempt's plan
+    assert not run_stage._chief_ready(result_dir, {**wanted, "model": "retinanet_resnet50_fpn"})
+    (result_dir / "params.yaml").write_text("task: {")  # the chief is rewriting it
+    assert not run_stage._chief_ready(result_dir, wanted)

@@ -172,6 +172,8 @@ def write_params(result_dir, model=DEFAULT_MODEL, steps=None, batch_size=None,
     hardware = hardware or _this_machine()
     plan = _plan(entry, dataset, hardware, steps, batch_size)
     checkpoint = _checkpoint(entry, checkpoint_url, init_checkpoint)
+    if checkpoint["path"] and hardware.num_workers > 1:
+        checkpoint["path"] = _share_checkpoint(checkpoint["path"], result_dir / "pretrained")
 
     params = exp_factory.get_exp_config(entry["experiment"])
     params.override(entry.get("overrides") or {}, is_strict=True)
@@ -307,6 +309,23 @@ def _checkpoint(entry, checkpoint_url, init_checkpoint):
         else:
             init_checkpoint = fetch_checkpoint(zoo["url"], sha256=zoo.get("sha256"), size=zoo.get("size"))
     return {"path": str(init_checkpoint or ""), "modules": modules}
+
+
+def _share_checkpoint(prefix, shared_dir):
+    """Copy checkpoint PREFIX's files (as plain files) into SHARED_DIR; return the copy's prefix.
+
+    The checkpoint cache is this machine's own: the other workers of a multi-worker
+    job cannot read it, but they all read RESULT_DIR. A file already copied whole is kept.
+    """
+    import shutil
+
+    shared_dir.mkdir(parents=True, exist_ok=True)
+    source = Path(prefix)
+    for path in sorted(source.parent.glob(source.name + ".*")):
+        target = shared_dir / path.name
+        if not (target.is_file() and target.stat().st_size == path.stat().st_size):
+            shutil.copyfile(path, target)
+    return str(shared_dir / source.name)
 
 
 def _run_overrides(dataset, hardware, plan, checkpoint):

@@ -7,9 +7,14 @@ an identical params.yaml, train restores its last checkpoint and returns at once
 when it is at the final step with metrics.json from that step.
 
 In a multi-worker job every replica runs start.sh on the same RESULT_DIR: only
-the chief prepares and configures; the other workers wait for its params.yaml
-and then join the training.
+the chief prepares and configures; the other workers wait for its marker
+(READY_FILE, written last, holding the digests of what it wrote) and then join the
+training. A rerun's chief deletes the marker first, and a worker also checks the
+files against the marker's digests and its own arguments, so it never starts from
+a previous attempt's files or from files the chief is rewriting.
 """
+import hashlib
+import json
 import os
 import time
 from pathlib import Path
@@ -20,6 +25,7 @@ from trainer.export import FORMATS, conversion_exit, export  # imports TensorFlo
 
 CHIEF_WAIT_SECONDS = 3600  # how long a worker waits for the chief's data/ and params.yaml
 CHIEF_POLL_SECONDS = 10
+READY_FILE = "ready.json"
 
 
 def run(data_dir, result_dir, model=config.DEFAULT_MODEL, steps=None, batch_size=None, checkpoint_url=None,
@@ -34,12 +40,14 @@ def run(data_dir, result_dir, model=config.DEFAULT_MODEL, steps=None, batch_size
 
     result_dir = Path(result_dir).absolute()
     if config.is_chief(os.environ):
+        (result_dir / READY_FILE).unlink(missing_ok=True)
         _stage("prepare", f"{data_dir} -> {result_dir / 'data'}")
         prepare(data_dir, result_dir)
         _stage("config", f"{model} -> {result_dir / 'params.yaml'} (checkpoint fetched or taken from the cache)")
         config.write_params(result_dir, model, steps, batch_size, checkpoint_url)
+        _write_ready(result_dir)
     else:
-        _wait_for_chief(result_dir)
+        _wait_for_chief(result_dir, {"model": model, "steps": steps, "batch_size": batch_size})
     _stage("train", f"-> {result_dir / 'model'}")
     train(result_dir)
     if not (formats and config.is_chief(os.environ)):
@@ -48,13 +56,42 @@ def run(data_dir, result_dir, model=config.DEFAULT_MODEL, steps=None, batch_size
     return {name: result["error"] for name, result in export(result_dir, formats).items() if "error" in result}
 
 
-def _wait_for_chief(result_dir):
-    wanted = [result_dir / "data" / "report.json", result_dir / "params.yaml"]
-    _stage("wait", f"for the chief to write {', '.join(map(str, wanted))}")
+def _write_ready(result_dir):
+    """The marker the other workers wait for, written last: the digest of every file they read."""
+    ready = {"files": {name: _digest(result_dir / name) for name in _shared_files(result_dir)}}
+    (result_dir / READY_FILE).write_text(json.dumps(ready, indent=2) + "\n")
+
+
+def _shared_files(result_dir):
+    """What the chief writes for the workers (relative names): dataset report, config, shared checkpoint."""
+    names = ["data/report.json", "data/labels.json", "params.yaml", "experiment.json"]
+    return names + sorted(str(path.relative_to(result_dir)) for path in (result_dir / "pretrained").glob("*"))
+
+
+def _digest(path):
+    with open(path, "rb") as file:
+        return hashlib.file_digest(file, "sha256").hexdigest()
+
+
+def _chief_ready(result_dir, wanted):
+    """True when the marker is there, every file matches its digest and experiment.json matches WANTED."""
+    try:
+        ready = json.loads((result_dir / READY_FILE).read_text())
+        if any(_digest(result_dir / name) != digest for name, digest in ready["files"].items()):
+            return False
+        record = json.loads((result_dir / "experiment.json").read_text())
+    except (OSError, ValueError, KeyError):  # absent, or being rewritten
+        return False
+    return all(value is None or record.get(key) == value for key, value in wanted.items())
+
+
+def _wait_for_chief(result_dir, wanted):
+    """Wait until the chief of this attempt has written its files (WANTED: this run's own arguments)."""
+    _stage("wait", f"for the chief to write {result_dir / READY_FILE} (after data/, params.yaml, experiment.json)")
     deadline = time.monotonic() + CHIEF_WAIT_SECONDS
-    while not all(path.is_file() for path in wanted):
+    while not _chief_ready(result_dir, wanted):
         if time.monotonic() > deadline:
-            raise UserError(f"the chief did not write {result_dir / 'params.yaml'} within {CHIEF_WAIT_SECONDS} s")
+            raise UserError(f"the chief did not write {result_dir / READY_FILE} within {CHIEF_WAIT_SECONDS} s")
         time.sleep(CHIEF_POLL_SECONDS)
 
 
