@@ -302,3 +302,42 @@ def test_multi_worker_job_restores_a_served_checkpoint_and_resumes_after_a_kill(
     assert config.load_params(result_dir).task.init_checkpoint == str(shared)
     metrics = json.loads((result_dir / "metrics.json").read_text())
     assert metrics["step"] == steps and metrics["AP"] is not None
+
+
+def test_a_resume_refuses_a_dataset_whose_labels_changed(small_bucket, tmp_path):
+    """Finding 5: after 2 steps, the bucket's labels are added to, removed from, or reordered: the rerun stops with
+    one line naming the change; the unchanged bucket resumes."""
+    import shutil
+
+    from trainer.prepare import prepare
+    from trainer.train import train
+
+    bucket, result_dir = tmp_path / "bucket", tmp_path / "result"
+    shutil.copytree(small_bucket, bucket)
+    original = json.loads((bucket / "_annotations.json").read_text())
+
+    def rerun(annotations, steps):
+        (bucket / "_annotations.json").write_text(json.dumps(annotations))
+        prepare(bucket, result_dir, val_fraction=VAL_FRACTION)
+        config.write_params(result_dir, "demo", steps=steps, hardware=config.Hardware("cpu"))
+        return train(result_dir)
+
+    rerun(original, 2)
+    assert json.loads((result_dir / "model" / "dataset.json").read_text()) == {
+        "labels": [{"id": 1, "name": "circle"}, {"id": 2, "name": "square"}, {"id": 3, "name": "triangle"}]}
+    added = json.loads(json.dumps(original))
+    added["labels"].append("star")
+    next(boxes for boxes in added["annotations"].values() if boxes)[0]["label"] = "star"
+    removed = {**original, "labels": ["circle", "square"],
+               "annotations": {image: [box for box in boxes if box["label"] != "triangle"]
+                               for image, boxes in original["annotations"].items()}}
+    reordered = {**original, "labels": ["square", "circle", "triangle"]}
+    for changed, change in ((added, "added star"), (removed, "removed triangle"),
+                            (reordered, "reordered: was ['circle', 'square', 'triangle'], "
+                                        "now ['square', 'circle', 'triangle']")):
+        with pytest.raises(UserError) as error:
+            rerun(changed, 4)
+        message = str(error.value)
+        assert f"{result_dir / 'model'} holds checkpoints trained on other labels ({change}); " in message
+        assert message.endswith("use a new RESULT_DIR for this dataset") and "\n" not in message
+    assert rerun(original, 4)["step"] == 4  # unchanged: resumed from ckpt-2
