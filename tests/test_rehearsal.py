@@ -141,8 +141,8 @@ def test_two_simulated_gpus_train_in_mixed_float16_and_export_float32(small_buck
     assert_float32_exports(result_dir)
 
 
-def assert_float32_exports(result_dir, formats=("saved_model", "tflite", "tfjs", "coreml")):
-    """FORMATS exported (their parity checks passed: the run reported no failed conversion) in float32."""
+def assert_float32_exports(result_dir):
+    """Every format exported (their parity checks passed: the run reported no failed conversion) in float32."""
     import tensorflow as tf
 
     model = tf.saved_model.load(str(result_dir / "model_export" / "saved_model"))
@@ -150,15 +150,14 @@ def assert_float32_exports(result_dir, formats=("saved_model", "tflite", "tfjs",
     assert outputs["detection_boxes"].dtype == outputs["detection_scores"].dtype == tf.float32
     interpreter = tf.lite.Interpreter(model_path=str(result_dir / "model_android" / "model.tflite"))
     assert {detail["dtype"] for detail in interpreter.get_output_details()} == {tf.float32.as_numpy_dtype}
-    if "tfjs" in formats:
-        assert "float16" not in (result_dir / "model_web" / "model.json").read_text()
-    if "coreml" in formats:
-        assert (result_dir / "model_ios" / "Model.mlmodel").is_file()
+    assert "float16" not in (result_dir / "model_web" / "model.json").read_text()
+    assert (result_dir / "model_ios" / "Model.mlmodel").is_file()
 
 
 def test_tpu_precision_trains_in_bfloat16_and_restores_the_policy(sample_bucket, tmp_path):
     """TRAINER_SIMULATE_TPU=1 in this process: the TPU plan in mixed_bfloat16, evaluated in whole batches of 8;
-    the policy is put back after, so the export in the same process is float32."""
+    the policy is put back after, so what runs next in the process (export) starts from float32. (The GPU plan's
+    test exports every format after mixed precision; this one skips the export to keep the suite short.)"""
     import tf_keras
 
     from trainer.run import run
@@ -167,7 +166,7 @@ def test_tpu_precision_trains_in_bfloat16_and_restores_the_policy(sample_bucket,
     result_dir = tmp_path / "tpu"
     os.environ[config.SIMULATE_TPU_ENV] = "1"
     try:
-        failed = run(sample_bucket, result_dir, model="demo", steps=2, batch_size=8, formats=["saved_model", "tflite"])
+        run(sample_bucket, result_dir, model="demo", steps=2, batch_size=8, formats=[])
     finally:
         del os.environ[config.SIMULATE_TPU_ENV]
     assert tf_keras.mixed_precision.global_policy().name == before == "float32"
@@ -179,8 +178,6 @@ def test_tpu_precision_trains_in_bfloat16_and_restores_the_policy(sample_bucket,
     val_images = json.loads((result_dir / "data" / "report.json").read_text())["splits"]["val"]["images"]
     assert params.trainer.validation_steps == val_images // 8 >= 1
     assert json.loads((result_dir / "metrics.json").read_text())["AP"] is not None
-    assert failed == {}
-    assert_float32_exports(result_dir, formats=("saved_model", "tflite"))
 
 
 def test_the_policy_is_restored_when_training_fails(small_data, tmp_path):
@@ -204,14 +201,14 @@ def test_the_policy_is_restored_when_training_fails(small_data, tmp_path):
 def test_four_simulated_gpus_evaluate_a_val_set_not_divisible_by_4(small_bucket, tmp_path):
     result_dir = tmp_path / "gpus4"
     completed = run_trainer(["run", "--data-dir", small_bucket, "--result-dir", result_dir, "--model", "demo",
-                             "--steps", 2, "--batch-size", 8, "--formats", "none"],
+                             "--steps", 1, "--batch-size", 8, "--formats", "none"],
                             {config.SIMULATE_GPUS_ENV: "4"}, tmp_path / "run.log")
     assert completed.returncode == 0, completed.stdout[-3000:]
     assert "mirrored strategy over 4 replica(s)" in completed.stdout
     params = config.load_params(result_dir)
     assert params.task.validation_data.global_batch_size == 8 and params.trainer.validation_steps == 1
     metrics = json.loads((result_dir / "metrics.json").read_text())
-    assert metrics["step"] == 2 and metrics["AP"] is not None and metrics["validation_loss"] > 0
+    assert metrics["step"] == 1 and metrics["AP"] is not None and metrics["validation_loss"] > 0
 
 
 def free_port():
@@ -262,7 +259,7 @@ def test_multi_worker_job_restores_a_served_checkpoint_and_resumes_after_a_kill(
         return {role: (tmp_path / f"{role}-{attempt}.log").read_text() for role in ("workerpool0", "workerpool1")}
 
     with FileServer() as server:
-        server.files["/demo-zoo.tar.gz"] = tar_folder(tmp_path / "demo-zoo")
+        server.files["/demo-zoo.tar.gz"] = tar_folder(tmp_path / "demo-zoo", tmp_path / "demo-zoo.tar.gz").read_bytes()
         url = server.url("/demo-zoo.tar.gz")
         processes = [start(role, 1, url) for role in ("workerpool0", "workerpool1")]
         try:
@@ -341,3 +338,24 @@ def test_a_resume_refuses_a_dataset_whose_labels_changed(small_bucket, tmp_path)
         assert f"{result_dir / 'model'} holds checkpoints trained on other labels ({change}); " in message
         assert message.endswith("use a new RESULT_DIR for this dataset") and "\n" not in message
     assert rerun(original, 4)["step"] == 4  # unchanged: resumed from ckpt-2
+
+
+def test_no_validation_split_trains_without_evaluation_and_says_so(small_bucket, tmp_path, capsys):
+    """Finding 10 (config and train): `prepare --val-fraction 0` leaves no val split; training goes on, loudly."""
+    from trainer.prepare import prepare
+    from trainer.train import train
+
+    result_dir = tmp_path / "result"
+    assert prepare(small_bucket, result_dir, val_fraction=0)["splits"]["val"]["images"] == 0
+    config.write_params(result_dir, "demo", steps=2, hardware=config.Hardware("cpu"))
+    metrics = train(result_dir)
+    out = capsys.readouterr().out
+    reason = f"{result_dir / 'data'} has no validation images"
+    assert f"config: WARNING: {reason}: the model will be trained WITHOUT evaluation" in out
+    assert f"train: WARNING: training WITHOUT evaluation: {reason}" in out
+    assert "evaluation: step" not in out
+    assert metrics == json.loads((result_dir / "metrics.json").read_text()) == {
+        "step": 2, "evaluated": False, "reason": reason}
+    assert f"(step 2: NOT EVALUATED: {reason})" in out
+    assert not (result_dir / "model" / "validation").exists()
+    assert "train: complete" in (train(result_dir), capsys.readouterr().out)[1]  # a rerun finds it done

@@ -7,7 +7,6 @@ model's backbone, decoder and head are also direct children of the root, which i
 what the task's `init_checkpoint_modules` restore reads. This writes the same thing
 for a model built from our params, with random weights the tests compare against.
 """
-import io
 import tarfile
 from pathlib import Path
 
@@ -29,11 +28,10 @@ def write_checkpoint(params, folder):
     return model, manager.save(checkpoint_number=STEP)
 
 
-def tar_folder(folder):
-    """FOLDER as .tar.gz bytes, its files under FOLDER's own name (one top-level folder)."""
+def tar_folder(folder, archive_path):
+    """Write FOLDER as the .tar.gz ARCHIVE_PATH, its files under FOLDER's own name (one top-level folder)."""
     folder = Path(folder)
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w:gz") as archive:
+    with tarfile.open(archive_path, mode="w:gz", compresslevel=1) as archive:
         for path in sorted(folder.iterdir()):
             archive.add(path, arcname=f"{folder.name}/{path.name}")
-    return buffer.getvalue()
+    return Path(archive_path)

@@ -1,0 +1,70 @@
+"""Pretrained restore for every catalogue model with a checkpoint, through config and the task's initialize.
+
+The archive is laid out as Model Garden publishes its checkpoints (tests/zoo_archive.py):
+COCO's 91 classes, written as a trainer of the same experiment writes ckpt-N, tarred in
+one folder. config fetches it through the checkpoint stage (file:// URL, our cache), and
+the model is restored as train does: Orbit calls the task's `initialize` on a new model.
+Models are built, never trained, here.
+"""
+import numpy as np
+import pytest
+
+from trainer import catalogue, config
+
+CHECKPOINTED = sorted(path.stem for path in catalogue.MODELS_DIR.glob("*.yaml")
+                      if catalogue.load_model(path.stem)["checkpoint"])
+COCO_CLASSES = 91
+
+
+@pytest.fixture(scope="module")
+def prepared_data(sample_bucket, tmp_path_factory):
+    from trainer.prepare import prepare
+
+    result_dir = tmp_path_factory.mktemp("pretrained-data")
+    prepare(sample_bucket, result_dir)
+    return result_dir / "data"
+
+
+@pytest.mark.parametrize("model", CHECKPOINTED)
+def test_the_catalogue_modules_are_restored_and_the_head_starts_fresh(model, prepared_data, tmp_path, monkeypatch):
+    from official.core import task_factory
+
+    from zoo_archive import tar_folder, write_checkpoint
+
+    monkeypatch.setenv("CHECKPOINT_CACHE", str(tmp_path / "cache"))
+    modules = catalogue.load_model(model)["checkpoint"]["modules"]
+    zoo_dir, result_dir = tmp_path / "zoo", tmp_path / "result"
+    for folder in (zoo_dir, result_dir):
+        folder.mkdir()
+        (folder / "data").symlink_to(prepared_data)
+    config.write_params(zoo_dir, model, hardware=config.Hardware("cpu"), init_checkpoint="")
+    zoo_params = config.load_params(zoo_dir)
+    zoo_params.override({"task": {"model": {"num_classes": COCO_CLASSES}}})
+    zoo_model, _ = write_checkpoint(zoo_params, tmp_path / f"{model}-coco")
+    archive = tar_folder(tmp_path / f"{model}-coco", tmp_path / f"{model}-coco.tar.gz")
+
+    config.write_params(result_dir, model, checkpoint_url=archive.as_uri(), hardware=config.Hardware("cpu"))
+    params = config.load_params(result_dir)
+    assert params.task.init_checkpoint.startswith(str(tmp_path / "cache"))
+    assert list(params.task.init_checkpoint_modules) == modules
+    task = task_factory.get_task(params.task)
+    restored = task.build_model()
+    task.initialize(restored)  # what Orbit's checkpoint manager calls when model/ has no checkpoint
+
+    for module in modules:
+        pairs = list(zip(getattr(restored, module).variables, getattr(zoo_model, module).variables, strict=True))
+        assert pairs, module
+        for ours, zoo in pairs:
+            np.testing.assert_array_equal(ours.numpy(), zoo.numpy(), err_msg=f"{module}: {ours.name}")
+    for module in {"backbone", "decoder"} - set(modules):
+        for ours, zoo in zip(getattr(restored, module).variables, getattr(zoo_model, module).variables, strict=True):
+            if ours.shape.num_elements() > 1 and "moving" not in ours.name and "gamma" not in ours.name \
+                    and "beta" not in ours.name:
+                assert not np.array_equal(ours.numpy(), zoo.numpy()), f"{module} restored: {ours.name}"
+    head = restored.head if hasattr(restored, "head") else restored.rpn_head
+    zoo_head = zoo_model.head if hasattr(zoo_model, "head") else zoo_model.rpn_head
+    kernels = [(ours, zoo) for ours, zoo in zip(head.variables, zoo_head.variables)
+               if "kernel" in ours.name and ours.shape == zoo.shape]
+    assert kernels
+    for ours, zoo in kernels:  # freshly initialised, not the archive's
+        assert not np.array_equal(ours.numpy(), zoo.numpy()), ours.name
