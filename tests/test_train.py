@@ -45,6 +45,11 @@ def test_start_sh_reports_success_with_progress_and_where_the_outputs_are(traine
     assert [re.search(rf"step (\d+)/{STEPS}", line).group(1) for line in progress] == [
         str(step) for step in range(10, STEPS + 1, 10)]
     assert all(re.search(r"loss \d+\.\d+ \| [\d.]+ images/s \| lr \S+ \| ETA \d+m\d\ds", line) for line in progress)
+    # cacli's progress bar: its own regex, once per loop, right after each progress line
+    cacli = [(index, re.search(r"tensorflow:loss = [\d.]*, step = (\d*)", line)) for index, line in enumerate(lines)]
+    cacli = [(index, match) for index, match in cacli if match]
+    assert [match.group(1) for _, match in cacli] == [str(step) for step in range(10, STEPS + 1, 10)]
+    assert all(lines[index - 1].startswith(f"progress: step {match.group(1)}/") for index, match in cacli)
     assert f"train: checkpoints: {trained_run / 'model'}/ckpt-{STEPS}" in log
     assert re.search(rf"train: metrics: +{re.escape(str(trained_run / 'metrics.json'))} \(step {STEPS}: AP \d\.\d+", log)
     assert f"train: TensorBoard: tensorboard --logdir {trained_run / 'model'}" in log
@@ -52,6 +57,9 @@ def test_start_sh_reports_success_with_progress_and_where_the_outputs_are(traine
 
 def test_checkpoints_are_named_by_step(trained_run):
     model_dir = trained_run / "model"
+    labels = json.loads((trained_run / "data" / "labels.json").read_text())
+    assert json.loads((model_dir / "dataset.json").read_text()) == {
+        "labels": [{"id": number, "name": name} for number, name in enumerate(labels, start=1)]}
     assert (model_dir / f"ckpt-{STEPS}.index").is_file() and list(model_dir.glob(f"ckpt-{STEPS}.data-*"))
     assert f'model_checkpoint_path: "ckpt-{STEPS}"' in (model_dir / "checkpoint").read_text()
 

@@ -53,6 +53,9 @@ TRAINING_ROLES = ("chief", "worker")
 # on one CPU device): for tests, and to try an accelerator's plan on a laptop.
 SIMULATE_GPUS_ENV = "TRAINER_SIMULATE_GPUS"
 SIMULATE_TPU_ENV = "TRAINER_SIMULATE_TPU"
+SIMULATION_HELP = (f"{SIMULATE_GPUS_ENV}=N: plan and train as on N GPUs (mirrored over N logical CPU devices, "
+                   f"mixed_float16, the per-GPU batch); {SIMULATE_TPU_ENV}=1: the TPU plan (its batch, "
+                   f"mixed_bfloat16) on one CPU device. For tests and laptops.")
 
 
 @dataclass(frozen=True)
@@ -412,6 +415,7 @@ def add_arguments(parser):
     listing = "; ".join(f"{p.stem}: {catalogue.load_model(p.stem)['description']}" for p in sorted(models))
     parser.add_argument("--model", default=DEFAULT_MODEL, metavar="NAME",
                         help=f"catalogue model (default {DEFAULT_MODEL}). {listing}")
+    parser.epilog = SIMULATION_HELP
     parser.add_argument("--result-dir", required=True, help="the run folder: reads data/, writes params.yaml")
     parser.add_argument("--steps", type=int, help="training steps (default: from the dataset size)")
     parser.add_argument("--batch-size", type=int,

@@ -100,6 +100,7 @@ def _stage(name, what):
 
 
 def add_arguments(parser):
+    parser.epilog = config.SIMULATION_HELP
     parser.add_argument("--data-dir", required=True,
                         help="the Cloud Annotations bucket (folder with _annotations.json)")
     parser.add_argument("--result-dir", required=True, help="where data/, params.yaml, model/ and metrics.json go")
