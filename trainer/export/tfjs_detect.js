@@ -1,6 +1,7 @@
-// Runs a TF.js graph model (model_web/) on RGB images with the pure-JS CPU backend
-// and prints its detections as JSON: what a browser app using @tensorflow/tfjs gets.
-// Usage: node detect.js MODEL_DIR IMAGES_JSON   (IMAGES_JSON: [{"shape": [h, w, 3], "data": base64 RGB bytes}])
+// Runs a TF.js graph model (model_web/) on raw RGB images with @tensorflow/tfjs's pure-JS
+// CPU backend, as a browser app feeds it (tf.browser.fromPixels gives [H, W, 3] of any size),
+// and prints the detections and milliseconds per image as JSON.
+// Usage: node tfjs_detect.js MODEL_DIR IMAGES_JSON   (IMAGES_JSON: [{"path": raw RGB bytes file, "shape": [h, w, 3]}])
 const fs = require("fs");
 const path = require("path");
 const tf = require("@tensorflow/tfjs");
@@ -10,9 +11,7 @@ function fileHandler(dir) {
   return {
     load: async () => {
       const json = JSON.parse(fs.readFileSync(path.join(dir, "model.json")));
-      const specs = json.weightsManifest.flatMap((group) => group.weights);
-      const buffers = json.weightsManifest.flatMap((group) => group.paths.map((p) => fs.readFileSync(path.join(dir, p))));
-      const data = Buffer.concat(buffers);
+      const data = Buffer.concat(json.weightsManifest.flatMap((g) => g.paths.map((p) => fs.readFileSync(path.join(dir, p)))));
       return {
         modelTopology: json.modelTopology,
         format: json.format,
@@ -20,7 +19,7 @@ function fileHandler(dir) {
         convertedBy: json.convertedBy,
         signature: json.signature,
         userDefinedMetadata: json.userDefinedMetadata,
-        weightSpecs: specs,
+        weightSpecs: json.weightsManifest.flatMap((g) => g.weights),
         weightData: data.buffer.slice(data.byteOffset, data.byteOffset + data.byteLength),
       };
     },
@@ -31,15 +30,17 @@ async function main() {
   const [dir, imagesPath] = process.argv.slice(2);
   await tf.setBackend("cpu");
   const model = await tf.loadGraphModel(fileHandler(dir));
-  const signature = JSON.parse(fs.readFileSync(path.join(dir, "model.json"))).signature.outputs;
+  const outputs = JSON.parse(fs.readFileSync(path.join(dir, "model.json"))).signature.outputs;
   const results = [];
   for (const image of JSON.parse(fs.readFileSync(imagesPath))) {
-    const input = tf.tensor(Uint8Array.from(Buffer.from(image.data, "base64")), [1, ...image.shape], "int32");
-    const outputs = await model.executeAsync(input, Object.values(signature).map((o) => o.name));
+    const input = tf.tensor(Uint8Array.from(fs.readFileSync(image.path)), [1, ...image.shape], "int32");
+    const start = process.hrtime.bigint();
+    const tensors = await model.executeAsync(input, Object.values(outputs).map((o) => o.name));
     const named = {};
-    for (const [i, key] of Object.keys(signature).entries()) named[key] = await outputs[i].array();
+    for (const [i, key] of Object.keys(outputs).entries()) named[key] = (await tensors[i].array())[0];
+    named.ms = Number(process.hrtime.bigint() - start) / 1e6;
     results.push(named);
-    tf.dispose([input, ...outputs]);
+    tf.dispose([input, ...tensors]);
   }
   process.stdout.write(JSON.stringify({ backend: tf.getBackend(), results }));
 }
