@@ -69,9 +69,8 @@ def load_params(result_dir):
     """params.yaml (via `trainer.config.load_params`), with the detection settings of the exports.
 
     RetinaNet's SavedModel uses NMS `v2` (plain TF ops that TF Serving and TF.js both run,
-    any batch size) and normalised boxes; the TFLite model uses TFLite's detection
-    post-processing op with the same thresholds and per-class NMS, so both return the
-    same detections.
+    any batch size), scores down to SCORE_THRESHOLD and normalised boxes; the TFLite
+    model's NMS (tflite.py) uses the same thresholds, per class.
     """
     from official.vision.configs import retinanet
 
@@ -84,14 +83,6 @@ def load_params(result_dir):
         generator = params.task.model.detection_generator
         generator.pre_nms_score_threshold = SCORE_THRESHOLD
         generator.nms_version = "v2"
-        generator.tflite_post_processing.override({
-            "max_detections": generator.max_num_detections,
-            "detections_per_class": generator.max_num_detections,
-            "max_classes_per_detection": 1,
-            "use_regular_nms": False,
-            "nms_score_threshold": SCORE_THRESHOLD,
-            "nms_iou_threshold": generator.nms_iou_threshold,
-        })
         params.task.export_config.output_normalized_coordinates = True
     return params
 
@@ -154,13 +145,14 @@ def require_retinanet(job, name):
 
 
 def network(job):
-    """The trained RetinaNet without its NMS, for the mobile formats.
+    """The trained RetinaNet up to its NMS, for the mobile formats: (function, model, number of boxes).
 
-    Returns (anchors, network, model): NETWORK maps float RGB pixels [1, H, W, 3] at the model's
-    input size to per-level (foreground class logits, encoded boxes, clipped to the image);
-    ANCHORS are per level, in pixels; MODEL holds the weights (converters need it to find them).
+    FUNCTION maps float RGB pixels [1, H, W, 3] at the model's input size to (class
+    probabilities [N, classes] (sigmoid, background dropped), boxes [N, 4] as ymin, xmin,
+    ymax, xmax in 0..1, clipped to the image as the SavedModel's are before its NMS).
     It normalises and zero-pads as the SavedModel's preprocessing does, so apps feed plain
-    pixels at the model's input size. Nearest upsampling is Keras' UpSampling2D (see `_rank4_upsampling`).
+    pixels. MODEL holds the weights (converters need it to find them). Nearest upsampling
+    is Keras' UpSampling2D (see `_rank4_upsampling`). Built once per export.
     """
     if "network" not in job.built:
         job.built["network"] = _network(job)
@@ -177,20 +169,17 @@ def _network(job):
     tf.train.Checkpoint(model=trained).read(job.checkpoint).assert_existing_objects_matched().expect_partial()
     model = _rank4_upsampling(job.params, job.input_size, trained)
     weights = job.params.task.model.detection_generator.box_coder_weights
+    anchors = tf.concat([tf.reshape(value, [-1, 4]) for value in anchors.values()], 0)
+    foreground = job.params.task.model.num_classes - 1
 
     def run(pixels):
         scores, boxes = _raw_outputs(model, job.params, job.input_size, pixels)
-        # The SavedModel clips decoded boxes to the image before NMS; TFLite's op and Core ML
-        # decode inside, unclipped. Clip here and encode back against the same anchors.
-        clipped = {}
-        for level, encoded in boxes.items():
-            level_anchors = tf.reshape(anchors[level], [-1, 4])
-            decoded = box_ops.decode_boxes(tf.reshape(encoded, [-1, 4]), level_anchors, weights)
-            recoded = box_ops.encode_boxes(box_ops.clip_boxes(decoded, [height, width]), level_anchors, weights)
-            clipped[level] = tf.reshape(recoded, tf.shape(encoded))
-        return scores, clipped
+        scores = tf.concat([tf.reshape(value, [-1, foreground]) for value in scores.values()], 0)
+        boxes = tf.concat([tf.reshape(value, [-1, 4]) for value in boxes.values()], 0)
+        boxes = box_ops.clip_boxes(box_ops.decode_boxes(boxes, anchors, weights=weights), [height, width])
+        return tf.sigmoid(scores), boxes / [height, width, height, width]
 
-    return anchors, run, model
+    return run, model, int(anchors.shape[0])
 
 
 def _built_model(params, size):

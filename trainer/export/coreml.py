@@ -42,28 +42,21 @@ def write(job):
 
 
 def _raw_function(job):
-    """The function converted: float RGB [1, H, W, 3] -> (sigmoid scores [N, classes], boxes [N, 4] as
-    normalised x centre, y centre, width, height, Core ML's NMS layout); and N."""
+    """The function converted: float RGB [1, H, W, 3] -> (class probabilities [N, classes], boxes [N, 4] as
+    normalised x centre, y centre, width, height: Core ML's NMS layout); and N."""
     import tensorflow as tf
-    from official.vision.ops import box_ops
 
     require_retinanet(job, "Core ML")
     height, width = job.input_size
-    anchors, run_network, _ = network(job)
-    foreground = len(job.labels)
-    anchors = tf.concat([tf.reshape(value, [-1, 4]) for value in anchors.values()], 0)
-    weights = job.params.task.model.detection_generator.box_coder_weights
+    run_network, _, boxes = network(job)
 
     @tf.function(input_signature=[tf.TensorSpec([1, height, width, 3], tf.float32, name="image")])
     def raw(image):
-        scores, boxes = run_network(image)
-        scores = tf.concat([tf.reshape(value, [-1, foreground]) for value in scores.values()], 0)
-        boxes = tf.concat([tf.reshape(value, [-1, 4]) for value in boxes.values()], 0)
-        boxes = box_ops.decode_boxes(boxes, anchors, weights=weights) / [height, width, height, width]
-        ymin, xmin, ymax, xmax = tf.unstack(tf.clip_by_value(boxes, 0.0, 1.0), axis=-1)
-        return tf.sigmoid(scores), tf.stack([(xmin + xmax) / 2, (ymin + ymax) / 2, xmax - xmin, ymax - ymin], -1)
+        scores, corners = run_network(image)
+        ymin, xmin, ymax, xmax = tf.unstack(corners, axis=-1)
+        return scores, tf.stack([(xmin + xmax) / 2, (ymin + ymax) / 2, xmax - xmin, ymax - ymin], -1)
 
-    return raw, int(anchors.shape[0])
+    return raw, boxes
 
 
 def _pipeline(network_spec, job):
