@@ -152,7 +152,7 @@ def network(job):
     ymax, xmax in 0..1, clipped to the image as the SavedModel's are before its NMS).
     It normalises and zero-pads as the SavedModel's preprocessing does, so apps feed plain
     pixels. MODEL holds the weights (converters need it to find them). Nearest upsampling
-    is Keras' UpSampling2D (see `_rank4_upsampling`). Built once per export.
+    is rank 5 (see `_rank5_upsampling`). Built once per export.
     """
     if "network" not in job.built:
         job.built["network"] = _network(job)
@@ -167,7 +167,7 @@ def _network(job):
     trained, anchors = _built_model(job.params, job.input_size)
     # Every model weight must come from the checkpoint (its optimizer slots are not needed).
     tf.train.Checkpoint(model=trained).read(job.checkpoint).assert_existing_objects_matched().expect_partial()
-    model = _rank4_upsampling(job.params, job.input_size, trained)
+    model = _rank5_upsampling(job.params, job.input_size, trained)
     weights = job.params.task.model.detection_generator.box_coder_weights
     anchors = tf.concat([tf.reshape(value, [-1, 4]) for value in anchors.values()], 0)
     foreground = job.params.task.model.num_classes - 1
@@ -212,41 +212,52 @@ def _raw_outputs(model, params, size, pixels):
     return scores, boxes
 
 
-def _rank4_upsampling(params, size, trained):
-    """TRAINED, rebuilt with Keras' UpSampling2D where Model Garden upsamples by a rank-6 reshape (FPN,
-    SpineNet-Mobile), with the same weights; TRAINED itself when it has no such layers.
+def _rank5_upsampling(params, size, trained):
+    """TRAINED rebuilt with a rank-5 nearest upsampling (`_upsample_rank5`), with the same weights.
 
-    Core ML's layers stop at rank 5. The switch adds weightless layers, which shifts the
-    checkpoint's layer numbering, so the weights are copied from the restored model in
-    order and the two models are checked to give the same outputs.
+    Model Garden upsamples by a rank-6 reshape (FPN, SpineNet-Mobile) and Core ML's layers
+    stop at rank 5. Its own switches to Keras' UpSampling2D add fewer layers and so
+    reorder the model's layers and weights (and the checkpoint's numbering); this variant
+    makes the same number of ops in the same places, so the weights copy over in order.
+    The two models are checked to give the same outputs.
     """
-    import copy
+    from unittest import mock
 
     import numpy as np
     import tensorflow as tf
+    from official.vision.ops import spatial_transform_ops
 
-    model_config = params.task.model
-    if model_config.decoder.type == "fpn" and not model_config.decoder.fpn.use_keras_layer:
-        variant = copy.deepcopy(params)
-        variant.task.model.decoder.fpn.use_keras_layer = True
-    elif model_config.backbone.type == "spinenet_mobile" and \
-            not model_config.backbone.spinenet_mobile.use_keras_upsampling_2d:
-        variant = copy.deepcopy(params)
-        variant.task.model.backbone.spinenet_mobile.use_keras_upsampling_2d = True
-    else:
-        return trained
-    model, _ = _built_model(variant, size)
+    with mock.patch.object(spatial_transform_ops, "nearest_upsampling", _upsample_rank5):
+        model, _ = _built_model(params, size)
     for part in ("backbone", "decoder", "head"):
         source, target = getattr(trained, part), getattr(model, part)
         if source is None:
             continue
-        shapes = ([w.shape for w in source.weights], [w.shape for w in target.weights])
-        if shapes[0] != shapes[1]:
-            raise RuntimeError(f"the {part} with UpSampling2D has other weights than the trained one")
+        if [w.shape for w in source.weights] != [w.shape for w in target.weights]:
+            raise RuntimeError(f"the {part} with rank-5 upsampling has other weights than the trained one")
         target.set_weights(source.get_weights())
     probe = tf.random.stateless_uniform([1, *size, 3], seed=(1, 2), maxval=255.0)
     expected, got = _raw_outputs(trained, params, size, probe), _raw_outputs(model, params, size, probe)
     worst = max(float(np.max(np.abs(a - b))) for a, b in zip(tf.nest.flatten(expected), tf.nest.flatten(got)))
     if worst > 1e-4:
-        raise RuntimeError(f"the network with UpSampling2D differs from the trained one by {worst}")
+        raise RuntimeError(f"the network with rank-5 upsampling differs from the trained one by {worst}")
     return model
+
+
+def _upsample_rank5(data, scale, use_keras_layer=False):
+    """`spatial_transform_ops.nearest_upsampling` with batch and height merged: rank 5, the same ops.
+
+    [b, h, 1, w, 1, c] tiled is laid out in memory as [b * h, 1, w, 1, c] tiled.
+    """
+    import tensorflow as tf
+
+    if use_keras_layer:  # a model configured with Keras' UpSampling2D: already rank 4
+        import tf_keras
+
+        return tf_keras.layers.UpSampling2D(size=(scale, scale), interpolation="nearest")(data)
+    batch, _, _, channels = data.get_shape().as_list()
+    shape = tf.shape(input=data)
+    height = shape[1]
+    width = shape[2]
+    data = tf.tile(tf.reshape(data, [-1, 1, width, 1, channels]), [1, scale, 1, scale, 1])
+    return tf.reshape(data, [-1 if batch is None else batch, height * scale, width * scale, channels])
