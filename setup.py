@@ -24,7 +24,7 @@ setup(
     # configs/models travels inside the package too, so an installed sdist finds the catalogue
     packages=find_packages(include=["trainer", "trainer.*", "cloud", "cloud.*"]) + ["trainer.catalogue_models"],
     package_dir={"trainer.catalogue_models": "configs/models"},
-    package_data={"trainer.catalogue_models": ["*.yaml", "*.md"]},
+    package_data={"trainer.catalogue_models": ["*.yaml", "*.md"], "trainer.export": ["*.js"]},
     install_requires=["pillow", "pyyaml", "tqdm", "numpy", "protobuf", "google-crc32c"],
     extras_require={
         "train": TRAIN,

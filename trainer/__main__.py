@@ -15,8 +15,8 @@ STAGES = {
     "checkpoint": "download, verify and cache a pretrained zoo checkpoint",
     "config": "write RESULT_DIR/params.yaml: the Model Garden experiment for this dataset and hardware",
     "train": "train and evaluate with Model Garden into RESULT_DIR/model (resumable)",
-    "export": "export SavedModel, TFLite, TF.js and Core ML models with labels.json",
-    "predict": "run an exported model on images; draw boxes and write detections.json",
+    "export": "export SavedModel, TFLite, TF.js and Core ML models and score each on the validation split",
+    "predict": "run an exported model on images: a Cloud Annotations bucket of its detections, boxed previews",
     "run": "chain every stage (what start.sh calls); each skips work already done",
     "sample": "write a synthetic Cloud Annotations bucket for demos and tests",
 }

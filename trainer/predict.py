@@ -1,10 +1,12 @@
-"""Run an exported model on images: boxed copies and a detections.json that annotation tools read back.
+"""Run an exported model on images: a Cloud Annotations bucket of its predictions, boxed previews, detections.json.
 
-Detections use `_annotations.json`'s coordinates (x, y top-left, x2, y2 bottom-right,
-normalised 0..1), so predictions can be loaded into Cloud Annotations for review.
-`load_detector` is also how `trainer export` checks its SavedModel and TFLite models.
+The output folder is a bucket: the images (byte-for-byte copies) and an `_annotations.json`
+of the detections (x, y top-left, x2, y2 bottom-right, normalised 0..1), so predictions
+load into Cloud Annotations for review, and the corrected bucket trains the next model.
+`load_detector` is also how `trainer export` evaluates its SavedModel and TFLite models.
 """
 import json
+import shutil
 import sys
 from pathlib import Path
 
@@ -16,12 +18,16 @@ IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp"}
 
 
 def predict(model_path, inputs, out_dir, min_score=0.5):
-    """Detect objects in each image of INPUTS (files or folders); return detections.json's list."""
+    """Detect objects in each image of INPUTS (files or folders); return detections.json's list.
+
+    OUT_DIR gets each readable image under a unique name, `_annotations.json` (those names ->
+    detections at or above MIN_SCORE), `boxed/NAME.jpg` previews and `detections.json`.
+    """
     detect = load_detector(model_path)
     labels = _labels(Path(model_path))
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    results, written = [], set()
+    (out_dir / "boxed").mkdir(parents=True, exist_ok=True)
+    results, written, annotations = [], set(), {}
     for path in _images(inputs):
         try:
             image = _read_image(path)
@@ -36,21 +42,29 @@ def predict(model_path, inputs, out_dir, min_score=0.5):
              "x": float(box[1]), "y": float(box[0]), "x2": float(box[3]), "y2": float(box[2])}
             for box, score, label in zip(found["boxes"], found["scores"], found["classes"])
             if score >= min_score and box[2] > box[0] and box[3] > box[1]]  # zero-area boxes are no annotation
-        _draw(image, detections).save(out_dir / _free_name(written, path))
+        name = _free_name(written, path)
+        shutil.copyfile(path, out_dir / name)  # the bytes as they were: prepare applies the same EXIF turn
+        annotations[name] = [{key: d[key] for key in ("x", "y", "x2", "y2", "label")} for d in detections]
+        _draw(image, detections).save(out_dir / "boxed" / f"{Path(name).stem}.jpg")
         results.append({"image": str(path), "detections": detections})
         print(f"predict: {path}: {len(detections)} detections", flush=True)
     (out_dir / "detections.json").write_text(json.dumps(results, indent=2, ensure_ascii=False))
+    (out_dir / "_annotations.json").write_text(json.dumps(
+        {"version": "1.0", "type": "localization", "labels": labels, "annotations": annotations},
+        indent=2, ensure_ascii=False))
     return results
 
 
-def load_detector(model_path):
+def load_detector(model_path, threads=None):
     """A function RGB uint8 image [H, W, 3] -> {"boxes" [n, 4] (ymin, xmin, ymax, xmax, 0..1), "scores", "classes" (label ids)}.
 
-    MODEL_PATH is a SavedModel folder, a .tflite file or a run's RESULT_DIR (its SavedModel).
+    MODEL_PATH is a SavedModel folder, a .tflite file (run with THREADS) or a run's RESULT_DIR (its SavedModel).
+    Images are fed as apps feed each format: whole to the SavedModel, which resizes inside;
+    stretched to the square input for TFLite, as the TFLite Task Library and MediaPipe do.
     """
     path = Path(model_path)
     if path.suffix == ".tflite" and path.is_file():
-        return _tflite_detector(path)
+        return _tflite_detector(path, threads)
     for folder in (path, path / "model_export" / "saved_model"):
         if (folder / "saved_model.pb").is_file():
             return _saved_model_detector(folder)
@@ -69,18 +83,17 @@ def _saved_model_detector(folder):
     return detect
 
 
-def _tflite_detector(path):
+def _tflite_detector(path, threads):
     from ai_edge_litert.interpreter import Interpreter
-    from PIL import Image
 
-    runner = Interpreter(model_path=str(path)).get_signature_runner()
+    from trainer.export.common import stretch
+
+    runner = Interpreter(model_path=str(path), num_threads=threads).get_signature_runner()
     (name, spec), = runner.get_input_details().items()
-    height, width = spec["shape"][1:3]
+    size = tuple(spec["shape"][1:3])
 
     def detect(image):
-        if image.shape[:2] != (height, width):  # the model takes a fixed size; boxes are relative, so stretch
-            image = np.asarray(Image.fromarray(image).resize((width, height), Image.BILINEAR))
-        outputs = runner(**{name: image[None].astype(spec["dtype"])})
+        outputs = runner(**{name: stretch(image, size)[None].astype(spec["dtype"])})
         return _trim({key: value[0] for key, value in outputs.items()})
 
     return detect
@@ -144,23 +157,26 @@ def _draw(image, detections):
 
 
 def _free_name(written, path):
-    """NAME.jpg, numbered when two inputs share a name; JPEG keeps the copies small."""
-    name, number = f"{path.stem}.jpg", 1
-    while name in written:
-        name, number = f"{path.stem}-{number}.jpg", number + 1
-    written.add(name)
+    """PATH's file name, numbered when two inputs share a name (a bucket key, its preview's stem)."""
+    name, number = path.name, 1
+    while name.lower() in written:
+        name, number = f"{path.stem}-{number}{path.suffix}", number + 1
+    written.add(name.lower())
     return name
 
 
 def add_arguments(parser):
     parser.add_argument("--model", required=True, help="a SavedModel folder, a .tflite file, or a run's RESULT_DIR")
     parser.add_argument("inputs", nargs="+", metavar="IMAGE_OR_DIR", help="images, or folders of images")
-    parser.add_argument("--out", required=True, help="folder for the boxed copies and detections.json")
+    parser.add_argument("--out", required=True,
+                        help="output folder, a Cloud Annotations bucket: the images, _annotations.json (detections "
+                             ">= --min-score), boxed/ previews and detections.json (with scores)")
     parser.add_argument("--min-score", type=float, default=0.5, help="drop detections scoring below this (default 0.5)")
 
 
 def main(args):
     results = predict(args.model, args.inputs, args.out, min_score=args.min_score)
     errors = sum("error" in r for r in results)
-    print(f"predict: {len(results) - errors} images, {errors} unreadable; wrote {Path(args.out) / 'detections.json'}")
+    print(f"predict: {len(results) - errors} images, {errors} unreadable; wrote {Path(args.out) / '_annotations.json'} "
+          f"and {Path(args.out) / 'detections.json'}")
     return 1 if errors and errors == len(results) else 0

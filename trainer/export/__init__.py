@@ -1,0 +1,156 @@
+"""Stage 5, export: the last checkpoint -> SavedModel, TFLite, TF.js and Core ML, each evaluated in its own runtime.
+
+One module per format (saved_model, tflite, tfjs, coreml), each with `write(job)` (the
+files, beside labels.json) and `run(job, path, images)` (detections as its users get
+them); `TABLE` below lists them. A format the model cannot have is declared in its
+catalogue entry (`export: unsupported:`) and skipped with that reason; a format that
+fails to convert is recorded (the job reports CONVERSION-FAILED) and the others are
+still written; a SavedModel failure raises. Then every format is run on the whole
+validation split and scored with COCO AP (`evaluate`): model_export/evaluation.json.
+Models are built in float32 whatever mixed-precision policy training left set.
+"""
+import json
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from trainer.errors import UserError
+from trainer.export import coreml, saved_model, tfjs, tflite
+from trainer.export.common import float32_policy, load_job, size_of
+
+CONVERSION_FAILED_EXIT = 3  # a conversion failed, the rest worked: start.sh prints CACLI-CONVERSION-FAILED, exits 0
+MANIFEST = "export.json"
+
+
+@dataclass(frozen=True)
+class Format:
+    """One output: its module, and for TFLite variants the quantisation."""
+    module: object
+    quantize: str = None
+
+    def write(self, job):
+        return self.module.write(job, self.quantize) if self.quantize else self.module.write(job)
+
+    def run(self, job, path, images):
+        return self.module.run(job, path, images)
+
+
+TABLE = {"saved_model": Format(saved_model), "tflite": Format(tflite), "tfjs": Format(tfjs), "coreml": Format(coreml),
+         **{f"tflite_{q}": Format(tflite, q) for q in tflite.QUANTIZE}}
+FORMATS = ("saved_model", "tflite", "tfjs", "coreml")  # --formats; tflite_fp16 / tflite_int8 come from --quantize
+QUANTIZE = tflite.QUANTIZE
+
+
+def export(result_dir, formats=FORMATS, quantize=(), keep_versions=3, evaluate=True):
+    """Export RESULT_DIR's last checkpoint to FORMATS (+ quantised TFLite) and evaluate them.
+
+    Returns {name: {"path", "bytes"} or {"error"} or {"unsupported"}}. Outputs already
+    written (and evaluated) from the same checkpoint are kept.
+    """
+    unknown = sorted(set(formats) - set(FORMATS)) + sorted(set(quantize) - set(QUANTIZE))
+    if unknown:
+        raise UserError(f"unknown format or quantisation {', '.join(unknown)}; formats: {', '.join(FORMATS)}; "
+                        f"quantize: {', '.join(QUANTIZE)}")
+    with float32_policy():
+        job = load_job(result_dir, keep_versions)
+        wanted = list(dict.fromkeys(["saved_model", *formats, *(f"tflite_{q}" for q in quantize)]))
+        return _export(job, wanted, evaluate)
+
+
+def _export(job, wanted, evaluate):
+    manifest_path = job.result_dir / "model_export" / MANIFEST
+    done = _reusable(job, manifest_path)
+    results = {}
+    for name in wanted:
+        reason = job.unsupported.get(name.split("_")[0] if name.startswith("tflite") else name)
+        if reason:
+            results[name] = {"unsupported": reason}
+            print(f"export: {name}: skipped, not supported by {job.model}: {reason}", flush=True)
+        elif name in done:
+            results[name] = {key: done[name][key] for key in ("path", "bytes")}
+            print(f"export: {name}: up to date ({results[name]['path']})", flush=True)
+        else:
+            _step(name, job, results)
+    written = {name: r for name, r in results.items() if "path" in r}
+    evaluations = {name: done[name]["evaluation"] for name in written if "evaluation" in done.get(name, {})}
+    todo = [name for name in written if name not in evaluations] if evaluate else []
+    if not todo and all(name in done or "unsupported" in results[name] for name in wanted):
+        return results  # an up-to-date rerun leaves every file as it was
+    if todo:
+        from trainer.export import evaluate as evaluation
+
+        split = evaluation.split_to_evaluate(job.result_dir)
+        images, groundtruth = evaluation.load_split(job.result_dir, split)
+        evaluations.update(evaluation.evaluate(job, {name: written[name] for name in todo}, TABLE, images,
+                                               groundtruth, split))
+    entries = {**{name: {**r, "path": str(Path(r["path"]).relative_to(job.result_dir))} for name, r in done.items()},
+               **{name: {**r, "path": str(Path(r["path"]).relative_to(job.result_dir))} if "path" in r else r
+                  for name, r in results.items()}}
+    for name, entry in entries.items():
+        if name in evaluations:
+            entry["evaluation"] = evaluations[name]
+    manifest_path.write_text(json.dumps({"checkpoint": Path(job.checkpoint).name, "results": entries}, indent=2))
+    if evaluate:
+        from trainer.export.evaluate import write_evaluation
+
+        write_evaluation(job, {name: e.get("evaluation") or {key: e[key] for key in ("unsupported", "error")
+                                                             if key in e} for name, e in entries.items()
+                               if "evaluation" in e or "unsupported" in e or "error" in e})
+    return results
+
+
+def _step(name, job, results):
+    """Write one output and record its path and size, or why it failed."""
+    print(f"export: {name} ...", flush=True)
+    start = time.time()
+    try:
+        path = TABLE[name].write(job)
+    except Exception as err:  # recorded: a conversion failure must not stop the other formats
+        if name == "saved_model":  # ... but without a SavedModel there is nothing to serve or convert
+            raise
+        results[name] = {"error": f"{type(err).__name__}: {err}".strip().splitlines()[-1][:500]}
+        print(f"export: {name} FAILED: {results[name]['error']}", file=sys.stderr, flush=True)
+        return
+    results[name] = {"path": str(path), "bytes": size_of(path)}
+    print(f"export: {name}: {path} ({results[name]['bytes'] / 1e6:.1f} MB, {time.time() - start:.0f} s)", flush=True)
+
+
+def _reusable(job, manifest_path):
+    """The outputs a previous export wrote from this checkpoint and that are still on disk (with their evaluation)."""
+    if not manifest_path.is_file():
+        return {}
+    manifest = json.loads(manifest_path.read_text())
+    if manifest.get("checkpoint") != Path(job.checkpoint).name:
+        return {}
+    return {name: {**r, "path": str(job.result_dir / r["path"])} for name, r in manifest["results"].items()
+            if "path" in r and (job.result_dir / r["path"]).exists()}
+
+
+def add_arguments(parser):
+    parser.add_argument("--result-dir", required=True, help="the run's output folder (params.yaml, model/, data/)")
+    parser.add_argument("--formats", default=",".join(FORMATS),
+                        help=f"comma-separated formats to write (default: all: {','.join(FORMATS)}); the "
+                             "SavedModel is always written, as the others are converted from it or measured against it")
+    parser.add_argument("--quantize", default="none",
+                        help="also write quantised TFLite models: comma-separated fp16 (float16 weights, "
+                             "model_fp16.tflite) and/or int8 (full integer calibrated on training images, "
+                             "model_int8.tflite); default none")
+    parser.add_argument("--keep-versions", type=int, default=3, help="SavedModel versions kept for TF Serving")
+    parser.add_argument("--no-evaluation", action="store_true",
+                        help="skip running every format on the validation split (evaluation.json)")
+
+
+def main(args):
+    formats = [f.strip() for f in args.formats.split(",") if f.strip()]
+    quantize = [q.strip() for q in args.quantize.split(",") if q.strip() and q.strip() != "none"]
+    results = export(args.result_dir, formats=formats, quantize=quantize, keep_versions=args.keep_versions,
+                     evaluate=not args.no_evaluation)
+    return conversion_exit({name: r["error"] for name, r in results.items() if "error" in r})
+
+
+def conversion_exit(failed):
+    """Name each failed conversion on stderr; the exit status for `export` and `run`."""
+    for name, reason in failed.items():
+        print(f"CONVERSION-FAILED {name}: {reason}", file=sys.stderr)
+    return CONVERSION_FAILED_EXIT if failed else 0

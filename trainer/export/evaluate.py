@@ -1,0 +1,157 @@
+"""Export evaluation: every format run in its own runtime on the whole validation split, scored with COCO AP.
+
+Each format is fed as its users feed it (see each format module's `run`), and scored by
+pycocotools against the ground truth train's evaluation uses: the split's records, image
+ids from `image/source_id`, label ids from data/labels.json. Writes
+model_export/evaluation.json ({format: {"AP", "AP50", "delta_AP", "bytes", "latency_ms"}
+or {"unsupported": reason} or {"bytes", "not_evaluated": reason}}) and, in
+model_export/evaluation/, groundtruth.json and FORMAT_detections.json (COCO results).
+"""
+import contextlib
+import io
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from trainer.export.common import NotEvaluated
+
+EVALUATION = "evaluation.json"
+DETAILS = "evaluation"
+
+
+def split_to_evaluate(result_dir):
+    """'val', or 'train' (said loudly) when prepare wrote no validation records."""
+    if sorted((Path(result_dir) / "data").glob("val-*.tfrecord")):
+        return "val"
+    print("export: WARNING: no validation split (data/val-*.tfrecord): the exports are evaluated on the TRAINING "
+          "images, so their AP says how well they fit, not how well they generalise", file=sys.stderr, flush=True)
+    return "train"
+
+
+def load_split(result_dir, split):
+    """(images as RGB uint8 arrays, COCO ground truth dict) of data/SPLIT-*.tfrecord."""
+    import tensorflow as tf
+    from PIL import Image
+
+    labels = json.loads((Path(result_dir) / "data" / "labels.json").read_text())
+    files = sorted(str(p) for p in (Path(result_dir) / "data").glob(f"{split}-*.tfrecord"))
+    features = {"image/encoded": tf.io.FixedLenFeature([], tf.string),
+                "image/source_id": tf.io.FixedLenFeature([], tf.string),
+                "image/filename": tf.io.FixedLenFeature([], tf.string),
+                "image/object/class/label": tf.io.VarLenFeature(tf.int64),
+                "image/object/is_crowd": tf.io.VarLenFeature(tf.int64),
+                **{f"image/object/bbox/{key}": tf.io.VarLenFeature(tf.float32)
+                   for key in ("xmin", "ymin", "xmax", "ymax")}}
+    images, coco = [], {"images": [], "annotations": [],
+                        "categories": [{"id": index, "name": name} for index, name in enumerate(labels, 1)]}
+    for record in tf.data.TFRecordDataset(files):
+        example = tf.io.parse_single_example(record, features)
+        value = {key: (tf.sparse.to_dense(v) if isinstance(v, tf.SparseTensor) else v).numpy()
+                 for key, v in example.items()}
+        image = np.asarray(Image.open(io.BytesIO(value["image/encoded"])).convert("RGB"))
+        height, width = image.shape[:2]
+        image_id = int(value["image/source_id"])
+        images.append(image)
+        coco["images"].append({"id": image_id, "file_name": value["image/filename"].decode(),
+                               "width": width, "height": height})
+        boxes = zip(value["image/object/bbox/xmin"], value["image/object/bbox/ymin"], value["image/object/bbox/xmax"],
+                    value["image/object/bbox/ymax"], value["image/object/class/label"], value["image/object/is_crowd"])
+        for xmin, ymin, xmax, ymax, label, crowd in boxes:
+            box = [float(xmin * width), float(ymin * height), float((xmax - xmin) * width),
+                   float((ymax - ymin) * height)]
+            coco["annotations"].append({"id": len(coco["annotations"]) + 1, "image_id": image_id,
+                                        "category_id": int(label), "bbox": box, "area": box[2] * box[3],
+                                        "iscrowd": int(crowd)})
+    return images, coco
+
+
+def coco_results(found, groundtruth):
+    """Detections (boxes ymin, xmin, ymax, xmax in 0..1) as a COCO results list in pixels."""
+    results = []
+    for image, detections in zip(groundtruth["images"], found):
+        scale = np.array([image["height"], image["width"]] * 2, np.float64)
+        for box, score, label in zip(detections["boxes"], detections["scores"], detections["classes"]):
+            ymin, xmin, ymax, xmax = (np.asarray(box, np.float64) * scale).tolist()
+            results.append({"image_id": image["id"], "category_id": int(label),
+                            "bbox": [xmin, ymin, xmax - xmin, ymax - ymin], "score": float(score)})
+    return results
+
+
+def coco_ap(groundtruth, results):
+    """(AP, AP50) from pycocotools, as Model Garden's COCO evaluator computes them."""
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+
+    if not results or not groundtruth["annotations"]:
+        return 0.0, 0.0
+    with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints its whole table
+        truth = COCO()
+        truth.dataset = groundtruth
+        truth.createIndex()
+        evaluation = COCOeval(truth, truth.loadRes(results), iouType="bbox")
+        evaluation.evaluate()
+        evaluation.accumulate()
+        evaluation.summarize()
+    return max(float(evaluation.stats[0]), 0.0), max(float(evaluation.stats[1]), 0.0)
+
+
+def evaluate(job, outputs, formats, images, groundtruth, split):
+    """Run each of OUTPUTS ({name: {"path", "bytes"}}) through FORMATS[name].run on IMAGES; {name: evaluation}.
+
+    The entries hold AP, AP50, bytes, latency_ms (median single-image time on this CPU),
+    the split and image count; or not_evaluated with the reason when the runtime is absent.
+    """
+    details = job.result_dir / "model_export" / DETAILS
+    details.mkdir(parents=True, exist_ok=True)
+    (details / "groundtruth.json").write_text(json.dumps(groundtruth))
+    evaluations = {}
+    for name, output in outputs.items():
+        print(f"export: evaluating {name} on {len(images)} {split} images ...", flush=True)
+        try:
+            found, seconds = formats[name].run(job, Path(output["path"]), images)
+        except NotEvaluated as reason:
+            evaluations[name] = {"bytes": output["bytes"], "not_evaluated": str(reason)}
+            print(f"export: {name}: not evaluated: {reason}", file=sys.stderr, flush=True)
+            continue
+        results = coco_results(found, groundtruth)
+        (details / f"{name}_detections.json").write_text(json.dumps(results))
+        ap, ap50 = coco_ap(groundtruth, results)
+        # The first call of a runtime also traces or allocates: the median ignores it.
+        evaluations[name] = {"AP": round(ap, 4), "AP50": round(ap50, 4), "bytes": output["bytes"],
+                             "latency_ms": round(float(np.median(seconds)) * 1000, 2) if seconds else None,
+                             "split": split, "images": len(images)}
+    return evaluations
+
+
+def write_evaluation(job, evaluations):
+    """model_export/evaluation.json with delta_AP against the SavedModel, and the table printed."""
+    reference = evaluations.get("saved_model", {}).get("AP")
+    table = {}
+    for name, entry in evaluations.items():
+        entry = dict(entry)
+        if "AP" in entry:
+            entry["delta_AP"] = round(entry["AP"] - reference, 4) if reference is not None else None
+            entry = {key: entry[key] for key in ("AP", "AP50", "delta_AP", "bytes", "latency_ms", "split", "images")}
+        table[name] = entry
+    (job.result_dir / "model_export" / EVALUATION).write_text(json.dumps(table, indent=2))
+    print(format_table(table), flush=True)
+    return table
+
+
+def format_table(table):
+    rows = [f"{'format':<13} {'size':>9} {'AP':>7} {'AP50':>7} {'delta_AP':>9} {'latency':>10}"]
+    for name, entry in table.items():
+        if "AP" in entry:
+            latency = f"{entry['latency_ms']:.1f} ms" if entry["latency_ms"] is not None else "n/a"
+            rows.append(f"{name:<13} {entry['bytes'] / 1e6:>7.2f}MB {entry['AP']:>7.3f} {entry['AP50']:>7.3f} "
+                        f"{entry['delta_AP']:>+9.3f} {latency:>10}")
+        else:
+            reason = entry.get("unsupported") or entry.get("not_evaluated")
+            kind = "unsupported" if "unsupported" in entry else "not evaluated"
+            rows.append(f"{name:<13} {kind}: {reason}")
+    split = next((e["split"] for e in table.values() if "split" in e), None)
+    images = next((e["images"] for e in table.values() if "images" in e), None)
+    heading = f"export: COCO AP of each format in its own runtime on {images} {split} images" if split else "export:"
+    return "\n".join([heading, *rows])

