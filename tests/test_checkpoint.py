@@ -451,3 +451,15 @@ def test_complete_body_without_a_length_is_accepted(server, cache, archive_bytes
     prefix = checkpoint.fetch_checkpoint(server.url("/zoo/ckpt.tar.gz"), cache)
     assert len(server.requests) == 1
     assert read_values(prefix) == SAVED_VALUES
+
+
+def test_gcs_resume_onto_a_corrupt_partial_file_is_caught_by_crc32c_and_starts_over(gcs_client, archive_bytes, cache,
+                                                                                    capsys):
+    gcs_client.create_bucket("zoo-crc").blob("ckpt.tar.gz").upload_from_string(archive_bytes)
+    url = "gs://zoo-crc/ckpt.tar.gz"
+    downloads = cache / f"{checkpoint._cache_key(url, None)}.download"
+    downloads.mkdir(parents=True)
+    (downloads / "ckpt.tar.gz.part").write_bytes(b"\0" * 100)  # the right length, the wrong bytes
+    prefix = checkpoint.fetch_checkpoint(url, cache)
+    assert f"{url}: CRC32C mismatch with the object's; starting over" in capsys.readouterr().err
+    assert read_values(prefix) == SAVED_VALUES

@@ -276,3 +276,137 @@ def test_cli_import_and_export_and_help_without_tensorflow(yolo_dataset, tmp_pat
             "print(sorted(m for m in sys.modules if m.startswith('tensorflow')))")
     result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
     assert result.stdout.endswith("[]\n")
+
+
+# ---------------------------------------------------------------- Open Images
+
+OI_BOX_HEADER = ("ImageID,Source,LabelName,Confidence,XMin,XMax,YMin,YMax,IsOccluded,IsTruncated,IsGroupOf,"
+                 "IsDepiction,IsInside")
+OI_IMAGE_HEADER = ("ImageID,Subset,OriginalURL,OriginalLandingURL,License,AuthorProfileURL,Author,Title,OriginalSize,"
+                   "OriginalMD5,Thumbnail300KURL,Rotation")
+DOG, CAT, CAR, PERSON = "/m/0bt9lr", "/m/01yrx", "/m/0k4j", "/m/01g317"
+OI_BOXES = [  # ImageID, LabelName, XMin, XMax, YMin, YMax; grouped by image as Open Images lists them
+    ("0001a", DOG, "0.1", "0.5", "0.2", "0.6"), ("0001a", PERSON, "0", "1", "0", "1"), ("0001a", CAT, "0.5", "0.9", "0.25", "0.75"),
+    ("0002b", DOG, "0.0", "1.0", "0.0", "1.0"),
+    ("0003c", CAT, "0.125", "0.375", "0.5", "0.625"),
+    ("0004d", CAR, "0.1", "0.2", "0.1", "0.2"),
+    ("0005e", DOG, "0.1", "0.2", "0.1", "0.2"),   # always served cut short, without a length
+    ("0006f", DOG, "0.1", "0.2", "0.1", "0.2"),   # 404
+    ("0007g", CAT, "abc", "0.2", "0.1", "0.2"),   # malformed row
+    ("0008h", DOG, "0.3", "0.4", "0.3", "0.4"),   # cut once, then resumed
+    ("0009i", DOG, "0.1", "0.2", "0.1", "0.2"),   # its bytes are not the listed MD5
+]
+
+
+def jpeg_bytes(seed):
+    import io
+
+    buffer = io.BytesIO()
+    Image.effect_noise((48, 32), 40 + seed).convert("RGB").save(buffer, "JPEG", quality=90)
+    return buffer.getvalue()
+
+
+@pytest.fixture
+def fast_retries(monkeypatch):
+    from trainer import download
+
+    monkeypatch.setattr(download, "RETRY_BASE_SECONDS", 0.001)
+
+
+@pytest.fixture
+def open_images(tmp_path, fast_retries):
+    """(CSV folder, {ImageID: JPEG bytes}, FileServer serving them as each row's OriginalURL)."""
+    import base64
+    import hashlib
+
+    from http_server import FileServer
+
+    folder = tmp_path / "oi"
+    folder.mkdir()
+    (folder / "oidv7-class-descriptions-boxable.csv").write_text(
+        f"LabelName,DisplayName\n{DOG},Dog\n{CAT},Cat\n{CAR},Car\n{PERSON},Person\n")
+    (folder / "validation-annotations-bbox.csv").write_text(OI_BOX_HEADER + "\n" + "".join(
+        f"{image_id},xclick,{label},1,{x},{x2},{y},{y2},0,0,0,0,0\n" for image_id, label, x, x2, y, y2 in OI_BOXES))
+    ids = sorted({row[0] for row in OI_BOXES})
+    data = {image_id: jpeg_bytes(number) for number, image_id in enumerate(ids)}
+    with FileServer() as server:
+        rows = []
+        for image_id in ids:
+            md5 = base64.b64encode(hashlib.md5(data[image_id] + (b"x" if image_id == "0009i" else b"")).digest())
+            url = server.url(f"/photos/{image_id}_o.jpg")
+            rows.append(f"{image_id},validation,{url},,CC BY 2.0,,,,{len(data[image_id])},{md5.decode()},,0\n")
+            if image_id != "0006f":
+                server.files[f"/photos/{image_id}_o.jpg"] = data[image_id]
+        server.faults["/photos/0005e_o.jpg"] = [("no-length", len(data["0005e"]) // 2)] * 10
+        server.faults["/photos/0008h_o.jpg"] = ["cut"]
+        (folder / "validation-images-with-rotation.csv").write_text(OI_IMAGE_HEADER + "\n" + "".join(rows))
+        yield folder, data, server
+
+
+def test_openimages_from_original_urls(open_images, tmp_path):
+    folder, data, server = open_images
+    out = tmp_path / "bucket"
+    report = import_dataset("openimages", folder, out, classes="dog,Cat")
+    document, _ = read_bucket(out)
+    assert document["labels"] == ["Dog", "Cat"]
+    assert sorted(document["annotations"]) == ["0001a.jpg", "0002b.jpg", "0003c.jpg", "0008h.jpg"]
+    assert_boxes(document, "0001a.jpg", [(0.1, 0.2, 0.5, 0.6, "Dog"), (0.5, 0.25, 0.9, 0.75, "Cat")])
+    assert_boxes(document, "0003c.jpg", [(0.125, 0.5, 0.375, 0.625, "Cat")])
+    for key in document["annotations"]:
+        assert (out / key).read_bytes() == data[key.removesuffix(".jpg")]
+    reasons = {issue["item"]: issue["reason"] for issue in report["skipped"]}
+    assert sorted(reasons) == ["0005e", "0006f", "0007g", "0009i"]
+    assert reasons["0005e"].startswith("download failed: cannot download http://127.0.0.1:")
+    assert "incomplete or corrupt body (the server sent no length): MD5 is" in reasons["0005e"]
+    assert reasons["0005e"].endswith("(gave up after 5 attempts; a rerun resumes)")
+    assert reasons["0006f"].endswith("HTTP 404 Not Found")
+    assert reasons["0007g"] == "malformed row: validation-annotations-bbox.csv line 10 has a non-numeric coordinate"
+    assert "MD5 is" in reasons["0009i"] and "Open Images lists" in reasons["0009i"]
+    assert [r for p, r in server.requests if p == "/photos/0008h_o.jpg"] == [None, f"bytes={len(data['0008h']) // 2}-"]
+    assert not list(out.glob("*.part"))
+    assert sorted(path.name for path in out.iterdir()) == sorted(
+        ["_annotations.json", "import_report.json", "0001a.jpg", "0002b.jpg", "0003c.jpg", "0008h.jpg"])
+
+    server.requests.clear()
+    server.files["/photos/0006f_o.jpg"] = data["0006f"]  # it is back
+    import_dataset("openimages", folder, out, classes="dog,Cat")
+    fetched = sorted({path for path, _ in server.requests})
+    assert fetched == ["/photos/0005e_o.jpg", "/photos/0006f_o.jpg", "/photos/0009i_o.jpg"]  # the rest is reused
+    assert "0006f.jpg" in read_bucket(out)[0]["annotations"]
+
+
+def test_openimages_limit_from_a_folder_in_the_bucket_layout(open_images, tmp_path):
+    folder, data, _ = open_images
+    for image_id, content in data.items():
+        (tmp_path / "mirror" / "validation").mkdir(parents=True, exist_ok=True)
+        (tmp_path / "mirror" / "validation" / f"{image_id}.jpg").write_bytes(content)
+    report = import_dataset("openimages", folder, tmp_path / "b", images=str(tmp_path / "mirror"), classes="Dog",
+                            limit=2)
+    assert sorted(read_bucket(tmp_path / "b")[0]["annotations"]) == ["0001a.jpg", "0002b.jpg"]
+    assert report["left_out"] == 4  # 0005e, 0006f, 0008h, 0009i
+    assert boxes_of(read_bucket(tmp_path / "b")[0], "0001a.jpg") == [(0.1, 0.2, 0.5, 0.6, "Dog")]
+
+
+def test_openimages_from_the_open_images_bucket(open_images, gcs_client, tmp_path):
+    folder, data, _ = open_images
+    bucket = gcs_client.create_bucket("open-images-dataset")
+    bucket.blob("validation/0001a.jpg").upload_from_string(data["0001a"])
+    bucket.blob("validation/0003c.jpg").upload_from_string(data["0003c"][:300])  # stored truncated
+    report = import_dataset("openimages", folder, tmp_path / "b", images="gs://open-images-dataset", classes="Cat,car")
+    document, _ = read_bucket(tmp_path / "b")
+    assert sorted(document["annotations"]) == ["0001a.jpg"]
+    assert (tmp_path / "b" / "0001a.jpg").read_bytes() == data["0001a"]
+    assert {(i["item"], i["reason"]) for i in report["skipped"]} == {
+        ("0003c", "download failed: truncated or corrupt image (Truncated File Read)"),
+        ("0004d", "download failed: cannot download gs://open-images-dataset/validation/0004d.jpg: no such object"),
+        ("0007g", "malformed row: validation-annotations-bbox.csv line 10 has a non-numeric coordinate"),
+    }
+
+
+def test_openimages_unknown_class_lists_close_matches(open_images, tmp_path):
+    folder, _, server = open_images
+    with pytest.raises(UserError, match="^unknown class 'Dgo'; close matches: Dog$"):
+        import_dataset("openimages", folder, tmp_path / "b", classes="Cat,Dgo")
+    with pytest.raises(UserError, match="needs --classes"):
+        import_dataset("openimages", folder, tmp_path / "b")
+    assert server.requests == []
