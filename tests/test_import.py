@@ -180,6 +180,9 @@ def test_voc_import(tmp_path):
         "five": voc_xml("five.jpg", [], size=(50, 100)),  # size disagrees with the image
         "six": voc_xml("six.jpg", [("dog", 1, 1, 5, 5)]),  # no image
         "seven": voc_xml("seven.jpg", []),
+        "eight": '<?xml version="1.0"?><!DOCTYPE a [<!ENTITY a "aaaaaaaaaa">' + "".join(  # an entity bomb
+            f'<!ENTITY {chr(98 + i)} "{("&" + chr(97 + i) + ";") * 10}">' for i in range(8))
+                 + "]><annotation><filename>&i;</filename></annotation>",
     }
     make_image(root / "JPEGImages" / "seven.jpg", 100, 50)
     for stem, text in xmls.items():
@@ -193,7 +196,8 @@ def test_voc_import(tmp_path):
     assert boxes_of(document, "seven.jpg") == []
     assert document["labels"] == ["person", "dog"]
     assert [(i["item"], i["reason"].split(":")[0]) for i in report["skipped"]] == [
-        ("Annotations/five.xml", "wrong size"), ("Annotations/four.xml", "malformed file"),
+        ("Annotations/eight.xml", "malformed file"), ("Annotations/five.xml", "wrong size"),
+        ("Annotations/four.xml", "malformed file"),
         ("Annotations/six.xml", "missing image"), ("Annotations/three.xml", "malformed file"),
     ]
     assert [(i["item"], i["reason"]) for i in report["repaired"]] == [
