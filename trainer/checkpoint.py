@@ -206,7 +206,8 @@ def _check_archive_end(path, url):
                     pass
                 end = tar.offset
                 stream.seek(end)
-                problem = None if stream.read(len(TAR_END)) == TAR_END else "the tar ends without its end-of-archive marker"
+                complete = stream.read(len(TAR_END)) == TAR_END
+                problem = None if complete else "the tar ends without its end-of-archive marker"
                 while stream.read(CHUNK_BYTES):  # gzip checks its CRC and length at the end of the stream
                     pass
     except (tarfile.TarError, zipfile.BadZipFile, EOFError, OSError) as err:

@@ -8,7 +8,7 @@ import json
 import sys
 from pathlib import Path
 
-from trainer.annotations import parse_annotations
+from trainer.annotations import SKIPPED, parse_annotations
 from trainer.errors import UserError
 from trainer.importers.bucket import ANNOTATIONS_FILE, image_size
 
@@ -27,7 +27,8 @@ def export_annotations(fmt, bucket, out):
     used = {box.label for image in annotation_set.images for box in image.boxes}
     labels = annotation_set.labels + sorted(used - set(annotation_set.labels))
     category = {label: number for number, label in enumerate(labels, start=1)}
-    images, annotations, left_out = [], [], [dict(issue) for issue in annotation_set.issues if issue["action"] == "skipped"]
+    images, annotations = [], []
+    left_out = [issue for issue in annotation_set.issues if issue["action"] == SKIPPED]
     for image in annotation_set.images:
         try:
             width, height = image_size(bucket / image.key)
@@ -40,8 +41,8 @@ def export_annotations(fmt, bucket, out):
             annotations.append({"id": len(annotations) + 1, "image_id": images[-1]["id"],
                                 "category_id": category[box.label], "bbox": [x, y, w, h], "area": w * h,
                                 "iscrowd": 0})
-    document = {"images": images, "annotations": annotations,
-                "categories": [{"id": number, "name": label, "supercategory": ""} for label, number in category.items()]}
+    categories = [{"id": number, "name": label, "supercategory": ""} for label, number in category.items()]
+    document = {"images": images, "annotations": annotations, "categories": categories}
     Path(out).parent.mkdir(parents=True, exist_ok=True)
     Path(out).write_text(json.dumps(document, ensure_ascii=False) + "\n")
     for issue in left_out:

@@ -26,6 +26,7 @@ ANNOTATIONS_FILE = "_annotations.json"
 REPORT_FILE = "import_report.json"
 EXIF_ORIENTATION = 0x0112
 TURNED_ORIENTATIONS = {5, 6, 7, 8}  # EXIF orientations that swap width and height
+PRINTED_ISSUES = 20  # on stderr; the report lists them all
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 
 
@@ -194,9 +195,12 @@ def _place(source, target, copy):
 
 
 def _print_summary(out_dir, report):
-    for action in ("skipped", "repaired"):
-        for issue in report[action]:
-            print(f"import: {action} {issue['item']}: {issue['reason']}", file=sys.stderr)
+    lines = [f"{action} {issue['item']}: {issue['reason']}" for action in ("skipped", "repaired")
+             for issue in report[action]]
+    for line in lines[:PRINTED_ISSUES]:
+        print(f"import: {line}", file=sys.stderr)
+    if len(lines) > PRINTED_ISSUES:
+        print(f"import: ... and {len(lines) - PRINTED_ISSUES} more", file=sys.stderr)
     left_out = f", {report['left_out']} left out by --classes/--limit" if report["left_out"] else ""
     print(f"import: wrote {report['images']} images ({report['boxes']} boxes, {len(report['per_class'])} classes, "
           f"{report['negatives']} without boxes) to {out_dir}; skipped {len(report['skipped'])}, repaired "

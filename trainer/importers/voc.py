@@ -26,7 +26,9 @@ def read_voc(source, images_dir=None):
     xmls = sorted(source.rglob("*.xml"))
     if not xmls:
         raise UserError(f"no .xml annotation in {source}")
-    default_dir = Path(images_dir) if images_dir else (source / "JPEGImages" if (source / "JPEGImages").is_dir() else None)
+    default_dir = Path(images_dir) if images_dir else None
+    if default_dir is None and (source / "JPEGImages").is_dir():
+        default_dir = source / "JPEGImages"
     issues, records, labels = Issues(), [], {}
     for xml in xmls:
         item = str(xml.relative_to(source))
