@@ -32,7 +32,10 @@ class FileServer(LocalServer):
 
     `faults[path]` is a list consumed one per request: an HTTP status to answer
     with, "cut" to send half of the body the headers promise and hang up, or
-    "no-range" to ignore a Range header and send the whole file.
+    "no-range" to ignore a Range header and send the whole file, ("no-length", N) to send
+    the first N bytes of the body without a Content-Length and close the connection (a
+    truncation the client cannot see), or "chunked-cut" to send half of the body in
+    chunked encoding and hang up before the last chunk.
     `requests` holds (path, Range header or None) for every request.
     """
 
@@ -63,9 +66,19 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         self.send_response(206 if range_header else 200)
         if range_header:
             self.send_header("Content-Range", f"bytes {start}-{len(body) - 1}/{len(body)}")
-        self.send_header("Content-Length", str(len(body) - start))
-        self.end_headers()
         payload = body[start:]
+        if isinstance(fault, tuple) and fault[0] == "no-length":
+            self.end_headers()
+            self.wfile.write(payload[: fault[1]])
+            return
+        if fault == "chunked-cut":
+            self.send_header("Transfer-Encoding", "chunked")
+            self.end_headers()
+            half = payload[: len(payload) // 2]
+            self.wfile.write(f"{len(half):x}\r\n".encode() + half + b"\r\n")
+            return
+        self.send_header("Content-Length", str(len(payload)))
+        self.end_headers()
         self.wfile.write(payload[: len(payload) // 2] if fault == "cut" else payload)
 
     def log_message(self, *args):

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from http_server import FileServer
-from trainer import catalogue, checkpoint
+from trainer import catalogue, checkpoint, download
 from trainer.__main__ import main as cli_main
 from trainer.errors import UserError
 
@@ -21,7 +21,7 @@ SAVED_VALUES = ([3.0, 4.0], 7)  # what the latest save holds; an earlier save ho
 
 @pytest.fixture(autouse=True)
 def fast_retries(monkeypatch):
-    monkeypatch.setattr(checkpoint, "RETRY_BASE_SECONDS", 0.001)
+    monkeypatch.setattr(download, "RETRY_BASE_SECONDS", 0.001)
 
 
 @pytest.fixture(scope="session")
@@ -119,7 +119,7 @@ def test_cut_connection_resumes_with_a_range_request(server, cache, archive_byte
 
 
 def test_rerun_after_giving_up_resumes_the_partial_file(server, cache, archive_bytes):
-    server.faults["/zoo/ckpt.tar.gz"] = ["cut"] * checkpoint.RETRY_ATTEMPTS
+    server.faults["/zoo/ckpt.tar.gz"] = ["cut"] * download.RETRY_ATTEMPTS
     url, digest = server.url("/zoo/ckpt.tar.gz"), hashlib.sha256(archive_bytes).hexdigest()
     with pytest.raises(UserError, match=f"cannot download {url}: connection lost .*a rerun resumes"):
         checkpoint.fetch_checkpoint(url, cache, sha256=digest)
@@ -156,11 +156,11 @@ def test_server_errors_are_retried(server, cache):
 
 
 def test_persistent_server_error_gives_up_naming_the_url(server, cache):
-    server.faults["/zoo/ckpt.tar.gz"] = [500] * checkpoint.RETRY_ATTEMPTS
+    server.faults["/zoo/ckpt.tar.gz"] = [500] * download.RETRY_ATTEMPTS
     url = server.url("/zoo/ckpt.tar.gz")
     with pytest.raises(UserError, match=f"cannot download {url}: HTTP 500 .*gave up after 5 attempts"):
         checkpoint.fetch_checkpoint(url, cache)
-    assert len(server.requests) == checkpoint.RETRY_ATTEMPTS
+    assert len(server.requests) == download.RETRY_ATTEMPTS
 
 
 @pytest.mark.parametrize("status, path", [(404, "/zoo/missing.tar.gz"), (403, "/zoo/ckpt.tar.gz")])
@@ -393,3 +393,73 @@ def test_cli_model_without_checkpoint_prints_an_empty_line(models_dir, cache, ca
     assert output.out == "\n"
     assert "model 'scratch' has no pretrained checkpoint: it trains from scratch" in output.err
     assert not cache.exists()
+
+
+@pytest.fixture(scope="session")
+def two_step_tar(saved_dir):
+    """(a plain .tar of saved_dir with ckpt-1 first and ckpt-2 last, the byte offset where ckpt-2's files begin)."""
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as tar:
+        for path in sorted(saved_dir.glob("ckpt-1.*")):
+            tar.add(path, path.name)
+        cut = buffer.tell()  # an archive cut here is a well-formed tar of ckpt-1 alone, bar its end marker
+        for path in sorted(saved_dir.glob("ckpt-2.*")):
+            tar.add(path, path.name)
+    return buffer.getvalue(), cut
+
+
+def test_body_cut_between_tar_members_without_a_length_is_fetched_again(cache, two_step_tar):
+    data, cut = two_step_tar
+    with FileServer() as file_server:
+        file_server.files["/ckpt.tar"] = data
+        file_server.faults["/ckpt.tar"] = [("no-length", cut)]
+        prefix = checkpoint.fetch_checkpoint(file_server.url("/ckpt.tar"), cache)
+        assert file_server.requests == [("/ckpt.tar", None)] * 2  # the cut body was deleted, then fetched whole
+    assert Path(prefix).name == "ckpt-2"  # not ckpt-1, the newest step the cut archive held
+    assert read_values(prefix) == SAVED_VALUES
+
+
+def test_body_always_cut_without_a_length_caches_nothing(cache, two_step_tar):
+    data, cut = two_step_tar
+    with FileServer() as file_server:
+        file_server.files["/ckpt.tar"] = data
+        file_server.faults["/ckpt.tar"] = [("no-length", cut)] * download.RETRY_ATTEMPTS
+        url = file_server.url("/ckpt.tar")
+        with pytest.raises(UserError, match=f"^cannot download {url}: incomplete or corrupt body \\(the server sent "
+                                            f"no length\\): {url} is incomplete or corrupt: the tar ends without its "
+                                            "end-of-archive marker \\(gave up after 5 attempts"):
+            checkpoint.fetch_checkpoint(url, cache)
+    assert list(cache.iterdir()) == []
+
+
+def test_gzip_body_cut_without_a_length_is_fetched_again(server, cache, archive_bytes):
+    server.faults["/zoo/ckpt.tar.gz"] = [("no-length", len(archive_bytes) - 4)]  # only gzip's length trailer is lost
+    prefix = checkpoint.fetch_checkpoint(server.url("/zoo/ckpt.tar.gz"), cache)
+    assert server.requests == [("/zoo/ckpt.tar.gz", None)] * 2
+    assert read_values(prefix) == SAVED_VALUES
+
+
+def test_chunked_body_cut_before_its_last_chunk_resumes(server, cache, archive_bytes):
+    server.faults["/zoo/ckpt.tar.gz"] = ["chunked-cut"]
+    prefix = checkpoint.fetch_checkpoint(server.url("/zoo/ckpt.tar.gz"), cache)
+    assert server.requests == [("/zoo/ckpt.tar.gz", None), ("/zoo/ckpt.tar.gz", f"bytes={len(archive_bytes) // 2}-")]
+    assert read_values(prefix) == SAVED_VALUES
+
+
+def test_complete_body_without_a_length_is_accepted(server, cache, archive_bytes):
+    server.faults["/zoo/ckpt.tar.gz"] = [("no-length", len(archive_bytes))]
+    prefix = checkpoint.fetch_checkpoint(server.url("/zoo/ckpt.tar.gz"), cache)
+    assert len(server.requests) == 1
+    assert read_values(prefix) == SAVED_VALUES
+
+
+def test_gcs_resume_onto_a_corrupt_partial_file_is_caught_by_crc32c_and_starts_over(gcs_client, archive_bytes, cache,
+                                                                                    capsys):
+    gcs_client.create_bucket("zoo-crc").blob("ckpt.tar.gz").upload_from_string(archive_bytes)
+    url = "gs://zoo-crc/ckpt.tar.gz"
+    downloads = cache / f"{checkpoint._cache_key(url, None)}.download"
+    downloads.mkdir(parents=True)
+    (downloads / "ckpt.tar.gz.part").write_bytes(b"\0" * 100)  # the right length, the wrong bytes
+    prefix = checkpoint.fetch_checkpoint(url, cache)
+    assert f"{url}: CRC32C mismatch with the object's; starting over" in capsys.readouterr().err
+    assert read_values(prefix) == SAVED_VALUES

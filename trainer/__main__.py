@@ -1,6 +1,6 @@
 """`python -m trainer STAGE ...`: one sub-command per stage module.
 
-Stage modules are imported only when their sub-command runs, so `--help`
+Stage modules (MODULES maps the names that differ) are imported only when their sub-command runs, so `--help`
 answers without loading TensorFlow. Each stage module defines
 `add_arguments(parser)` and `main(args) -> int`.
 """
@@ -19,7 +19,10 @@ STAGES = {
     "predict": "run an exported model on images: a Cloud Annotations bucket of its detections, boxed previews",
     "run": "chain every stage (what start.sh calls); each skips work already done",
     "sample": "write a synthetic Cloud Annotations bucket for demos and tests",
+    "import": "turn a COCO, Pascal VOC, YOLO or Open Images dataset into a Cloud Annotations bucket",
+    "export-annotations": "write a bucket's _annotations.json as COCO instances JSON",
 }
+MODULES = {"import": "importers", "export-annotations": "export_annotations"}  # stage names that are not module names
 
 
 def main(argv=None):
@@ -35,7 +38,7 @@ def main(argv=None):
         parser.parse_args(argv or ["--help"])
         return 2
     name = argv[0]
-    module = importlib.import_module(f"trainer.{name}")
+    module = importlib.import_module(f"trainer.{MODULES.get(name, name)}")
     stage_parser = argparse.ArgumentParser(prog=f"python -m trainer {name}", description=STAGES[name])
     module.add_arguments(stage_parser)
     try:

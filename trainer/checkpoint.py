@@ -14,48 +14,39 @@ Cache layout under CACHE_DIR ($CHECKPOINT_CACHE, else DEFAULT_CACHE_DIR):
     KEY.tmp-XXXX/    an entry being assembled; renamed to KEY when complete
 where KEY is _cache_key(URL, SHA256); a local archive's URL is its absolute file:// URL.
 
-HTTP uses urllib rather than requests: the trainer needs no third-party HTTP
-stack for it, and Range/resume is a header and a status code. TensorFlow is not
-imported here: fetching files needs none, and `--help` stays fast.
+Downloads go through trainer.download (retries, resume, length and CRC checks);
+an archive is also checked for its end (gzip's end-of-stream and CRC, tar's
+end-of-archive marker, zip's central directory and CRCs), which is what proves a
+body complete when a server sends no length. TensorFlow is not imported here:
+fetching files needs none, and `--help` stays fast.
 """
 import contextlib
 import hashlib
-import http.client
 import json
+import gzip
 import os
 import re
 import shutil
 import sys
 import tarfile
 import tempfile
-import time
-import urllib.error
 import urllib.parse
 import urllib.request
 import zipfile
 from pathlib import Path, PurePosixPath
 
-from tqdm import tqdm
-from tqdm.utils import CallbackIOWrapper
-
-from trainer import catalogue
+from trainer import catalogue, download
 from trainer.errors import UserError
 
 DEFAULT_CACHE_DIR = Path("~/.cache/ca-detector-trainer/checkpoints")
 COMPLETE_MARKER = ".complete.json"
 ARCHIVE_SUFFIXES = (".tar.gz", ".tgz", ".tar", ".zip")
 HTTP_PREFIX_SUFFIXES = (".index", ".data-00000-of-00001")  # a bare prefix over HTTP cannot be listed
-RETRY_ATTEMPTS = 5
-RETRY_BASE_SECONDS = 1.0  # waits 1, 2, 4, 8 s between attempts; tests lower it
-HTTP_TIMEOUT_SECONDS = 60
 CHUNK_BYTES = 1 << 20
+TAR_END = b"\0" * 1024  # a tar ends with two zero blocks; an archive cut between members lacks them
 SHA256_HEX = re.compile(r"[0-9a-fA-F]{64}")
 STEP_NUMBER = re.compile(r"-(\d+)$")
 STATE_FILE_PATH = re.compile(r'^model_checkpoint_path:\s*"(.*)"\s*$', re.MULTILINE)
-
-
-class _TransientError(Exception):
-    """A failure worth retrying (connection cut, 5xx, timeout); the message says which."""
 
 
 def fetch_checkpoint(url, cache_dir=None, sha256=None, size=None):
@@ -88,16 +79,24 @@ def fetch_checkpoint(url, cache_dir=None, sha256=None, size=None):
     staging = Path(tempfile.mkdtemp(prefix=f"{key}.tmp-", dir=cache_dir))
     try:
         if is_archive:
-            archive = local_path or _download(url, downloads)
+            def check(path):
+                _verify(path, url, sha256, size)
+                _check_archive_end(path, url)
+
+            if local_path is None:
+                archive = download.download(url, downloads / _basename(url), check)  # deletes what fails CHECK
+            else:
+                archive = local_path
+                check(archive)
             try:
-                _verify(archive, url, sha256, size)
                 _extract(archive, staging, url)
             except UserError:
                 shutil.rmtree(downloads, ignore_errors=True)  # a bad archive stays bad: fetch afresh next time
                 raise
             prefix = _find_prefix(staging, url)
         else:
-            for file in [_download(file_url, downloads) for file_url in _prefix_file_urls(url)]:
+            for file_url in _prefix_file_urls(url):
+                file = download.download(file_url, downloads / _basename(file_url))
                 file.rename(staging / file.name)
             prefix = staging / _basename(url)
         (staging / COMPLETE_MARKER).write_text(
@@ -169,146 +168,11 @@ def _prefix_file_urls(url):
     """The URLs of the files of the bare checkpoint prefix URL (listed on GCS, conventional on HTTP)."""
     if not url.startswith("gs://"):
         return [url + suffix for suffix in HTTP_PREFIX_SUFFIXES]
-    bucket_name, prefix_name = _split_gs_url(url)
-
-    def list_files():
-        with _gcs_errors(url):
-            blobs = _gcs_client().list_blobs(bucket_name, prefix=prefix_name + ".", retry=None)
-            return [blob.name for blob in blobs]
-
-    names = [
-        name
-        for name in _with_retries(url, list_files)
-        if name == prefix_name + ".index" or name.startswith(prefix_name + ".data-")
-    ]
-    if prefix_name + ".index" not in names:
+    urls = [name for name in download.list_objects(url + ".")
+            if name == url + ".index" or name.startswith(url + ".data-")]
+    if url + ".index" not in urls:
         raise UserError(f"no checkpoint at {url}: {url}.index does not exist")
-    return [f"gs://{bucket_name}/{name}" for name in names]
-
-
-def _download(url, folder):
-    """Download URL into FOLDER, resuming FOLDER/NAME.part, and return the finished file."""
-    target = folder / _basename(url)
-    if target.is_file():
-        return target
-    folder.mkdir(parents=True, exist_ok=True)
-    partial = folder / (target.name + ".part")
-    fetch_once = _gcs_fetch if url.startswith("gs://") else _http_fetch
-    _with_retries(url, lambda: fetch_once(url, partial))
-    return partial.rename(target)
-
-
-def _with_retries(url, attempt):
-    """The result of ATTEMPT(), called again after each transient failure with doubling waits."""
-    for number in range(1, RETRY_ATTEMPTS + 1):
-        try:
-            return attempt()
-        except _TransientError as err:
-            if number == RETRY_ATTEMPTS:
-                raise UserError(
-                    f"cannot download {url}: {err} (gave up after {RETRY_ATTEMPTS} attempts; a rerun resumes)"
-                ) from None
-            delay = RETRY_BASE_SECONDS * 2 ** (number - 1)
-            print(f"{url}: {err}; retrying in {delay:g} s", file=sys.stderr)
-            time.sleep(delay)
-
-
-def _progress(url, total, initial):
-    return tqdm(
-        total=total, initial=initial, desc=_basename(url), unit="B", unit_scale=True,
-        unit_divisor=1024, file=sys.stderr, mininterval=1.0,
-    )
-
-
-def _http_fetch(url, partial):
-    """One attempt to complete PARTIAL from URL, asking for the missing bytes only."""
-    offset = partial.stat().st_size if partial.exists() else 0
-    request = urllib.request.Request(url, headers={"Range": f"bytes={offset}-"} if offset else {})
-    try:
-        response = urllib.request.urlopen(request, timeout=HTTP_TIMEOUT_SECONDS)
-    except urllib.error.HTTPError as err:
-        if err.code == 416:  # the partial file is no prefix of what is served now
-            partial.unlink()
-            raise _TransientError("server refused to resume; starting over") from None
-        if err.code >= 500 or err.code in (408, 429):
-            raise _TransientError(f"HTTP {err.code} {err.reason}") from None
-        raise UserError(f"cannot download {url}: HTTP {err.code} {err.reason}") from None
-    except urllib.error.URLError as err:
-        if isinstance(err.reason, (TimeoutError, ConnectionResetError, ConnectionAbortedError)):
-            raise _TransientError(str(err.reason)) from None
-        raise UserError(f"cannot download {url}: {err.reason}") from None
-    except (OSError, http.client.HTTPException) as err:  # the connection broke before the headers came
-        raise _TransientError(f"{type(err).__name__}: {err}") from None
-    with response:
-        if response.status != 206:  # a full response: the server ignored or was not asked for a range
-            offset = 0
-        length = response.headers.get("Content-Length")
-        total = offset + int(length) if length else None
-        with open(partial, "ab" if offset else "wb") as out, _progress(url, total, offset) as bar:
-            try:
-                while chunk := response.read(CHUNK_BYTES):
-                    out.write(chunk)
-                    bar.update(len(chunk))
-            except (OSError, http.client.HTTPException):
-                pass  # a cut connection: counted below, like an early end of the body
-            if total is not None and out.tell() < total:
-                raise _TransientError(f"connection lost after {out.tell()} of {total} bytes")
-
-
-def _split_gs_url(url):
-    parsed = urllib.parse.urlparse(url)
-    return parsed.netloc, parsed.path.lstrip("/")
-
-
-def _gcs_client():
-    """A GCS client with Application Default Credentials, or an anonymous one for public buckets.
-
-    The client honours STORAGE_EMULATOR_HOST (and is then anonymous by itself).
-    """
-    import google.auth.exceptions
-    from google.cloud import storage
-
-    try:
-        return storage.Client(project=None)
-    except google.auth.exceptions.DefaultCredentialsError:
-        return storage.Client.create_anonymous_client()
-
-
-@contextlib.contextmanager
-def _gcs_errors(url):
-    """Turn GCS client errors into a retry (5xx, 429, connection trouble) or a one-line UserError.
-
-    The client's own retries are switched off (retry=None) so that _with_retries alone decides.
-    """
-    import requests
-    from google.api_core import exceptions
-
-    try:
-        yield
-    except (exceptions.ServerError, exceptions.TooManyRequests, requests.ConnectionError, requests.Timeout,
-            requests.exceptions.ChunkedEncodingError) as err:
-        raise _TransientError(f"{type(err).__name__}: {err}") from None
-    except exceptions.GoogleAPICallError as err:
-        raise UserError(f"cannot download {url}: {err.code} {err.message}") from None
-
-
-def _gcs_fetch(url, partial):
-    """One attempt to complete PARTIAL from the GCS object URL, from where it stopped."""
-    bucket_name, blob_name = _split_gs_url(url)
-    with _gcs_errors(url):
-        blob = _gcs_client().bucket(bucket_name).get_blob(blob_name, retry=None)
-        if blob is None:
-            raise UserError(f"cannot download {url}: no such object")
-        offset = partial.stat().st_size if partial.exists() else 0
-        if offset > blob.size:  # the object changed since the partial download began
-            offset = 0
-        with open(partial, "ab" if offset else "wb") as out, _progress(url, blob.size, offset) as bar:
-            if offset < blob.size:
-                # GCS's md5 covers the whole object, so it can check only a download from byte 0.
-                blob.download_to_file(
-                    CallbackIOWrapper(bar.update, out, "write"), start=offset, raw_download=True,
-                    checksum="auto" if offset == 0 else None, retry=None,
-                )
+    return urls
 
 
 def _verify(path, url, sha256, size):
@@ -324,6 +188,32 @@ def _verify(path, url, sha256, size):
             problem = f"sha256 is {digest}, the catalogue says {sha256}"
     if problem:
         raise UserError(f"{url} failed verification: {problem}")
+
+
+def _check_archive_end(path, url):
+    """Refuse an archive that stops early: gzip must reach its end-of-stream (CRC and length),
+    a tar its end-of-archive marker, a zip its central directory with every member's CRC."""
+    name = _url_path(url).lower()
+    try:
+        if name.endswith(".zip"):
+            with zipfile.ZipFile(path) as zip_file:
+                bad = zip_file.testzip()
+            problem = f"member {bad!r} fails its CRC" if bad else None
+        else:
+            opener = gzip.open if name.endswith((".tar.gz", ".tgz")) else open
+            with opener(path, "rb") as stream, tarfile.open(fileobj=stream, mode="r:") as tar:
+                for _ in tar:
+                    pass
+                end = tar.offset
+                stream.seek(end)
+                complete = stream.read(len(TAR_END)) == TAR_END
+                problem = None if complete else "the tar ends without its end-of-archive marker"
+                while stream.read(CHUNK_BYTES):  # gzip checks its CRC and length at the end of the stream
+                    pass
+    except (tarfile.TarError, zipfile.BadZipFile, EOFError, OSError) as err:
+        problem = f"{type(err).__name__}: {err}"
+    if problem:
+        raise UserError(f"{url} is incomplete or corrupt: {problem}")
 
 
 def _extract(archive, dest, url):

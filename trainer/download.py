@@ -1,0 +1,253 @@
+"""Fetch one file from http(s)://, gs://, file:// or a path: complete and verified, or not at all.
+
+Cloud jobs and dataset imports meet flaky networks, so a download retries with
+backoff, resumes from TARGET.part (also on a later run), and is renamed to
+TARGET only once it is verified. Completeness comes from what the source
+promises: HTTP's Content-Length or Content-Range total, a GCS object's size and
+CRC32C. A server that sends no length (a close-delimited body) cannot prove
+completeness that way, so the caller's CHECK (an archive's end-of-stream, an
+image's decode) decides, and an incomplete body is fetched again.
+
+HTTP uses urllib rather than requests: Range/resume is a header and a status
+code, and the trainer needs no third-party HTTP stack for it.
+"""
+import base64
+import contextlib
+import http.client
+import os
+import shutil
+import sys
+import threading
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from pathlib import Path, PurePosixPath
+
+import google_crc32c
+from tqdm import tqdm
+from tqdm.utils import CallbackIOWrapper
+
+from trainer.errors import UserError
+
+RETRY_ATTEMPTS = 5
+RETRY_BASE_SECONDS = 1.0  # waits 1, 2, 4, 8 s between attempts; tests lower it
+HTTP_TIMEOUT_SECONDS = 60
+CHUNK_BYTES = 1 << 20
+
+
+class _TransientError(Exception):
+    """A failure worth retrying (connection cut, 5xx, timeout, an unproven body that failed CHECK)."""
+
+
+def download(url, target, check=None, progress=True):
+    """Download URL to the file TARGET and return TARGET as a Path; an existing TARGET is returned as it is.
+
+    URL is http(s)://, gs://, file:// or a local path. CHECK(path), when given,
+    raises UserError when the content is wrong or incomplete; the file is then
+    deleted, and fetched again when the source had not proved its length.
+    Transient failures are retried RETRY_ATTEMPTS times; giving up raises a
+    one-line UserError naming URL, and the partial file stays for a rerun.
+    """
+    target = Path(target)
+    if target.is_file():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    partial = target.with_name(target.name + ".part")
+    scheme = urllib.parse.urlparse(url).scheme
+    fetch_once = {"gs": _gcs_fetch, "http": _http_fetch, "https": _http_fetch}.get(scheme, _file_fetch)
+
+    def attempt():
+        proven = fetch_once(url, partial, progress)
+        if check is not None:
+            try:
+                check(partial)
+            except UserError as err:
+                partial.unlink(missing_ok=True)
+                if proven:
+                    raise
+                raise _TransientError(f"incomplete or corrupt body (the server sent no length): {err}") from None
+        return partial.replace(target)
+
+    return _with_retries(url, attempt)
+
+
+def list_objects(url):
+    """The gs:// URLs of the objects whose names start with the gs:// URL prefix URL."""
+    bucket_name, prefix = _split_gs_url(url)
+
+    def list_names():
+        with _gcs_errors(url):
+            return [blob.name for blob in _gcs_client().list_blobs(bucket_name, prefix=prefix, retry=None)]
+
+    return [f"gs://{bucket_name}/{name}" for name in _with_retries(url, list_names)]
+
+
+def _with_retries(url, attempt):
+    """The result of ATTEMPT(), called again after each transient failure with doubling waits."""
+    for number in range(1, RETRY_ATTEMPTS + 1):
+        try:
+            return attempt()
+        except _TransientError as err:
+            if number == RETRY_ATTEMPTS:
+                raise UserError(
+                    f"cannot download {url}: {err} (gave up after {RETRY_ATTEMPTS} attempts; a rerun resumes)"
+                ) from None
+            delay = RETRY_BASE_SECONDS * 2 ** (number - 1)
+            print(f"{url}: {err}; retrying in {delay:g} s", file=sys.stderr)
+            time.sleep(delay)
+
+
+def _progress(url, total, initial, enabled):
+    return tqdm(
+        total=total, initial=initial, desc=PurePosixPath(urllib.parse.urlparse(url).path).name, unit="B",
+        unit_scale=True, unit_divisor=1024, file=sys.stderr, mininterval=1.0, disable=not enabled,
+    )
+
+
+def _file_fetch(url, partial, progress):
+    """Copy a file:// URL or a path; a local file's length is its own, so the copy is proven."""
+    parsed = urllib.parse.urlparse(url)
+    source = Path(urllib.request.url2pathname(parsed.path)) if parsed.scheme == "file" else Path(url).expanduser()
+    if parsed.scheme not in ("", "file"):
+        raise UserError(f"unsupported URL {url}: use http(s)://, gs://, file:// or a path")
+    try:
+        with open(source, "rb") as src, open(partial, "wb") as out, \
+                _progress(url, source.stat().st_size, 0, progress) as bar:
+            shutil.copyfileobj(CallbackIOWrapper(bar.update, src, "read"), out, CHUNK_BYTES)
+    except FileNotFoundError:
+        raise UserError(f"cannot download {url}: no such file") from None
+    return True
+
+
+def _http_fetch(url, partial, progress):
+    """One attempt to complete PARTIAL from URL, asking for the missing bytes only.
+
+    True when the server's length proved the body complete; False when it sent none.
+    """
+    offset = partial.stat().st_size if partial.exists() else 0
+    request = urllib.request.Request(url, headers={"Range": f"bytes={offset}-"} if offset else {})
+    try:
+        response = urllib.request.urlopen(request, timeout=HTTP_TIMEOUT_SECONDS)
+    except urllib.error.HTTPError as err:
+        if err.code == 416:  # the partial file is no prefix of what is served now
+            partial.unlink()
+            raise _TransientError("server refused to resume; starting over") from None
+        if err.code >= 500 or err.code in (408, 429):
+            raise _TransientError(f"HTTP {err.code} {err.reason}") from None
+        raise UserError(f"cannot download {url}: HTTP {err.code} {err.reason}") from None
+    except urllib.error.URLError as err:
+        if isinstance(err.reason, (TimeoutError, ConnectionResetError, ConnectionAbortedError)):
+            raise _TransientError(str(err.reason)) from None
+        raise UserError(f"cannot download {url}: {err.reason}") from None
+    except (OSError, http.client.HTTPException) as err:  # the connection broke before the headers came
+        raise _TransientError(f"{type(err).__name__}: {err}") from None
+    with response:
+        offset, total = _response_span(response, offset)
+        with open(partial, "r+b" if offset else "wb") as out, _progress(url, total, offset, progress) as bar:
+            out.seek(offset)
+            out.truncate()
+            try:
+                while chunk := response.read(CHUNK_BYTES):
+                    out.write(chunk)
+                    bar.update(len(chunk))
+            except (OSError, http.client.HTTPException) as err:
+                # A cut connection, or a chunked body that ended before its last chunk: keep what came.
+                out.write(getattr(err, "partial", b""))
+                raise _TransientError(f"connection lost after {out.tell()} bytes ({type(err).__name__})") from None
+            if total is not None and out.tell() != total:
+                raise _TransientError(f"connection lost after {out.tell()} of {total} bytes")
+    return total is not None
+
+
+def _response_span(response, offset):
+    """(where the body starts in the file, the file's total length or None) for an HTTP response."""
+    length = response.headers.get("Content-Length")
+    if response.status != 206:  # a full response: the server ignored or was not asked for a range
+        return 0, int(length) if length else None
+    unit, _, span = (response.headers.get("Content-Range") or "").partition(" ")
+    start, total = span.partition("-")[0], span.rpartition("/")[2]
+    if unit != "bytes" or not start.isdigit() or int(start) != offset:
+        raise _TransientError(f"server answered a range request with Content-Range {span!r}; starting over")
+    if total.isdigit():
+        return offset, int(total)
+    return offset, offset + int(length) if length else None
+
+
+def _split_gs_url(url):
+    parsed = urllib.parse.urlparse(url)
+    return parsed.netloc, parsed.path.lstrip("/")
+
+
+_clients = threading.local()
+
+
+def _gcs_client():
+    """This thread's GCS client: Application Default Credentials, else anonymous for public buckets.
+
+    The client honours STORAGE_EMULATOR_HOST (and is then anonymous by itself). One per thread:
+    the client's HTTP session is not documented as thread-safe.
+    """
+    import google.auth.exceptions
+    from google.cloud import storage
+
+    cache = _clients.__dict__.setdefault("by_host", {})
+    host = os.environ.get("STORAGE_EMULATOR_HOST")
+    if host not in cache:
+        try:
+            cache[host] = storage.Client(project=None)
+        except google.auth.exceptions.DefaultCredentialsError:
+            cache[host] = storage.Client.create_anonymous_client()
+    return cache[host]
+
+
+@contextlib.contextmanager
+def _gcs_errors(url):
+    """Turn GCS client errors into a retry (5xx, 429, connection trouble) or a one-line UserError.
+
+    The client's own retries are switched off (retry=None) so that _with_retries alone decides.
+    """
+    import requests
+    from google.api_core import exceptions
+
+    try:
+        yield
+    except (exceptions.ServerError, exceptions.TooManyRequests, requests.ConnectionError, requests.Timeout,
+            requests.exceptions.ChunkedEncodingError) as err:
+        raise _TransientError(f"{type(err).__name__}: {err}") from None
+    except exceptions.GoogleAPICallError as err:
+        raise UserError(f"cannot download {url}: {err.code} {err.message}") from None
+
+
+def _gcs_fetch(url, partial, progress):
+    """One attempt to complete PARTIAL from the GCS object URL, from where it stopped; checked by size and CRC32C."""
+    bucket_name, blob_name = _split_gs_url(url)
+    with _gcs_errors(url):
+        blob = _gcs_client().bucket(bucket_name).get_blob(blob_name, retry=None)
+        if blob is None:
+            raise UserError(f"cannot download {url}: no such object")
+        offset = partial.stat().st_size if partial.exists() else 0
+        if offset > blob.size:  # the object changed since the partial download began
+            offset = 0
+        with open(partial, "r+b" if offset else "wb") as out, _progress(url, blob.size, offset, progress) as bar:
+            out.seek(offset)
+            out.truncate()
+            if offset < blob.size:
+                blob.download_to_file(CallbackIOWrapper(bar.update, out, "write"), start=offset, raw_download=True,
+                                      checksum=None, retry=None)
+            if out.tell() != blob.size:
+                raise _TransientError(f"connection lost after {out.tell()} of {blob.size} bytes")
+    # GCS's CRC32C covers the whole object, so it checks a resumed download as well as a fresh one.
+    if blob.crc32c and _crc32c(partial) != blob.crc32c:
+        partial.unlink()
+        raise _TransientError("CRC32C mismatch with the object's; starting over")
+    return True
+
+
+def _crc32c(path):
+    """PATH's CRC32C as GCS writes it: base64 of the big-endian checksum."""
+    checksum = google_crc32c.Checksum()
+    with open(path, "rb") as file:
+        while chunk := file.read(CHUNK_BYTES):
+            checksum.update(chunk)
+    return base64.b64encode(checksum.digest()).decode()
