@@ -174,7 +174,8 @@ def test_submit_uploads_the_sdist_for_the_python_package_route(gcs_client, local
     package = "runs/r1/package/ca_detector_trainer-0.1.0.tar.gz"
     assert gcs_client.bucket(bucket).blob(package).download_as_bytes() == b"sdist bytes"
     [(_, _, body)] = vertex.requests
-    assert body["jobSpec"]["workerPoolSpecs"][0]["pythonPackageSpec"]["packageUris"] == [f"gs://{bucket}/{package}"]
+    container = body["jobSpec"]["workerPoolSpecs"][0]["containerSpec"]
+    assert {"name": "PACKAGE", "value": f"/gcs/{bucket}/{package}"} in container["env"]
 
 
 # status, cancel, list, logs -----------------------------------------------------------------------------------------

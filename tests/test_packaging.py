@@ -61,7 +61,9 @@ def test_sdist_holds_both_packages(dist):
     [sdist] = dist.glob("*.tar.gz")
     with tarfile.open(sdist) as archive:
         names = {name.split("/", 1)[1] for name in archive.getnames() if "/" in name}
+        metadata = archive.extractfile(f"{sdist.name[:-len('.tar.gz')]}/PKG-INFO").read().decode()
     assert {"setup.py", "trainer/__main__.py", "trainer/catalogue.py", "cloud/__main__.py"} <= names
+    assert "\nRequires-Python: >=3.11\n" in metadata  # hashlib.file_digest; pip refuses older Pythons
 
 
 @pytest.mark.parametrize("dockerfile", ["Dockerfile", "Dockerfile.tpu"])
@@ -189,3 +191,26 @@ def test_start_sh_waits_for_the_save_through_repeated_signals(tmp_path, as_pid1,
         if process.poll() is None:
             os.killpg(process.pid, signal.SIGKILL)
             process.wait()
+
+
+def test_the_python_package_spec_runs_start_sh_with_the_sdists_trainer(dist, tmp_path):
+    """python-package.yaml's command, run by bash as the container would, with the image's two paths moved here."""
+    import yaml
+
+    [pool] = yaml.safe_load((REPO / "configs/jobs/python-package.yaml").read_text())["workerPoolSpecs"]
+    command = pool["containerSpec"]["command"]
+    script = command[2].replace("/app/start.sh", str(REPO / "packaging" / "start.sh")) \
+                       .replace("/tmp/sdist", str(tmp_path / "sdist"))
+    probe = tmp_path / "probe-python"  # what start.sh runs as $PYTHON: where `trainer` and the catalogue come from
+    probe.write_text(f'#!/bin/sh\necho "$@"\nexec {sys.executable} -c "import trainer, trainer.catalogue as c; '
+                     f'print(trainer.__file__); print(c.load_model(\'demo\')[\'experiment\'])"\n')
+    probe.chmod(0o755)
+    [sdist] = dist.glob("*.tar.gz")
+    env = {**os.environ, "PACKAGE": str(sdist), "PYTHON": str(probe), "DATA_DIR": "/gcs/b/data",
+           "RESULT_DIR": "/gcs/o/runs/r1", "PYTHONPATH": ""}
+    result = subprocess.run([*command[:2], script, *command[3:], "12"], env=env, cwd=tmp_path, capture_output=True,
+                            text=True, timeout=60)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.splitlines() == [
+        "-m trainer run --data-dir /gcs/b/data --result-dir /gcs/o/runs/r1 --steps 12",
+        str(tmp_path / "sdist" / "trainer" / "__init__.py"), "retinanet_mobile_coco", "CACLI-TRAINING-SUCCESS"]
