@@ -42,7 +42,7 @@ demo: setup ## train the demo model on the sample bucket into runs/demo (about 1
 	rm -rf runs/sample-bucket && $(BIN)/python -m trainer sample runs/sample-bucket
 	$(MAKE) --no-print-directory run DATA_DIR=runs/sample-bucket RESULT_DIR=runs/demo MODEL=demo STEPS=$(STEPS)
 
-package: setup ## build dist/trainer.zip (cacli / unzip && bash start.sh) and the sdist for Vertex's Python-package route
+package: setup ## build dist/trainer.zip (cacli / unzip && bash start.sh) and the sdist (configs/jobs/python-package.yaml)
 	$(BIN)/python packaging/build.py
 
 IMAGE ?=

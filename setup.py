@@ -20,7 +20,7 @@ setup(
     name="ca-detector-trainer",
     version="0.1.0",
     description="Turn a Cloud Annotations bucket into a trained, exported object detector on cloud GPUs/TPUs.",
-    python_requires=">=3.10",
+    python_requires=">=3.11",  # hashlib.file_digest
     # configs/models travels inside the package too, so an installed sdist finds the catalogue
     packages=find_packages(include=["trainer", "trainer.*", "cloud", "cloud.*"]) + ["trainer.catalogue_models"],
     package_dir={"trainer.catalogue_models": "configs/models"},

@@ -36,6 +36,9 @@ def _add_logs_arguments(parser):
     _add_job_argument(parser)
     parser.add_argument("--interval", type=float, default=10.0, metavar="SECONDS",
                         help="seconds between polls while the job runs (default: 10)")
+    parser.add_argument("--grace", type=float, default=120.0, metavar="SECONDS",
+                        help="after the job ends, how long to wait for late log lines when start.sh's CACLI marker "
+                             "has not come (Cloud Logging ingests with a lag; default: 120)")
 
 
 def _add_stage_arguments(parser):
@@ -69,7 +72,8 @@ COMMANDS = {
                "fill a job spec (configs/jobs/*.yaml), check the data bucket and submit a Vertex AI CustomJob"),
     "status": ("cloud.jobs:show_status", _add_job_argument,
                "show a job's state, times, error, console URL and follow-up commands"),
-    "logs": ("cloud.logs:follow_logs", _add_logs_arguments, "print a job's log entries as they arrive, until it ends"),
+    "logs": ("cloud.logs:follow_logs", _add_logs_arguments,
+             "print a job's log entries as they arrive, until it ends and its last lines are in"),
     "cancel": ("cloud.jobs:cancel_job", _add_job_argument, "cancel a job"),
     "list": ("cloud.jobs:list_jobs", _add_location_arguments, "list the most recent jobs in the project and region"),
     "stage": ("cloud.stage:main", _add_stage_arguments,

@@ -1,9 +1,14 @@
-"""`logs JOB`: print a Vertex AI job's log entries as they arrive, until the job ends.
+"""`logs JOB`: print a Vertex AI job's log entries as they arrive, until the job ends and its last lines are in.
 
 Reads Cloud Logging's REST method entries:list through google-auth's
 AuthorizedSession (already installed with google-cloud-aiplatform) rather
 than adding google-cloud-logging for one call. Vertex AI writes a CustomJob's
 output under resource type `ml_job` with the job ID as a label.
+
+Cloud Logging ingests with a lag: when the job's state turns final, its last
+lines (start.sh's CACLI marker among them) may not be readable yet, so polling
+goes on until every replica that logged has printed its marker and a poll brings
+nothing new, or until args.grace seconds pass without a new entry.
 """
 import time
 
@@ -14,6 +19,7 @@ from cloud.jobs import FINAL_STATES, job_resource, locate_job
 
 PAGE_SIZE = 1000
 TASK_LABEL = "ml.googleapis.com/task_name"
+FINAL_MARKERS = ("CACLI-TRAINING-SUCCESS", "CACLI-TRAINING-FAILED")  # start.sh's last word
 
 
 def follow_logs(args):
@@ -21,27 +27,45 @@ def follow_logs(args):
 
     Exits 0 when the job succeeded, 1 when it failed or was cancelled.
     """
-    if args.interval <= 0:
-        raise UserError("--interval must be a positive number of seconds")
+    if args.interval <= 0 or args.grace < 0:
+        raise UserError("--interval must be a positive number of seconds and --grace not negative")
     project, region, job_id = locate_job(args.job, args.project, args.region)
     jobs = job_client(region)
     base, session = logging_session()
-    since, printed = None, set()
+    since, printed, ended = None, set(), None
+    marked = {}  # replica (task label) -> whether its CACLI marker has come
+    last_news = time.monotonic()
     while True:
-        custom_job = jobs.get_custom_job(name=job_resource(project, region, job_id))
-        since = since or custom_job.create_time.isoformat()
+        if ended is None:
+            custom_job = jobs.get_custom_job(name=job_resource(project, region, job_id))
+            since = since or custom_job.create_time.isoformat()
+            if custom_job.state.name in FINAL_STATES:
+                ended, last_news = custom_job, time.monotonic()
+        news = False
         for entry in _entries(session, base, project, job_id, since):
             if entry.get("insertId") in printed:
                 continue
             printed.add(entry.get("insertId"))
             since = entry.get("timestamp", since)
-            print(_format(entry), flush=True)
-        state = custom_job.state.name
-        if state in FINAL_STATES:
-            detail = f": {custom_job.error.message}" if custom_job.error.message else ""
+            line = _format(entry)
+            print(line, flush=True)
+            task = (entry.get("labels") or {}).get(TASK_LABEL)
+            marked[task] = marked.get(task, False) or any(marker in line for marker in FINAL_MARKERS)
+            news = True
+        if news:
+            last_news = time.monotonic()
+        elif ended is not None and (_all_marked(marked) or time.monotonic() - last_news >= args.grace):
+            state = ended.state.name
+            detail = f": {ended.error.message}" if ended.error.message else ""
             print(f"job {job_id} ended: {state}{detail}", flush=True)
             return 0 if state == "JOB_STATE_SUCCEEDED" else 1
         time.sleep(args.interval)
+
+
+def _all_marked(marked):
+    """Whether every replica that logged has printed its marker (lines without a replica label aside)."""
+    replicas = {task: seen for task, seen in marked.items() if task is not None}
+    return all(replicas.values()) if replicas else marked.get(None, False)
 
 
 def _entries(session, base, project, job_id, since):

@@ -29,7 +29,8 @@ PLACEHOLDERS = {
     "STEPS": "training steps (`--steps`); empty: the model's default",
     "MODEL": "catalogue model name (`--model`); empty: the trainer's default",
     "RUN_NAME": "this run's name (`--run-name`), also the job's display name",
-    "PACKAGE_URI": "the trainer sdist staged under OUTPUT_URI (Python-package route)",
+    "PACKAGE_PATH": "the trainer sdist staged in the run folder, as the job sees it through Cloud Storage FUSE: "
+                    "/gcs/OUTBUCKET/PREFIX/RUN/package/NAME.tar.gz (python-package.yaml)",
 }
 _PLACEHOLDER = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 _OMITTED = object()

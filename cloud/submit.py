@@ -46,6 +46,7 @@ def submit_job(args):
     output_uri = gs_uri(out_bucket, run_prefix)
     sdist = _newest_sdist()
     package_uri = f"{output_uri}/package/{sdist.name}" if sdist else None
+    package_path = fuse_path(out_bucket, f"{run_prefix}/package/{sdist.name}") if sdist else None
     spec = fill_job_spec(args.spec, {
         "IMAGE": _image_repository(args.image),
         "DATA_DIR": fuse_path(data_bucket, data_prefix),
@@ -54,7 +55,7 @@ def submit_job(args):
         "STEPS": str(args.steps or ""),
         "MODEL": args.model or "",
         "RUN_NAME": run_name,
-        "PACKAGE_URI": package_uri,
+        "PACKAGE_PATH": package_path,
     })
     custom_job = {"displayName": run_name, "jobSpec": spec}
     region = region_name(args.region)
@@ -69,13 +70,13 @@ def submit_job(args):
         print(json.dumps(custom_job, indent=2))
         print(f"filled spec written to {config_path}; the same job with gcloud:\n  {shlex.join(gcloud)}",
               file=sys.stderr)
-        if package_uri and package_uri in json.dumps(spec):
+        if package_path and package_path in json.dumps(spec):
             print(f"a real submit first uploads {sdist} to {package_uri}", file=sys.stderr)
         return 0
 
     storage = storage_client(project)
     print(f"checked {check_bucket(storage, data_bucket, data_prefix)}", file=sys.stderr)
-    if package_uri and package_uri in json.dumps(spec):
+    if package_path and package_path in json.dumps(spec):
         package_bucket, package_name = split_gs_uri(package_uri)
         storage.bucket(package_bucket).blob(package_name).upload_from_filename(str(sdist))
         print(f"staged {sdist} at {package_uri}", file=sys.stderr)

@@ -7,8 +7,8 @@ repo, so `cacli train --script=dist/trainer.zip` and a bare
 (sorted entries, fixed timestamps and modes): the same sources give the same
 bytes, so a changed hash means changed code.
 
-The sdist (`python setup.py sdist`) is for Vertex AI's Python-package route
-(pythonPackageSpec, configs/jobs/python-package.yaml).
+The sdist (`python setup.py sdist`) is what configs/jobs/python-package.yaml
+runs on the training image: new code without a new image.
 """
 import argparse
 import subprocess

@@ -36,15 +36,17 @@ args=(run --data-dir "$DATA_DIR" --result-dir "$RESULT_DIR")
 
 # In the background so that SIGTERM (how Vertex AI preempts) reaches the trainer,
 # which saves a checkpoint before it exits; bash would otherwise wait for it unheard.
+# INT goes on as TERM: a background child of a non-interactive shell ignores SIGINT.
 "${PYTHON:-python3}" -m trainer "${args[@]}" &
 trainer=$!
 trap 'kill -TERM "$trainer" 2>/dev/null' TERM INT
-wait "$trainer"
-status=$?
-if kill -0 "$trainer" 2>/dev/null; then  # a signal ended the wait, not the trainer
+# Every trapped signal ends `wait` early. Keep waiting until the trainer is gone, however
+# many signals come: in a container bash is PID 1, and its exit kills a checkpoint save.
+while kill -0 "$trainer" 2>/dev/null; do
   wait "$trainer"
-  status=$?
-fi
+done
+wait "$trainer"  # the trainer's own status, which bash keeps after reaping it
+status=$?
 
 case "$status" in
   0) echo "CACLI-TRAINING-SUCCESS" ;;

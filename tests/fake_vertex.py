@@ -20,14 +20,17 @@ STATUS_NAMES = {400: "INVALID_ARGUMENT", 401: "UNAUTHENTICATED", 403: "PERMISSIO
 
 class FakeVertex(LocalServer):
     """The fake's state: `jobs` (ID -> CustomJob JSON), `states` (ID -> states still to report, one per GET),
-    `log_entries`, `requests` ((method, path, JSON body or None) per request) and `errors`
-    (HTTP statuses to answer the next requests with, one each)."""
+    `log_entries`, `late_log_entries` (entries that become readable only from the Nth entries:list
+    request on, N -> entries, as Cloud Logging's ingestion lag makes them), `requests` ((method, path,
+    JSON body or None) per request) and `errors` (HTTP statuses to answer the next requests with, one each)."""
 
     def __init__(self):
         super().__init__(_Handler)
         self.jobs = {}
         self.states = {}
         self.log_entries = []
+        self.late_log_entries = {}
+        self.log_queries = 0
         self.requests = []
         self.errors = []
         self._next_id = 1000
@@ -51,6 +54,8 @@ class FakeVertex(LocalServer):
             return status, {"error": {"code": status, "message": f"fake {STATUS_NAMES[status].lower()} for {path}",
                                       "status": STATUS_NAMES[status]}}
         if method == "POST" and path == "/v2/entries:list":
+            self.log_queries += 1
+            self.log_entries += self.late_log_entries.pop(self.log_queries, [])
             return 200, {"entries": self.log_entries}
         match = JOBS_ROUTE.match(path)
         if not match:

@@ -174,7 +174,8 @@ def test_submit_uploads_the_sdist_for_the_python_package_route(gcs_client, local
     package = "runs/r1/package/ca_detector_trainer-0.1.0.tar.gz"
     assert gcs_client.bucket(bucket).blob(package).download_as_bytes() == b"sdist bytes"
     [(_, _, body)] = vertex.requests
-    assert body["jobSpec"]["workerPoolSpecs"][0]["pythonPackageSpec"]["packageUris"] == [f"gs://{bucket}/{package}"]
+    container = body["jobSpec"]["workerPoolSpecs"][0]["containerSpec"]
+    assert {"name": "PACKAGE", "value": f"/gcs/{bucket}/{package}"} in container["env"]
 
 
 # status, cancel, list, logs -----------------------------------------------------------------------------------------
@@ -209,13 +210,13 @@ def test_logs_prints_entries_until_the_job_ends(vertex, capsys):
         {"insertId": "1", "timestamp": "2026-11-23T12:01:00Z", "severity": "INFO", "textPayload": "prepare: 8 images\n",
          "labels": {"ml.googleapis.com/task_name": "workerpool0-0"}},
         {"insertId": "2", "timestamp": "2026-11-23T12:02:00Z", "severity": "INFO",
-         "jsonPayload": {"message": "CACLI-TRAINING-SUCCESS"}},
+         "jsonPayload": {"message": "CACLI-TRAINING-SUCCESS"}, "labels": {"ml.googleapis.com/task_name": "workerpool0-0"}},
     ]
 
     assert cloud_main(["logs", job_id, "--interval", "0.01"]) == 0
     assert capsys.readouterr().out.splitlines() == [
         "2026-11-23T12:01:00Z [workerpool0-0] INFO prepare: 8 images",
-        "2026-11-23T12:02:00Z INFO CACLI-TRAINING-SUCCESS",
+        "2026-11-23T12:02:00Z [workerpool0-0] INFO CACLI-TRAINING-SUCCESS",
         f"job {job_id} ended: JOB_STATE_SUCCEEDED",
     ]
     log_queries = [body for method, path, body in vertex.requests if path == "/v2/entries:list"]
@@ -226,6 +227,48 @@ def test_logs_prints_entries_until_the_job_ends(vertex, capsys):
                   'AND timestamp>="2026-11-23T12:00:00+00:00"',
         "orderBy": "timestamp asc", "pageSize": 1000}
     assert 'timestamp>="2026-11-23T12:02:00Z"' in log_queries[1]["filter"]
+
+
+def log_line(insert_id, second, message, task="workerpool0-0"):
+    return {"insertId": insert_id, "timestamp": f"2026-11-23T12:05:{second:02d}Z", "severity": "INFO",
+            "textPayload": message + "\n", "labels": {"ml.googleapis.com/task_name": task}}
+
+
+def test_logs_wait_for_lines_ingested_after_the_job_ended(vertex, capsys):
+    """Cloud Logging's lag: the state is final at the 2nd poll; every replica's marker comes at the 3rd and 4th."""
+    job_id = vertex.add_job(PROJECT, REGION, "r9")
+    vertex.states[job_id] = ["JOB_STATE_RUNNING", "JOB_STATE_SUCCEEDED"]
+    vertex.log_entries = [log_line("1", 1, "train: step 10/20"), log_line("2", 2, "train: step 10/20", "workerpool1-0")]
+    vertex.late_log_entries = {3: [log_line("3", 3, "CACLI-TRAINING-SUCCESS", "workerpool1-0")],
+                               4: [log_line("4", 4, "CACLI-TRAINING-SUCCESS"), log_line("5", 5, "CACLI-CONVERSION-FAILED")]}
+
+    assert cloud_main(["logs", job_id, "--interval", "0.01", "--grace", "600"]) == 0
+    assert capsys.readouterr().out.splitlines() == [
+        "2026-11-23T12:05:01Z [workerpool0-0] INFO train: step 10/20",
+        "2026-11-23T12:05:02Z [workerpool1-0] INFO train: step 10/20",
+        "2026-11-23T12:05:03Z [workerpool1-0] INFO CACLI-TRAINING-SUCCESS",
+        "2026-11-23T12:05:04Z [workerpool0-0] INFO CACLI-TRAINING-SUCCESS",
+        "2026-11-23T12:05:05Z [workerpool0-0] INFO CACLI-CONVERSION-FAILED",
+        f"job {job_id} ended: JOB_STATE_SUCCEEDED",
+    ]
+    # 2 polls while it ran, 2 that brought the late lines, 1 that found nothing new after every marker
+    assert vertex.log_queries == 5
+    assert [path for method, path, body in vertex.requests].count(f"{JOBS_PATH}/{job_id}") == 2
+
+
+def test_logs_of_a_job_without_a_marker_stop_after_the_grace_period(vertex, capsys):
+    job_id = vertex.add_job(PROJECT, REGION, "r10", state="JOB_STATE_CANCELLED")
+    vertex.late_log_entries = {2: [log_line("1", 1, "train: SIGTERM: saved ckpt-10")]}
+
+    started = time.monotonic()
+    assert cloud_main(["logs", job_id, "--interval", "0.05", "--grace", "0.5"]) == 1
+    waited = time.monotonic() - started
+    assert capsys.readouterr().out.splitlines() == [
+        "2026-11-23T12:05:01Z [workerpool0-0] INFO train: SIGTERM: saved ckpt-10",
+        f"job {job_id} ended: JOB_STATE_CANCELLED",
+    ]
+    assert 0.5 <= waited < 5  # the grace period counts from the last new line
+    assert vertex.log_queries >= 3  # it kept polling after the final state
 
 
 # errors -------------------------------------------------------------------------------------------------------------

@@ -1,9 +1,13 @@
-"""Packaging: dist/trainer.zip's members and determinism, the sdist, the Dockerfiles, and the zip as a job runs it."""
+"""Packaging: dist/trainer.zip's members and determinism, the sdist, the Dockerfiles, the zip as a job runs it,
+and start.sh's signal handling (with a stand-in trainer, bash as PID 1 as in a container)."""
 import importlib.util
 import os
+import shutil
+import signal
 import subprocess
 import sys
 import tarfile
+import time
 import zipfile
 from pathlib import Path
 
@@ -57,7 +61,9 @@ def test_sdist_holds_both_packages(dist):
     [sdist] = dist.glob("*.tar.gz")
     with tarfile.open(sdist) as archive:
         names = {name.split("/", 1)[1] for name in archive.getnames() if "/" in name}
+        metadata = archive.extractfile(f"{sdist.name[:-len('.tar.gz')]}/PKG-INFO").read().decode()
     assert {"setup.py", "trainer/__main__.py", "trainer/catalogue.py", "cloud/__main__.py"} <= names
+    assert "\nRequires-Python: >=3.11\n" in metadata  # hashlib.file_digest; pip refuses older Pythons
 
 
 @pytest.mark.parametrize("dockerfile", ["Dockerfile", "Dockerfile.tpu"])
@@ -95,3 +101,116 @@ def test_the_unzipped_bundle_trains_the_demo_model(dist, sample_bucket, tmp_path
     output = run.stdout + run.stderr
     assert run.returncode == 0 and "CACLI-TRAINING-SUCCESS" in output, output[-4000:]
     assert (result_dir / "params.yaml").is_file()
+
+
+# A stand-in for `python -m trainer run` that behaves as the trainer does on SIGTERM: it keeps
+# running while it "saves a checkpoint" (until the test creates `finish`), counting every signal.
+FAKE_TRAINER = """\
+import os, signal, sys, time
+from pathlib import Path
+out = Path(os.environ["FAKE_TRAINER_DIR"])
+def put(name, text):  # whole or absent, for the test reading it meanwhile
+    (out / "tmp").write_text(text)
+    os.replace(out / "tmp", out / name)
+received = []
+signal.signal(signal.SIGTERM, lambda signum, frame: received.append(signum))
+put("argv", " ".join(sys.argv[1:]))
+while not (out / "finish").exists():
+    put("signals", str(len(received)))
+    time.sleep(0.01)
+(out / "saved").touch()
+print(f"fake trainer: saved after {len(received)} signals", flush=True)
+sys.exit(int(os.environ["FAKE_TRAINER_EXIT"]))
+"""
+
+
+def pid_namespaces_work():
+    return shutil.which("unshare") is not None and subprocess.run(
+        ["unshare", "--user", "--map-root-user", "--pid", "--fork", "true"], capture_output=True).returncode == 0
+
+
+def traps_sigterm(pid):
+    """Whether process PID has a SIGTERM handler installed (its SigCgt mask in /proc)."""
+    status = Path(f"/proc/{pid}/status").read_text()
+    caught = int(next(line.split()[1] for line in status.splitlines() if line.startswith("SigCgt:")), 16)
+    return bool(caught >> (signal.SIGTERM - 1) & 1)
+
+
+def wait_for(condition, what, process, timeout=30):
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert process.poll() is None, f"start.sh exited ({process.returncode}) before {what}"
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.01)
+
+
+@pytest.mark.parametrize("as_pid1", [False, True], ids=["bash", "bash-as-pid-1"])
+@pytest.mark.parametrize("trainer_exit, code, markers", [
+    (143, 143, ["CACLI-TRAINING-FAILED"]),
+    (3, 0, ["CACLI-TRAINING-SUCCESS", "CACLI-CONVERSION-FAILED"]),
+])
+def test_start_sh_waits_for_the_save_through_repeated_signals(tmp_path, as_pid1, trainer_exit, code, markers):
+    """Vertex AI preempts with SIGTERM; a second TERM (or Ctrl-C) during the save must not end start.sh."""
+    if as_pid1 and not pid_namespaces_work():
+        pytest.skip("unprivileged PID namespaces (unshare --user --pid) are not available here")
+    fake = tmp_path / "fake-python"
+    fake.write_text(f"#!{sys.executable}\n{FAKE_TRAINER}")
+    fake.chmod(0o755)
+    env = {**os.environ, "PYTHON": str(fake), "FAKE_TRAINER_DIR": str(tmp_path), "FAKE_TRAINER_EXIT": str(trainer_exit),
+           "DATA_DIR": "bucket", "RESULT_DIR": "out"}
+    command = ["bash", str(REPO / "packaging" / "start.sh"), "7"]
+    if as_pid1:  # the container's situation: when PID 1 exits, the kernel kills every other process
+        command = ["unshare", "--user", "--map-root-user", "--pid", "--fork", *command]
+    process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                               start_new_session=True)
+    try:
+        bash = process.pid
+        if as_pid1:
+            wait_for(lambda: Path(f"/proc/{process.pid}/task/{process.pid}/children").read_text().strip(), "bash",
+                     process)
+            bash = int(Path(f"/proc/{process.pid}/task/{process.pid}/children").read_text().split()[0])
+        wait_for(lambda: (tmp_path / "argv").is_file() and traps_sigterm(bash), "start.sh's trap", process)
+        assert (tmp_path / "argv").read_text() == "-m trainer run --data-dir bucket --result-dir out --steps 7"
+
+        def forwarded(count):
+            return (tmp_path / "signals").is_file() and (tmp_path / "signals").read_text() == str(count)
+
+        os.kill(bash, signal.SIGTERM)  # preemption: the trainer starts saving
+        wait_for(lambda: forwarded(1), "the first TERM reached the trainer", process)
+        for count, signum in enumerate((signal.SIGTERM, signal.SIGINT, signal.SIGTERM), start=2):  # while it saves
+            os.kill(bash, signum)  # one at a time: signals of one kind that arrive together merge into one
+            wait_for(lambda: forwarded(count), f"signal {count} reached the trainer as TERM", process)
+        with pytest.raises(subprocess.TimeoutExpired):
+            process.wait(timeout=1)  # start.sh is still waiting for the trainer
+        assert not (tmp_path / "saved").exists()
+
+        (tmp_path / "finish").touch()
+        assert process.wait(timeout=30) == code
+        assert process.stdout.read().splitlines() == ["fake trainer: saved after 4 signals", *markers]
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+
+
+def test_the_python_package_spec_runs_start_sh_with_the_sdists_trainer(dist, tmp_path):
+    """python-package.yaml's command, run by bash as the container would, with the image's two paths moved here."""
+    import yaml
+
+    [pool] = yaml.safe_load((REPO / "configs/jobs/python-package.yaml").read_text())["workerPoolSpecs"]
+    command = pool["containerSpec"]["command"]
+    script = command[2].replace("/app/start.sh", str(REPO / "packaging" / "start.sh")) \
+                       .replace("/tmp/sdist", str(tmp_path / "sdist"))
+    probe = tmp_path / "probe-python"  # what start.sh runs as $PYTHON: where `trainer` and the catalogue come from
+    probe.write_text(f'#!/bin/sh\necho "$@"\nexec {sys.executable} -c "import trainer, trainer.catalogue as c; '
+                     f'print(trainer.__file__); print(c.load_model(\'demo\')[\'experiment\'])"\n')
+    probe.chmod(0o755)
+    [sdist] = dist.glob("*.tar.gz")
+    env = {**os.environ, "PACKAGE": str(sdist), "PYTHON": str(probe), "DATA_DIR": "/gcs/b/data",
+           "RESULT_DIR": "/gcs/o/runs/r1", "PYTHONPATH": ""}
+    result = subprocess.run([*command[:2], script, *command[3:], "12"], env=env, cwd=tmp_path, capture_output=True,
+                            text=True, timeout=60)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.splitlines() == [
+        "-m trainer run --data-dir /gcs/b/data --result-dir /gcs/o/runs/r1 --steps 12",
+        str(tmp_path / "sdist" / "trainer" / "__init__.py"), "retinanet_mobile_coco", "CACLI-TRAINING-SUCCESS"]

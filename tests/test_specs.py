@@ -23,7 +23,7 @@ VALUES = {
     "STEPS": "500",
     "MODEL": "demo",
     "RUN_NAME": "r1",
-    "PACKAGE_URI": "gs://out-bucket/runs/r1/package/ca_detector_trainer-0.1.0.tar.gz",
+    "PACKAGE_PATH": "/gcs/out-bucket/runs/r1/package/ca_detector_trainer-0.1.0.tar.gz",
 }
 
 
@@ -49,14 +49,9 @@ def test_every_shipped_spec_fills_into_a_custom_job_spec(path):
     assert "${" not in json.dumps(spec)
     assert parsed.base_output_directory.output_uri_prefix == VALUES["OUTPUT_URI"]
     for pool in parsed.worker_pool_specs:
-        if pool.HasField("container_spec"):
-            env = {variable.name: variable.value for variable in pool.container_spec.env}
-            assert (env["DATA_DIR"], env["RESULT_DIR"], env["MODEL"]) == (VALUES["DATA_DIR"], VALUES["RESULT_DIR"],
-                                                                          "demo")
-        else:
-            assert pool.python_package_spec.args[1:] == [f"--data-dir={VALUES['DATA_DIR']}",
-                                                         f"--result-dir={VALUES['RESULT_DIR']}", "--model=demo",
-                                                         "--steps=500"]
+        env = {variable.name: variable.value for variable in pool.container_spec.env}
+        assert (env["DATA_DIR"], env["RESULT_DIR"], env["MODEL"]) == (VALUES["DATA_DIR"], VALUES["RESULT_DIR"], "demo")
+        assert list(pool.container_spec.args) == ["500"]
 
 
 def test_hardware_of_the_shipped_specs():
@@ -68,17 +63,17 @@ def test_hardware_of_the_shipped_specs():
     assert pools["tpu"][0]["machineSpec"] == {"machineType": "ct5lp-hightpu-4t", "tpuTopology": "2x2"}
     assert pools["tpu"][0]["containerSpec"]["imageUri"].endswith(":tpu")
     assert "acceleratorType" not in pools["cpu"][0]["machineSpec"]
-    assert pools["python-package"][0]["pythonPackageSpec"]["packageUris"] == [VALUES["PACKAGE_URI"]]
+    package = pools["python-package"][0]["containerSpec"]
+    assert package["imageUri"].endswith(":gpu")
+    assert {"name": "PACKAGE", "value": VALUES["PACKAGE_PATH"]} in package["env"]
 
 
 def test_optional_values_not_given_are_left_out_and_defaults_apply():
     values = {**VALUES, "STEPS": "", "MODEL": ""}
-    package = fill_job_spec(REPO / "configs/jobs/python-package.yaml", values)["workerPoolSpecs"][0]
-    assert package["pythonPackageSpec"]["args"] == ["run", f"--data-dir={VALUES['DATA_DIR']}",
-                                                    f"--result-dir={VALUES['RESULT_DIR']}"]
-    gpu = fill_job_spec(REPO / "configs/jobs/gpu.yaml", values)["workerPoolSpecs"][0]["containerSpec"]
-    assert gpu["args"] == []
-    assert "MODEL" not in {variable["name"] for variable in gpu["env"]}
+    for spec in ("gpu", "python-package"):
+        container = fill_job_spec(REPO / f"configs/jobs/{spec}.yaml", values)["workerPoolSpecs"][0]["containerSpec"]
+        assert container["args"] == []
+        assert "MODEL" not in {variable["name"] for variable in container["env"]}
     cpu = fill_job_spec(REPO / "configs/jobs/cpu.yaml", values)["workerPoolSpecs"][0]["containerSpec"]
     assert cpu["args"] == ["20"]
     assert {"name": "MODEL", "value": "demo"} in cpu["env"]
