@@ -147,12 +147,11 @@ def _worker_resumes(strategy, model_dir, last_step):
     import tempfile
     import types
 
-    import tensorflow as tf
-
     folder = tempfile.mkdtemp(prefix="worker-checkpoint-")
     for path in model_dir.glob(f"ckpt-{last_step}.*"):
         shutil.copyfile(path, Path(folder) / path.name)
-    tf.train.update_checkpoint_state(folder, str(Path(folder) / f"ckpt-{last_step}"))
+    (Path(folder) / "checkpoint").write_text(f'model_checkpoint_path: "ckpt-{last_step}"\n'
+                                             f'all_model_checkpoint_paths: "ckpt-{last_step}"\n')
     train_lib.tempfile = types.SimpleNamespace(mkdtemp=lambda: folder)
     try:
         yield
