@@ -287,7 +287,7 @@ def test_multi_worker_job_restores_a_served_checkpoint_and_resumes_after_a_kill(
                     os.killpg(process.pid, signal.SIGKILL)
         downloads = [path for path, _ in server.requests]
     first, second = logs(1), logs(2)
-    assert codes == [0, 0], second
+    assert codes == [0, 0], {role: log[-4000:] for role, log in second.items()}
     shared = result_dir / "pretrained" / f"ckpt-{1234}"
     for role in ("workerpool0", "workerpool1"):
         assert f"train: starting from pretrained {shared}: step 0 of {steps}" in first[role], first[role][-3000:]
@@ -301,9 +301,10 @@ def test_multi_worker_job_restores_a_served_checkpoint_and_resumes_after_a_kill(
     assert metrics["step"] == steps and metrics["AP"] is not None
 
 
-def test_a_resume_refuses_a_dataset_whose_labels_changed(small_bucket, tmp_path):
-    """Finding 5: after 2 steps, the bucket's labels are added to, removed from, or reordered: the rerun stops with
-    one line naming the change; the unchanged bucket resumes."""
+def test_without_a_val_split_it_trains_unevaluated_and_a_resume_refuses_changed_labels(small_bucket, tmp_path, capsys):
+    """Finding 10 (config, train): `prepare --val-fraction 0` leaves no val split; training goes on, loudly, and
+    metrics.json says it was not evaluated. Finding 5: after those 2 steps the bucket's labels are added to,
+    removed from or reordered: the rerun stops with one line naming the change; the unchanged bucket resumes."""
     import shutil
 
     from trainer.prepare import prepare
@@ -315,13 +316,22 @@ def test_a_resume_refuses_a_dataset_whose_labels_changed(small_bucket, tmp_path)
 
     def rerun(annotations, steps):
         (bucket / "_annotations.json").write_text(json.dumps(annotations))
-        prepare(bucket, result_dir, val_fraction=VAL_FRACTION)
+        assert prepare(bucket, result_dir, val_fraction=0)["splits"]["val"]["images"] == 0
         config.write_params(result_dir, "demo", steps=steps, hardware=config.Hardware("cpu"))
         return train(result_dir)
 
-    rerun(original, 2)
+    metrics = rerun(original, 2)
+    out = capsys.readouterr().out
+    reason = f"{result_dir / 'data'} has no validation images"
+    assert f"config: WARNING: {reason}: the model will be trained WITHOUT evaluation" in out
+    assert f"train: WARNING: training WITHOUT evaluation: {reason}" in out
+    assert "evaluation: step" not in out and f"(step 2: NOT EVALUATED: {reason})" in out
+    assert metrics == json.loads((result_dir / "metrics.json").read_text()) == {
+        "step": 2, "evaluated": False, "reason": reason}
+    assert not (result_dir / "model" / "validation").exists()
     assert json.loads((result_dir / "model" / "dataset.json").read_text()) == {
         "labels": [{"id": 1, "name": "circle"}, {"id": 2, "name": "square"}, {"id": 3, "name": "triangle"}]}
+
     added = json.loads(json.dumps(original))
     added["labels"].append("star")
     next(boxes for boxes in added["annotations"].values() if boxes)[0]["label"] = "star"
@@ -333,29 +343,10 @@ def test_a_resume_refuses_a_dataset_whose_labels_changed(small_bucket, tmp_path)
                             (reordered, "reordered: was ['circle', 'square', 'triangle'], "
                                         "now ['square', 'circle', 'triangle']")):
         with pytest.raises(UserError) as error:
-            rerun(changed, 4)
+            rerun(changed, 3)
         message = str(error.value)
         assert f"{result_dir / 'model'} holds checkpoints trained on other labels ({change}); " in message
         assert message.endswith("use a new RESULT_DIR for this dataset") and "\n" not in message
-    assert rerun(original, 4)["step"] == 4  # unchanged: resumed from ckpt-2
-
-
-def test_no_validation_split_trains_without_evaluation_and_says_so(small_bucket, tmp_path, capsys):
-    """Finding 10 (config and train): `prepare --val-fraction 0` leaves no val split; training goes on, loudly."""
-    from trainer.prepare import prepare
-    from trainer.train import train
-
-    result_dir = tmp_path / "result"
-    assert prepare(small_bucket, result_dir, val_fraction=0)["splits"]["val"]["images"] == 0
-    config.write_params(result_dir, "demo", steps=2, hardware=config.Hardware("cpu"))
-    metrics = train(result_dir)
-    out = capsys.readouterr().out
-    reason = f"{result_dir / 'data'} has no validation images"
-    assert f"config: WARNING: {reason}: the model will be trained WITHOUT evaluation" in out
-    assert f"train: WARNING: training WITHOUT evaluation: {reason}" in out
-    assert "evaluation: step" not in out
-    assert metrics == json.loads((result_dir / "metrics.json").read_text()) == {
-        "step": 2, "evaluated": False, "reason": reason}
-    assert f"(step 2: NOT EVALUATED: {reason})" in out
-    assert not (result_dir / "model" / "validation").exists()
-    assert "train: complete" in (train(result_dir), capsys.readouterr().out)[1]  # a rerun finds it done
+    capsys.readouterr()
+    assert rerun(original, 3)["step"] == 3  # unchanged: resumed from ckpt-2
+    assert "train: restored ckpt-2: continuing at step 2" in capsys.readouterr().out

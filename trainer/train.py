@@ -101,10 +101,11 @@ def _train(result_dir, model_dir, metrics_path, steps, last_step):
                 mode = "train_and_eval" if (last_step or 0) < steps else "eval"
             else:
                 mode = "train"
-            runner = train_lib.OrbitExperimentRunner(
-                distribution_strategy=strategy, task=task, params=params, model_dir=str(model_dir), mode=mode,
-                train_actions=[progress.after_train], eval_actions=[progress.after_eval],
-                eval_summary_manager=summary_manager.maybe_build_eval_summary_manager(params, str(model_dir)))
+            with _worker_resumes(strategy, model_dir, last_step):
+                runner = train_lib.OrbitExperimentRunner(
+                    distribution_strategy=strategy, task=task, params=params, model_dir=str(model_dir), mode=mode,
+                    train_actions=[progress.after_train], eval_actions=[progress.after_eval],
+                    eval_summary_manager=summary_manager.maybe_build_eval_summary_manager(params, str(model_dir)))
             progress.start(runner.trainer.global_step)
             if last_step is not None:
                 print(f"train: restored ckpt-{last_step}: continuing at step {progress.step}")
@@ -126,6 +127,36 @@ def _train(result_dir, model_dir, metrics_path, steps, last_step):
         step = int(runner.trainer.global_step.numpy())
         _write_json(metrics_path, {"step": step, "evaluated": False, "reason": evaluation["reason"]})
     return _summary(model_dir, metrics_path)
+
+
+@contextlib.contextmanager
+def _worker_resumes(strategy, model_dir, last_step):
+    """On a non-chief worker, make Model Garden's runner restore the chief's ckpt-LAST_STEP.
+
+    Model Garden 2.20's train_lib gives non-chief workers a fresh tempfile.mkdtemp()
+    checkpoint folder, so a restarted worker initialised from scratch at step 0 while
+    the chief restored ckpt-N, and their collectives then mismatched (seen in the
+    multi-worker rehearsal). The worker's folder starts as a copy of ckpt-N instead.
+    """
+    from official.core import train_lib
+
+    if strategy.extended.should_checkpoint or last_step is None:
+        yield
+        return
+    import shutil
+    import tempfile
+    import types
+
+    folder = tempfile.mkdtemp(prefix="worker-checkpoint-")
+    for path in model_dir.glob(f"ckpt-{last_step}.*"):
+        shutil.copyfile(path, Path(folder) / path.name)
+    (Path(folder) / "checkpoint").write_text(f'model_checkpoint_path: "ckpt-{last_step}"\n'
+                                             f'all_model_checkpoint_paths: "ckpt-{last_step}"\n')
+    train_lib.tempfile = types.SimpleNamespace(mkdtemp=lambda: folder)
+    try:
+        yield
+    finally:
+        train_lib.tempfile = tempfile
 
 
 def _distribution_strategy(params, hardware):
