@@ -157,11 +157,11 @@ def _draw(image, detections):
 
 
 def _free_name(written, path):
-    """PATH's file name, numbered when two inputs share a name (a bucket key, its preview's stem)."""
+    """PATH's file name, numbered when two inputs share a stem: a bucket key whose stem names its preview."""
     name, number = path.name, 1
-    while name.lower() in written:
+    while Path(name).stem.lower() in written:
         name, number = f"{path.stem}-{number}{path.suffix}", number + 1
-    written.add(name.lower())
+    written.add(Path(name).stem.lower())
     return name
 
 
