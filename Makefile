@@ -21,12 +21,10 @@ help: ## list the targets
 
 setup: $(STAMP) ## create .venv and install the project with pinned versions (quick when nothing changed)
 
-# setuptools is named so its pin applies: TensorBoard 2.20 imports pkg_resources (gone after 81).
-# tensorflowjs goes in without its dependencies, which would downgrade TensorFlow (see setup.py).
-$(STAMP): setup.py constraints.txt
+# packaging/install.sh is the one install, also run by both Dockerfiles (there without the test tools).
+$(STAMP): setup.py constraints.txt packaging/install.sh
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install -q --disable-pip-version-check -c constraints.txt setuptools -e '.[dev]'
-	$(BIN)/python -m pip install -q --disable-pip-version-check --no-deps -c constraints.txt tensorflowjs
+	bash packaging/install.sh $(BIN)/python dev --editable
 	touch $@
 
 test: setup ## run the test suite
