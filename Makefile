@@ -17,16 +17,14 @@ SPEC ?= configs/jobs/gpu.yaml
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
-	@echo "Variables: MODEL=$(or $(MODEL),default) STEPS=$(STEPS) DATA_DIR=$(DATA_DIR) RESULT_DIR=$(RESULT_DIR) SPEC=$(SPEC) DATA=gs://... OUTPUT=gs://... JOB=..."
+	@echo "Variables: MODEL=$(or $(MODEL),default) STEPS=$(STEPS) DATA_DIR=$(DATA_DIR) RESULT_DIR=$(RESULT_DIR) SPEC=$(SPEC) DATA=gs://... OUTPUT=gs://... RUN=name SPOT=1 JOB=..."
 
 setup: $(STAMP) ## create .venv and install the project with pinned versions (quick when nothing changed)
 
-# setuptools is named so its pin applies: TensorBoard 2.20 imports pkg_resources (gone after 81).
-# tensorflowjs goes in without its dependencies, which would downgrade TensorFlow (see setup.py).
-$(STAMP): setup.py constraints.txt
+# packaging/install.sh is the one install, also run by both Dockerfiles (there without the test tools).
+$(STAMP): setup.py constraints.txt packaging/install.sh
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install -q --disable-pip-version-check -c constraints.txt setuptools -e '.[dev]'
-	$(BIN)/python -m pip install -q --disable-pip-version-check --no-deps -c constraints.txt tensorflowjs
+	bash packaging/install.sh $(BIN)/python dev --editable
 	touch $@
 
 test: setup ## run the test suite
@@ -51,8 +49,8 @@ image: ## build and push the GPU and TPU training images: IMAGE=REGION-docker.pk
 	docker build -f packaging/Dockerfile -t $(IMAGE):gpu . && docker push $(IMAGE):gpu
 	docker build -f packaging/Dockerfile.tpu -t $(IMAGE):tpu . && docker push $(IMAGE):tpu
 
-CLOUD_ARGS = $(if $(STEPS),--steps $(STEPS)) $(if $(MODEL),--model $(MODEL)) $(if $(PROJECT),--project $(PROJECT)) $(if $(REGION),--region $(REGION)) $(if $(IMAGE),--image $(IMAGE))
-submit: setup ## submit SPEC as a Vertex AI CustomJob: DATA=gs://BUCKET[/PREFIX] OUTPUT=gs://BUCKET/PREFIX (DRY_RUN=1 prints it)
+CLOUD_ARGS = $(if $(STEPS),--steps $(STEPS)) $(if $(MODEL),--model $(MODEL)) $(if $(PROJECT),--project $(PROJECT)) $(if $(REGION),--region $(REGION)) $(if $(IMAGE),--image $(IMAGE)) $(if $(RUN),--run-name $(RUN)) $(if $(SPOT),--spot)
+submit: setup ## submit SPEC as a Vertex AI CustomJob: DATA=gs://BUCKET[/PREFIX] OUTPUT=gs://BUCKET/PREFIX [RUN=name] (SPOT=1 on Spot VMs, DRY_RUN=1 prints it)
 	$(BIN)/python -m cloud submit $(SPEC) --data $(DATA) --output $(OUTPUT) $(CLOUD_ARGS) $(if $(DRY_RUN),--dry-run)
 
 status: setup ## show a job's state: JOB=ID

@@ -12,7 +12,7 @@ TRAIN = [
     "pycocotools",
 ]
 CLOUD = ["google-cloud-storage", "google-cloud-aiplatform"]
-# tensorflowjs is installed apart, with --no-deps (Makefile, Dockerfiles): its declared
+# tensorflowjs is installed apart, with --no-deps (packaging/install.sh): its declared
 # dependencies would downgrade TensorFlow, protobuf and NumPy; the converter path we use needs none of them.
 EXPORT = ["coremltools"]
 

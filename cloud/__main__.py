@@ -25,6 +25,9 @@ def _add_submit_arguments(parser):
                         help="training image repository without tag, as pushed by `make image`: "
                              "REGION-docker.pkg.dev/PROJECT/REPO/trainer")
     parser.add_argument("--run-name", help="the run's folder and job display name (default: SPEC-MODEL-UTCTIME)")
+    parser.add_argument("--spot", action="store_true",
+                        help="run on Spot VMs (scheduling.strategy SPOT): much cheaper, but Vertex AI may preempt "
+                             "the job; submit again with the same --output and --run-name to resume it")
     parser.add_argument("--config-out", metavar="PATH",
                         help="where to write the filled spec for gcloud (default: runs/jobs/RUN.yaml)")
     parser.add_argument("--dry-run", action="store_true",

@@ -29,6 +29,7 @@ PLACEHOLDERS = {
     "STEPS": "training steps (`--steps`); empty: the model's default",
     "MODEL": "catalogue model name (`--model`); empty: the trainer's default",
     "RUN_NAME": "this run's name (`--run-name`), also the job's display name",
+    "STRATEGY": "Vertex AI's scheduling strategy: SPOT with `--spot`, else empty (the spec's default, STANDARD)",
     "PACKAGE_PATH": "the trainer sdist staged in the run folder, as the job sees it through Cloud Storage FUSE: "
                     "/gcs/OUTBUCKET/PREFIX/RUN/package/NAME.tar.gz (python-package.yaml)",
 }

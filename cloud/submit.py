@@ -55,6 +55,7 @@ def submit_job(args):
         "STEPS": str(args.steps or ""),
         "MODEL": args.model or "",
         "RUN_NAME": run_name,
+        "STRATEGY": "SPOT" if args.spot else "",
         "PACKAGE_PATH": package_path,
     })
     custom_job = {"displayName": run_name, "jobSpec": spec}

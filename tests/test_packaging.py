@@ -214,3 +214,29 @@ def test_the_python_package_spec_runs_start_sh_with_the_sdists_trainer(dist, tmp
     assert result.stdout.splitlines() == [
         "-m trainer run --data-dir /gcs/b/data --result-dir /gcs/o/runs/r1 --steps 12",
         str(tmp_path / "sdist" / "trainer" / "__init__.py"), "retinanet_mobile_coco", "CACLI-TRAINING-SUCCESS"]
+
+
+@pytest.mark.parametrize("args, project_stays", [(["dev", "--editable"], True),
+                                                 (["train,export", "tensorflow[and-cuda]"], False)])
+def test_install_script_pins_everything_and_installs_tensorflowjs_without_dependencies(tmp_path, args, project_stays):
+    """packaging/install.sh as `make setup` and the GPU Dockerfile call it, with an interpreter that records pip's argv."""
+    recorder = tmp_path / "python"
+    recorder.write_text(f'#!/bin/sh\necho "$*" >> {tmp_path / "calls"}\n')
+    recorder.chmod(0o755)
+    subprocess.run(["bash", str(REPO / "packaging" / "install.sh"), str(recorder), *args], cwd=tmp_path, check=True)
+    pins = f"-m pip install -q --disable-pip-version-check -c {REPO / 'constraints.txt'}"
+    project = f"-e {REPO}[dev]" if project_stays else f"{REPO}[train,export] tensorflow[and-cuda]"
+    assert (tmp_path / "calls").read_text().splitlines() == [
+        f"{pins} setuptools {project}", f"{pins} --no-deps tensorflowjs",
+        *([] if project_stays else ["-m pip uninstall -q --yes ca-detector-trainer"])]
+
+
+def test_make_setup_and_both_dockerfiles_install_through_the_one_script():
+    makefile = (REPO / "Makefile").read_text()
+    assert "\tbash packaging/install.sh $(BIN)/python dev --editable\n" in makefile
+    assert "$(STAMP): setup.py constraints.txt packaging/install.sh\n" in makefile  # a changed script reinstalls
+    for dockerfile, extra in (("Dockerfile", ' "tensorflow[and-cuda]"'), ("Dockerfile.tpu", " \\")):
+        text = (REPO / "packaging" / dockerfile).read_text()
+        assert f"bash packaging/install.sh /opt/venv/bin/python train,export{extra}\n" in text, dockerfile
+        assert "pip install" not in text.replace('pip install --no-cache-dir -c constraints.txt "tensorflow-tpu', ""), \
+            dockerfile  # no other install beside the script (the TPU image's tensorflow-tpu swap aside)

@@ -23,6 +23,7 @@ VALUES = {
     "STEPS": "500",
     "MODEL": "demo",
     "RUN_NAME": "r1",
+    "STRATEGY": "",
     "PACKAGE_PATH": "/gcs/out-bucket/runs/r1/package/ca_detector_trainer-0.1.0.tar.gz",
 }
 
@@ -66,6 +67,16 @@ def test_hardware_of_the_shipped_specs():
     package = pools["python-package"][0]["containerSpec"]
     assert package["imageUri"].endswith(":gpu")
     assert {"name": "PACKAGE", "value": VALUES["PACKAGE_PATH"]} in package["env"]
+
+
+@pytest.mark.parametrize("strategy, expected", [("", "STANDARD"), ("SPOT", "SPOT")])
+def test_every_shipped_spec_takes_spot_scheduling(strategy, expected):
+    for path in SPECS:
+        parsed = json_format.ParseDict(fill_job_spec(path, {**VALUES, "STRATEGY": strategy}),
+                                       aiplatform_v1.CustomJobSpec.pb()())
+        assert aiplatform_v1.Scheduling.Strategy(parsed.scheduling.strategy).name == expected, path.stem
+        # only the multi-worker job restarts all replicas together when Vertex restarts one
+        assert parsed.scheduling.restart_job_on_worker_restart is (path.stem == "multi-worker"), path.stem
 
 
 def test_optional_values_not_given_are_left_out_and_defaults_apply():
@@ -123,7 +134,7 @@ def test_dry_run_prints_the_custom_job_and_the_gcloud_command(tmp_path):
     result = run_cloud("submit", "configs/jobs/multi-worker.yaml", "--data", "gs://data-bucket/kangaroo",
                        "--output", "gs://out-bucket/runs", "--image", VALUES["IMAGE"], "--model", "demo",
                        "--steps", "300", "--run-name", "r1", "--region", "europe-west4", "--project", "proj",
-                       "--dry-run", "--config-out", str(config))
+                       "--spot", "--dry-run", "--config-out", str(config))
     assert result.returncode == 0, result.stderr
     job = json.loads(result.stdout)
     json_format.ParseDict(job, aiplatform_v1.CustomJob.pb()())
@@ -132,6 +143,7 @@ def test_dry_run_prints_the_custom_job_and_the_gcloud_command(tmp_path):
     assert chief["args"] == ["300"]
     assert {"name": "RESULT_DIR", "value": "/gcs/out-bucket/runs/r1"} in chief["env"]
     assert yaml.safe_load(config.read_text()) == job["jobSpec"]
+    assert job["jobSpec"]["scheduling"] == {"timeout": "86400s", "strategy": "SPOT", "restartJobOnWorkerRestart": True}
     assert (f"gcloud ai custom-jobs create --region=europe-west4 --display-name=r1 --config={config} "
             f"--project=proj") in result.stderr
 
@@ -150,3 +162,12 @@ def test_submit_rejects_bad_flags_in_one_line(capsys, monkeypatch, tmp_path, ext
     assert cloud_main(argv) == 1
     err = capsys.readouterr().err
     assert err.startswith(message) and err.count("\n") == 1
+
+
+def test_make_submit_passes_spot_and_the_run_name():
+    result = subprocess.run(["make", "-n", "submit", "DATA=gs://d/k", "OUTPUT=gs://o/runs", "RUN=r1", "SPOT=1",
+                             f"IMAGE={VALUES['IMAGE']}"], cwd=REPO, capture_output=True, text=True, check=True)
+    [command] = [line for line in result.stdout.splitlines() if " -m cloud submit " in line]
+    assert command.split(" -m cloud submit ", 1)[1].split() == [
+        "configs/jobs/gpu.yaml", "--data", "gs://d/k", "--output", "gs://o/runs", "--image", VALUES["IMAGE"],
+        "--run-name", "r1", "--spot"]
