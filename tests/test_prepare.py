@@ -531,3 +531,78 @@ def test_kangaroo_bucket(kangaroo_dir, result):
     assert records["00103.jpg"]["image"].shape == (321, 480, 3)
     assert records["00103.jpg"]["encoded"] == (kangaroo_dir / "00103.jpg").read_bytes()
     assert records["00061.jpg"]["image"].shape == (568, 1024, 3)
+
+
+# --- validation edge cases and dataset warnings ---------------------------------------------------------
+
+def test_a_bucket_of_copies_of_one_image_is_refused_and_writes_nothing(bucket, result):
+    make_bucket(bucket, {key: jpeg() for key in ("a.jpg", "b.jpg", "c.jpg")},
+                {key: [box(0.1, 0.1, 0.5, 0.5)] for key in ("a.jpg", "b.jpg", "c.jpg")})
+    with pytest.raises(UserError) as error:
+        prepare(bucket, result)
+    assert str(error.value) == (f"all 3 usable images in {bucket} are byte-identical copies of one image: a model "
+                                "cannot learn or be evaluated on one picture; add different images")
+    assert list(result.iterdir()) == []
+
+
+def test_val_fraction_0_writes_no_val_records_and_warns_loudly(bucket, result, capsys):
+    files = jpegs(f"{index:02d}.jpg" for index in range(12))
+    make_bucket(bucket, files, {key: [box(0.1, 0.1, 0.6, 0.6)] for key in files})
+
+    report = prepare(bucket, result, val_fraction=0)
+
+    assert report["files"] == {"train": ["train-00000-of-00001.tfrecord"], "val": []}
+    assert sorted(p.name for p in (result / "data").iterdir()) == [
+        "label_map.pbtxt", "labels.json", "report.json", "train-00000-of-00001.tfrecord"]
+    assert report["splits"]["val"] == {"images": 0, "boxes": 0, "negatives": 0, "per_class": {"cat": 0}}
+    message = "NO VALIDATION SPLIT (--val-fraction 0): training runs without evaluation, and nothing measures the model"
+    assert report["warnings"] == [{"code": "no_validation", "message": message,
+                                   "numbers": {"val_fraction": 0, "images": 12}}]
+    assert f"prepare: WARNING: {message}\n" in capsys.readouterr().err
+
+
+def warnings_bucket(bucket):
+    """12 images of 'common' (10 boxes each, two of them tiny), a copy of one, 2 images of 'rare': 160x120 px."""
+    grid = [box(col / 10, row / 10, (col + 1) / 10, (row + 1) / 10, "common") for row in range(2) for col in range(5)]
+    files = jpegs([f"c{index:02d}.jpg" for index in range(12)] + ["r0.jpg", "r1.jpg"], size=(160, 120))
+    annotations = {f"c{index:02d}.jpg": list(grid) for index in range(12)}
+    annotations["c01.jpg"][:2] = [box(0.5, 0.5, 0.55, 0.8, "common"),     # 6.4 px wide at the demo's 128 px
+                                  box(0.6, 0.5, 0.605, 0.8, "common")]    # 0.5% of the image width
+    files["c11-copy.jpg"], annotations["c11-copy.jpg"] = files["c11.jpg"], annotations["c11.jpg"]
+    annotations.update({"r0.jpg": [box(0.2, 0.2, 0.6, 0.6, "rare")], "r1.jpg": [box(0.3, 0.3, 0.7, 0.7, "rare")]})
+    return make_bucket(bucket, files, annotations)
+
+
+WARNINGS_BUCKET_WARNINGS = [
+    {"code": "few_images", "numbers": {"label": "rare", "images": 2, "minimum": 10},
+     "message": "class 'rare' has only 2 training images; a detector needs at least 10, and does well with 50 or more"},
+    {"code": "class_imbalance",
+     "numbers": {"most": "common", "most_boxes": 130, "least": "rare", "least_boxes": 2, "ratio": 65.0,
+                 "maximum_ratio": 50},
+     "message": "class 'common' has 130 boxes and 'rare' only 2 (65x, more than 50x): the model will mostly ignore "
+                "'rare'"},
+    {"code": "small_boxes",
+     "numbers": {"boxes": 2, "total": 132, "input_size": 128, "min_pixels": 8, "min_fraction": 0.01,
+                 "examples": ["c01.jpg"]},
+     "message": "2 of 132 boxes are under 8 px at the model's 128 px input or under 1% of the image side, too small "
+                "to detect (e.g. c01.jpg)"},
+    {"code": "duplicate_images", "numbers": {"copies": 1, "sets": 1},
+     "message": "1 image byte-identical to another image (1 set of copies); each set is kept in one split"},
+    {"code": "val_missing_class", "numbers": {"labels": ["rare"], "val_images": 2},
+     "message": "the validation split has no box of 'rare': evaluation cannot score those classes"},
+]
+
+
+def test_dataset_warnings_carry_their_numbers_and_strict_fails_after_writing(bucket, result):
+    warnings_bucket(bucket)
+
+    report = prepare(bucket, result, model="demo")
+
+    assert report["warnings"] == WARNINGS_BUCKET_WARNINGS
+    assert (report["splits"]["train"]["images"], report["splits"]["val"]["images"]) == (13, 2)
+    assert report["splits"]["val"]["per_class"] == {"common": 20, "rare": 0}
+    assert report["input_size"] == 128
+    with pytest.raises(UserError) as error:
+        prepare(bucket, result, model="demo", strict=True)  # up to date: the warnings still count
+    assert str(error.value) == f"--strict: 5 dataset warning(s), listed above and in {result / 'data/report.json'}"
+    assert prepare(bucket, result)["input_size"] == 384  # the default model's input size

@@ -9,6 +9,8 @@ from dataclasses import dataclass
 
 from trainer.errors import UserError
 
+DEFAULT_VAL_FRACTION = 0.2
+DEFAULT_SEED = 42
 MIN_IMAGES_PER_CLASS = 10
 MAX_CLASS_RATIO = 50
 MIN_BOX_PIXELS = 8
@@ -152,7 +154,7 @@ def dataset_warnings(items, labels, input_size, val_fraction):
     if small:
         total = sum(len(item.boxes) for item in items)
         warnings.append(warning(
-            "small_boxes", f"{_count(len(small), 'box', 'boxes')} of {total} are under {MIN_BOX_PIXELS} px at the "
+            "small_boxes", f"{len(small)} of {total} boxes are under {MIN_BOX_PIXELS} px at the "
             f"model's {input_size} px input or under {MIN_BOX_FRACTION:.0%} of the image side, too small to detect "
             f"(e.g. {', '.join(dict.fromkeys(small[:SHOWN_EXAMPLES]))})", boxes=len(small), total=total,
             input_size=input_size, min_pixels=MIN_BOX_PIXELS, min_fraction=MIN_BOX_FRACTION,

@@ -24,8 +24,8 @@ from PIL import ImageFile
 from trainer import catalogue
 from trainer.annotations import REPAIRED, SKIPPED, parse_annotations
 from trainer.config import DEFAULT_MODEL
-from trainer.dataset import (ContentSplit, Item, check_distinct, dataset_warnings, label_ids, seeded_hash,
-                             split_counts)
+from trainer.dataset import (DEFAULT_SEED, DEFAULT_VAL_FRACTION, ContentSplit, Item, check_distinct,
+                             dataset_warnings, label_ids, seeded_hash, split_counts)
 from trainer.errors import UserError
 from trainer.images import load_image, map_images
 from trainer.records import (ShardWriter, clear_outputs, complete_report, detection_features, example_record,
@@ -38,8 +38,8 @@ DEFAULT_MAX_SIDE = 1024       # the largest model input in configs/models/: ever
 SHARD_BYTES = 100 * 2**20     # TensorFlow's guidance: shards of 100-200 MB read efficiently
 
 
-def prepare(data_dir, result_dir, val_fraction=0.2, seed=42, max_side=DEFAULT_MAX_SIDE, num_shards=None,
-            model=DEFAULT_MODEL, strict=False):
+def prepare(data_dir, result_dir, val_fraction=DEFAULT_VAL_FRACTION, seed=DEFAULT_SEED, max_side=DEFAULT_MAX_SIDE,
+            num_shards=None, model=DEFAULT_MODEL, strict=False):
     """Write RESULT_DIR/data/ from the bucket in DATA_DIR; return the report (also data/report.json).
 
     val_fraction: share of images for evaluation, by content hash. With 2 or more
@@ -222,10 +222,12 @@ def _log_issues(action, issues):
 def add_arguments(parser):
     parser.add_argument("--data-dir", required=True, help="the bucket: _annotations.json and the images (read only)")
     parser.add_argument("--result-dir", required=True, help="where data/ is written")
-    parser.add_argument("--val-fraction", type=float, default=0.2,
-                        help="share of images for evaluation (default 0.2); 0: no validation split, training "
-                             "then runs without evaluation")
-    parser.add_argument("--seed", type=int, default=42, help="seed of the train/val split (default 42)")
+    parser.add_argument("--val-fraction", type=float, default=DEFAULT_VAL_FRACTION,
+                        help=f"share of distinct images for evaluation, by content hash (default "
+                             f"{DEFAULT_VAL_FRACTION}); 0: no validation split, training then runs without "
+                             "evaluation")
+    parser.add_argument("--seed", type=int, default=DEFAULT_SEED,
+                        help=f"seed of the train/val split (default {DEFAULT_SEED})")
     parser.add_argument("--max-side", type=int, default=DEFAULT_MAX_SIDE,
                         help=f"downscale images whose longer side exceeds this (default {DEFAULT_MAX_SIDE})")
     parser.add_argument("--num-shards", type=int, default=None,

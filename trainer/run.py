@@ -35,7 +35,7 @@ def run(data_dir, result_dir, model=config.DEFAULT_MODEL, steps=None, batch_size
     result_dir = Path(result_dir).absolute()
     if _is_chief(os.environ):
         _stage("prepare", f"{data_dir} -> {result_dir / 'data'}")
-        prepare(data_dir, result_dir)
+        prepare(data_dir, result_dir, model=model)
         _stage("config", f"{model} -> {result_dir / 'params.yaml'} (checkpoint fetched or taken from the cache)")
         config.write_params(result_dir, model, steps, batch_size, checkpoint_url)
     else:
