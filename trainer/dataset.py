@@ -29,7 +29,7 @@ class Item:
 
 
 def label_ids(listed, images):
-    """(label names in id order, warnings): the used labels in `labels` order, then unlisted ones sorted; id = index + 1."""
+    """(label names in id order, warnings): used labels in `labels` order, then unlisted ones sorted; id = index + 1."""
     used = {box.label for image in images for box in image.boxes}
     unlisted = sorted(used - set(listed))
     warnings = [warning("unlisted_label", f"label {name!r} is used but not listed in 'labels'", label=name)
@@ -138,7 +138,7 @@ def dataset_warnings(items, labels, input_size, val_fraction):
     for name in labels:
         if train_images[name] < MIN_IMAGES_PER_CLASS:
             warnings.append(warning(
-                "few_images", f"class {name!r} has only {_count(train_images[name], 'training image')}; a detector "
+                "few_images", f"class {name!r} has only {counted(train_images[name], 'training image')}; a detector "
                 f"needs at least {MIN_IMAGES_PER_CLASS}, and does well with 50 or more",
                 label=name, images=train_images[name], minimum=MIN_IMAGES_PER_CLASS))
     boxes = Counter(box.label for item in items for box in item.boxes)
@@ -163,8 +163,8 @@ def dataset_warnings(items, labels, input_size, val_fraction):
     copies = sum(count - 1 for count in groups.values())
     if copies:
         warnings.append(warning(
-            "duplicate_images", f"{_count(copies, 'image')} byte-identical to another image "
-            f"({_count(sum(1 for c in groups.values() if c > 1), 'set')} of copies); each set is kept in one split",
+            "duplicate_images", f"{counted(copies, 'image')} byte-identical to another image "
+            f"({counted(sum(1 for c in groups.values() if c > 1), 'set')} of copies); each set is kept in one split",
             copies=copies, sets=sum(1 for count in groups.values() if count > 1)))
     val = [item for item in items if item.split == "val"]
     if not val:
@@ -191,6 +191,7 @@ def _is_small(box, size, input_size):
             or min(box_width * width * scale, box_height * height * scale) < MIN_BOX_PIXELS)
 
 
-def _count(number, noun, plural=None):
+def counted(number, noun, plural=None):
+    """"3 images", "1 image": NUMBER with NOUN, plural when needed."""
     return f"{number} {noun if number == 1 else plural or noun + 's'}"
 

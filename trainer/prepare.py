@@ -24,7 +24,7 @@ from PIL import ImageFile
 from trainer import catalogue
 from trainer.annotations import REPAIRED, SKIPPED, parse_annotations
 from trainer.config import DEFAULT_MODEL
-from trainer.dataset import (DEFAULT_SEED, DEFAULT_VAL_FRACTION, ContentSplit, Item, check_distinct,
+from trainer.dataset import (DEFAULT_SEED, DEFAULT_VAL_FRACTION, ContentSplit, Item, check_distinct, counted,
                              dataset_warnings, label_ids, seeded_hash, split_counts)
 from trainer.errors import UserError
 from trainer.images import load_image, map_images
@@ -143,8 +143,8 @@ def _write(data_dir, output_dir, annotation_set, options, input_size, file_sizes
     write_label_files(output_dir, labels)
     write_marker(output_dir, report)
     counts = report["splits"]
-    _log(f"wrote {counts['train']['images']} train and {_count(counts['val']['images'], 'val image')} "
-         f"({_count(len(labels), 'class', 'classes')}) to {output_dir}")
+    _log(f"wrote {counts['train']['images']} train and {counted(counts['val']['images'], 'val image')} "
+         f"({counted(len(labels), 'class', 'classes')}) to {output_dir}")
     return report
 
 
@@ -196,10 +196,6 @@ def _fingerprint(raw, data_dir, annotation_set, options):
 
 def _issue_order(issue):
     return issue["image"]  # a stable sort: an image's issues stay in the order they were found
-
-
-def _count(number, noun, plural=None):
-    return f"{number} {noun if number == 1 else plural or noun + 's'}"
 
 
 def _log(message):
