@@ -12,6 +12,7 @@ FUSE mount, where a directory rename is refused or not atomic. report.json
 records a fingerprint of the inputs and options; a rerun with the same
 fingerprint does nothing, any other rerun first removes what is there.
 """
+import contextlib
 import hashlib
 import json
 import math
@@ -125,7 +126,8 @@ def _write(data_dir, output_dir, annotation_set, options, input_size, file_sizes
     except BaseException:
         writer.close()
         clear_outputs(output_dir)
-        output_dir.rmdir()
+        with contextlib.suppress(OSError):  # a folder someone put there keeps data/ alive: fine
+            output_dir.rmdir()
         raise
     items.sort(key=lambda item: item.key)
     report = {
