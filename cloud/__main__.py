@@ -30,6 +30,9 @@ def _add_submit_arguments(parser):
                              "the job; submit again with the same --output and --run-name to resume it")
     parser.add_argument("--config-out", metavar="PATH",
                         help="where to write the filled spec for gcloud (default: runs/jobs/RUN.yaml)")
+    parser.add_argument("--strict", action="store_true",
+                        help="refuse to submit when the bucket check finds dataset warnings (few images per class, "
+                             "imbalance, tiny boxes, duplicates, a class missing from validation)")
     parser.add_argument("--dry-run", action="store_true",
                         help="print the CustomJob as JSON and the gcloud command; submit nothing, need no credentials")
     _add_location_arguments(parser)

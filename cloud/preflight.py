@@ -1,15 +1,22 @@
 """Check a data bucket before paying for a job: its `_annotations.json` and the images it names.
 
-It runs the prepare stage's own validation (trainer.annotations, pure Python)
-on the file as stored, and compares the annotated images with one listing of
-the bucket, so a bucket that cannot train stops at submit, not an hour into a
-GPU job.
+It runs the prepare stage's own validation (trainer.annotations) and dataset
+rules (trainer.dataset: split, duplicates, warnings) on the file as stored and
+one listing of the bucket, so a bucket that cannot train stops at submit, not
+an hour into a GPU job. Image contents are known by the MD5 that Cloud Storage
+lists, the same digest prepare splits on; image sizes are not known here, so
+boxes are measured as if images were square (small boxes can only be under-counted).
 """
+import base64
 import sys
 
 from google.api_core.exceptions import NotFound
 
+from trainer import catalogue
 from trainer.annotations import parse_annotations
+from trainer.config import DEFAULT_MODEL
+from trainer.dataset import (DEFAULT_SEED, DEFAULT_VAL_FRACTION, Item, assign_splits, check_distinct,
+                             dataset_warnings, label_ids, warning)
 from trainer.errors import UserError
 
 from cloud.uris import gs_uri
@@ -18,11 +25,12 @@ ANNOTATIONS = "_annotations.json"
 SHOWN_NAMES = 3
 
 
-def check_bucket(client, bucket_name, prefix):
-    """A one-line summary of gs://BUCKET/PREFIX; UserError when it cannot train.
+def check_bucket(client, bucket_name, prefix, model=None, strict=False):
+    """A one-line summary of gs://BUCKET/PREFIX; prints its dataset warnings; UserError when it cannot train.
 
     Images named in the annotations but absent from the bucket are a warning
     (the prepare stage skips them) unless none of the annotated images is there.
+    STRICT: any warning is a UserError.
     """
     where = gs_uri(bucket_name, prefix)
     bucket = client.bucket(bucket_name)
@@ -38,20 +46,39 @@ def check_bucket(client, bucket_name, prefix):
         raise UserError(f"{where}: {err}") from None
 
     listed_prefix = f"{prefix}/" if prefix else ""
-    present = {blob.name[len(listed_prefix):] for blob in client.list_blobs(bucket_name, prefix=listed_prefix)}
+    digests = {blob.name[len(listed_prefix):]: _md5_hex(blob)
+               for blob in client.list_blobs(bucket_name, prefix=listed_prefix)}
     keys = [image.key for image in annotation_set.images]
-    missing = [key for key in keys if key not in present]
-    boxes = sum(len(image.boxes) for image in annotation_set.images if image.key in present)
+    missing = [key for key in keys if key not in digests]
+    images = [image for image in annotation_set.images if image.key in digests]
+    boxes = sum(len(image.boxes) for image in images)
     if not keys or len(missing) == len(keys):
         raise UserError(f"{where}: none of the {len(keys)} usable annotated images is in the bucket"
                         + _examples(missing))
     if boxes == 0:
         raise UserError(f"{where}: no image in the bucket has a box to learn from")
+    check_distinct(len(images), len({digests[image.key] for image in images}), where)
+
+    labels, warnings = label_ids(annotation_set.labels, images)
+    splits = assign_splits([digests[image.key] for image in images], DEFAULT_SEED, DEFAULT_VAL_FRACTION)
+    items = [Item(image.key, image.boxes, digests[image.key], splits[digests[image.key]]) for image in images]
     if missing:
-        print(f"warning: {len(missing)} of {len(keys)} annotated images are not in {where} and will be "
-              f"skipped{_examples(missing)}", file=sys.stderr)
-    return (f"{where}: {len(keys) - len(missing)} images, {boxes} boxes, {len(annotation_set.labels)} labels, "
-            f"{len(annotation_set.issues)} items skipped or repaired by validation")
+        warnings.append(warning("missing_images", f"{len(missing)} of {len(keys)} annotated images are not in "
+                                f"{where} and will be skipped{_examples(missing)}",
+                                missing=len(missing), annotated=len(keys), examples=missing[:SHOWN_NAMES]))
+    input_size = catalogue.input_side(catalogue.load_model(model or DEFAULT_MODEL))
+    warnings += dataset_warnings(items, labels, input_size, DEFAULT_VAL_FRACTION)
+    for found in warnings:
+        print(f"warning: {found['message']}", file=sys.stderr)
+    if strict and warnings:
+        raise UserError(f"{where}: --strict: {len(warnings)} dataset warning(s), listed above; not submitting")
+    return (f"{where}: {len(images)} images, {boxes} boxes, {len(labels)} labels, "
+            f"{len(annotation_set.issues)} items skipped or repaired by validation, {len(warnings)} warnings")
+
+
+def _md5_hex(blob):
+    """The object's MD5 as prepare computes it (hex); its name when the object has none (a composite upload)."""
+    return base64.b64decode(blob.md5_hash).hex() if blob.md5_hash else f"name:{blob.name}"
 
 
 def _examples(names):

@@ -76,7 +76,7 @@ def submit_job(args):
         return 0
 
     storage = storage_client(project)
-    print(f"checked {check_bucket(storage, data_bucket, data_prefix)}", file=sys.stderr)
+    print(f"checked {check_bucket(storage, data_bucket, data_prefix, args.model, args.strict)}", file=sys.stderr)
     if package_path and package_path in json.dumps(spec):
         package_bucket, package_name = split_gs_uri(package_uri)
         storage.bucket(package_bucket).blob(package_name).upload_from_filename(str(sdist))

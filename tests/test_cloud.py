@@ -336,3 +336,40 @@ def test_tensorboard_serves_a_local_logdir_and_prints_the_url(tmp_path):
     finally:
         process.terminate()
         process.wait(timeout=30)
+
+
+def test_submit_pre_check_warns_like_prepare_and_strict_refuses(gcs_client, vertex, capsys, tmp_path):
+    """The bucket from test_prepare's warnings test: the same warnings from a listing (MD5s, no image sizes)."""
+    from test_prepare import WARNINGS_BUCKET_WARNINGS, warnings_bucket
+
+    local = tmp_path / "local"
+    local.mkdir()
+    warnings_bucket(local)
+    bucket = new_bucket(gcs_client)
+    stage(local, f"gs://{bucket}/kangaroo", capsys)
+
+    assert cloud_main(submit_argv(bucket, "--model", "demo", "--strict")) == 1
+    err = capsys.readouterr().err
+    assert err.splitlines() == [f"warning: {w['message']}" for w in WARNINGS_BUCKET_WARNINGS] + [
+        f"error: gs://{bucket}/kangaroo: --strict: 5 dataset warning(s), listed above; not submitting"]
+    assert vertex.requests == []
+
+    assert cloud_main(submit_argv(bucket, "--model", "demo")) == 0
+    assert f"gs://{bucket}/kangaroo: 15 images, 132 boxes, 2 labels, 0 items skipped or repaired by validation, " \
+           "5 warnings" in capsys.readouterr().err
+    assert [request[:2] for request in vertex.requests] == [("POST", JOBS_PATH)]
+
+
+def test_submit_refuses_a_bucket_of_copies_of_one_image(gcs_client, vertex, capsys):
+    bucket = new_bucket(gcs_client)
+    entry = [{"x": 0.1, "y": 0.1, "x2": 0.5, "y2": 0.5, "label": "cat"}]
+    for key in ("a.jpg", "b.jpg"):
+        gcs_client.bucket(bucket).blob(f"kangaroo/{key}").upload_from_string(b"same bytes")
+    gcs_client.bucket(bucket).blob("kangaroo/_annotations.json").upload_from_string(json.dumps(
+        {"version": "1.0", "labels": ["cat"], "annotations": {"a.jpg": entry, "b.jpg": entry}}))
+
+    assert cloud_main(submit_argv(bucket)) == 1
+    assert capsys.readouterr().err == (
+        f"error: all 2 usable images in gs://{bucket}/kangaroo are byte-identical copies of one image: a model "
+        "cannot learn or be evaluated on one picture; add different images\n")
+    assert vertex.requests == []

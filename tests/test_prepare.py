@@ -36,6 +36,11 @@ def jpeg(size=(64, 48), colour=RED, **params):
     return encode(Image.new("RGB", size, colour), "JPEG", quality=95, **params)
 
 
+def jpegs(keys, size=(64, 48)):
+    """{key: a JPEG of its own colour}: distinct bytes, since copies of one image are grouped and refused."""
+    return {key: jpeg(size, (20 + 9 * index, 128, 200 - 9 * index)) for index, key in enumerate(keys)}
+
+
 def noisy_jpeg(size=(96, 64), seed=0):
     pixels = np.random.default_rng(seed).integers(0, 256, size=(size[1], size[0], 3), dtype=np.uint8)
     return encode(Image.fromarray(pixels), "JPEG", quality=90)
@@ -254,7 +259,7 @@ def test_broken_missing_and_escaping_files_are_skipped_with_reasons(bucket, resu
 
 
 def test_box_repairs_negatives_and_unlabelled_boxes_in_the_records(bucket, result):
-    files = {key: jpeg() for key in ("repaired.jpg", "negative.jpg", "empty.jpg", "unlabelled.jpg")}
+    files = jpegs(["repaired.jpg", "negative.jpg", "empty.jpg", "unlabelled.jpg"])
     make_bucket(bucket, files, {
         "repaired.jpg": [box(-0.1, 0.2, 0.5, 1.4), box(0.9, 0.8, 0.6, 0.3, "dog"), box(0.3, 0.3, 0.3, 0.6)],
         "negative.jpg": [{"label": "dog"}],  # image-level label only
@@ -287,7 +292,7 @@ def test_box_repairs_negatives_and_unlabelled_boxes_in_the_records(bucket, resul
 def test_nasty_labels_round_trip_through_label_map_labels_json_and_records(bucket, result):
     nasty = ['say "hi"', "a/b", "back\\slash", "it's", "café", "日本", "tab\there"]
     listed = ["never used", *nasty]
-    files = {f"{index}.jpg": jpeg() for index in range(len(nasty) + 1)}
+    files = jpegs(f"{index}.jpg" for index in range(len(nasty) + 1))
     annotations = {f"{index}.jpg": [box(0.1, 0.1, 0.5, 0.5, label)] for index, label in enumerate(nasty)}
     annotations[f"{len(nasty)}.jpg"] = [box(0.1, 0.1, 0.5, 0.5, "unlisted")]
     make_bucket(bucket, files, annotations, labels=listed)
@@ -303,7 +308,8 @@ def test_nasty_labels_round_trip_through_label_map_labels_json_and_records(bucke
     for index, label in enumerate(nasty):
         assert records[f"{index}.jpg"]["text"] == [label]
         assert list(records[f"{index}.jpg"]["groundtruth_classes"]) == [index + 1]
-    assert "label 'unlisted' is used but not listed in 'labels'" in report["warnings"]
+    assert {"code": "unlisted_label", "message": "label 'unlisted' is used but not listed in 'labels'",
+            "numbers": {"label": "unlisted"}} in report["warnings"]
 
 
 def test_label_ids_are_stable_and_only_used_labels_get_one(bucket, result, tmp_path):
@@ -329,7 +335,7 @@ def test_more_than_100_boxes_are_all_kept_and_the_maximum_is_reported(bucket, re
 
 
 def test_too_few_images_of_a_class_warns_with_its_name_and_count(bucket, result):
-    files = {f"{index:02d}.jpg": jpeg() for index in range(13)}
+    files = jpegs(f"{index:02d}.jpg" for index in range(13))
     annotations = {key: [box(0, 0, 1, 1, "common")] for key in files}
     for key in list(files)[:3]:
         annotations[key].append(box(0.1, 0.1, 0.2, 0.2, "rare"))
@@ -337,8 +343,11 @@ def test_too_few_images_of_a_class_warns_with_its_name_and_count(bucket, result)
 
     report = prepare(bucket, result, val_fraction=0)
 
-    assert [w for w in report["warnings"] if w.startswith("class")] == [
-        "class 'rare' has only 3 training images; a detector needs at least 10, and does well with 50 or more"]
+    assert [w for w in report["warnings"] if w["code"] == "few_images"] == [{
+        "code": "few_images",
+        "message": "class 'rare' has only 3 training images; a detector needs at least 10, and does well with 50 "
+                   "or more",
+        "numbers": {"label": "rare", "images": 3, "minimum": 10}}]
 
 
 # --- split ----------------------------------------------------------------------------------------
@@ -355,8 +364,10 @@ def test_split_is_deterministic_by_seed_and_keeps_identical_bytes_together(bucke
     assert first == second
     for name in first["files"]["train"] + first["files"]["val"]:
         assert (tmp_path / "first/data" / name).read_bytes() == (tmp_path / "second/data" / name).read_bytes()
-    assert (first["splits"]["train"]["images"], first["splits"]["val"]["images"]) == (22, 5)  # round(27 * 0.2)
-    assert "7 images byte-identical to another image; each set of copies is kept in one split" in first["warnings"]
+    assert (first["splits"]["train"]["images"], first["splits"]["val"]["images"]) == (25, 2)  # by hash, ~0.2
+    assert {"code": "duplicate_images", "numbers": {"copies": 7, "sets": 7},
+            "message": "7 images byte-identical to another image (7 sets of copies); each set is kept in one split"
+            } in first["warnings"]
     splits = {}
     for name, report in (("first", first), ("other", other_seed)):
         records = read_records(tmp_path / name, report)
@@ -380,7 +391,7 @@ def test_tiny_datasets_get_at_least_one_val_and_one_train_image(bucket, result, 
     assert (report["splits"]["train"]["images"], report["splits"]["val"]["images"]) == (train, val)
     assert report["files"] == {"train": ["train-00000-of-00001.tfrecord"],
                                "val": ["val-00000-of-00001.tfrecord"] if val else []}
-    assert ("no validation images: evaluation has nothing to score" in report["warnings"]) == (val == 0)
+    assert ("no_validation" in [w["code"] for w in report["warnings"]]) == (val == 0)
 
 
 def test_num_shards_deals_records_round_robin(bucket, result):
@@ -389,14 +400,14 @@ def test_num_shards_deals_records_round_robin(bucket, result):
 
     report = prepare(bucket, result, num_shards=3)
 
+    # 9 train images over 3 shards; the one val image gets one shard, not 3 (never more shards than records)
     assert report["files"] == {"train": [f"train-0000{i}-of-00003.tfrecord" for i in range(3)],
-                               "val": ["val-00000-of-00002.tfrecord", "val-00001-of-00002.tfrecord"]}
+                               "val": ["val-00000-of-00001.tfrecord"]}
     per_file = {}
     for record in read_records(result, report).values():
         per_file[record["file"]] = per_file.get(record["file"], 0) + 1
     assert per_file == {"train-00000-of-00003.tfrecord": 3, "train-00001-of-00003.tfrecord": 3,
-                        "train-00002-of-00003.tfrecord": 2, "val-00000-of-00002.tfrecord": 1,
-                        "val-00001-of-00002.tfrecord": 1}
+                        "train-00002-of-00003.tfrecord": 3, "val-00000-of-00001.tfrecord": 1}
     source_ids = {key: record["source_id"] for key, record in read_records(result, report).items()}
     assert source_ids == {key: str(number).encode() for number, key in enumerate(sorted(files), start=1)}
 
@@ -429,11 +440,11 @@ def test_rerun_on_unchanged_input_skips_and_changed_input_or_options_redo(bucket
 
 
 def test_a_killed_run_leaves_nothing_that_looks_complete_and_the_next_run_cleans_up(bucket, result):
+    """What a run killed while writing leaves in data/: partial shards, stale shards and labels, no marker."""
     make_bucket(bucket, {"a.jpg": jpeg()}, {"a.jpg": [box(0, 0, 1, 1)]})
-    (result / ".prepare-0123").mkdir(parents=True)
-    (result / ".prepare-0123" / "train-00000-of-00001.tfrecord").write_bytes(b"half")
-    (result / "data").mkdir()
-    (result / "data" / "train-00000-of-00001.tfrecord").write_bytes(b"half")  # no report.json: incomplete
+    (result / "data").mkdir(parents=True)
+    for name in (".train-00000.partial", ".report.json.partial", "train-00003-of-00004.tfrecord", "labels.json"):
+        (result / "data" / name).write_bytes(b"half")
 
     report = prepare(bucket, result)
 
@@ -494,7 +505,8 @@ def test_cli_writes_the_outputs(bucket, result):
                           "--num-shards", "2"], capture_output=True, text=True)
     assert run.returncode == 0, run.stderr
     report = json.loads((result / "data" / "report.json").read_text())
-    assert report["options"] == {"val_fraction": 0.5, "seed": 3, "max_side": 512, "num_shards": 2}
+    assert report["options"] == {"val_fraction": 0.5, "seed": 3, "max_side": 512, "num_shards": 2,
+                                 "model": "retinanet_spinenet49_mobile"}
     assert f"prepare: wrote 1 train and 1 val image (1 class) to {result / 'data'}\n" in run.stderr
 
 
@@ -511,7 +523,7 @@ def test_kangaroo_bucket(kangaroo_dir, result):
     assert report["repaired"] == [{"image": "00061.jpg", "reason": "downscaled: 1038x576 to 1024x568"}]
     train, val = report["splits"]["train"], report["splits"]["val"]
     assert (train["images"] + val["images"], train["boxes"] + val["boxes"]) == (163, 263)
-    assert (train["images"], val["images"]) == (130, 33)
+    assert (train["images"], val["images"]) == (129, 34)
     assert report["max_boxes_per_image"] == 8
     records = read_records(result, report)
     assert len(records) == 163 and "00090.jpg" not in records
@@ -519,3 +531,78 @@ def test_kangaroo_bucket(kangaroo_dir, result):
     assert records["00103.jpg"]["image"].shape == (321, 480, 3)
     assert records["00103.jpg"]["encoded"] == (kangaroo_dir / "00103.jpg").read_bytes()
     assert records["00061.jpg"]["image"].shape == (568, 1024, 3)
+
+
+# --- validation edge cases and dataset warnings ---------------------------------------------------------
+
+def test_a_bucket_of_copies_of_one_image_is_refused_and_writes_nothing(bucket, result):
+    make_bucket(bucket, {key: jpeg() for key in ("a.jpg", "b.jpg", "c.jpg")},
+                {key: [box(0.1, 0.1, 0.5, 0.5)] for key in ("a.jpg", "b.jpg", "c.jpg")})
+    with pytest.raises(UserError) as error:
+        prepare(bucket, result)
+    assert str(error.value) == (f"all 3 usable images in {bucket} are byte-identical copies of one image: a model "
+                                "cannot learn or be evaluated on one picture; add different images")
+    assert list(result.iterdir()) == []
+
+
+def test_val_fraction_0_writes_no_val_records_and_warns_loudly(bucket, result, capsys):
+    files = jpegs(f"{index:02d}.jpg" for index in range(12))
+    make_bucket(bucket, files, {key: [box(0.1, 0.1, 0.6, 0.6)] for key in files})
+
+    report = prepare(bucket, result, val_fraction=0)
+
+    assert report["files"] == {"train": ["train-00000-of-00001.tfrecord"], "val": []}
+    assert sorted(p.name for p in (result / "data").iterdir()) == [
+        "label_map.pbtxt", "labels.json", "report.json", "train-00000-of-00001.tfrecord"]
+    assert report["splits"]["val"] == {"images": 0, "boxes": 0, "negatives": 0, "per_class": {"cat": 0}}
+    message = "NO VALIDATION SPLIT (--val-fraction 0): training runs without evaluation, and nothing measures the model"
+    assert report["warnings"] == [{"code": "no_validation", "message": message,
+                                   "numbers": {"val_fraction": 0, "images": 12}}]
+    assert f"prepare: WARNING: {message}\n" in capsys.readouterr().err
+
+
+def warnings_bucket(bucket):
+    """12 images of 'common' (10 boxes each, two of them tiny), a copy of one, 2 images of 'rare': 160x120 px."""
+    grid = [box(col / 10, row / 10, (col + 1) / 10, (row + 1) / 10, "common") for row in range(2) for col in range(5)]
+    files = jpegs([f"c{index:02d}.jpg" for index in range(12)] + ["r0.jpg", "r1.jpg"], size=(160, 120))
+    annotations = {f"c{index:02d}.jpg": list(grid) for index in range(12)}
+    annotations["c01.jpg"][:2] = [box(0.5, 0.5, 0.55, 0.8, "common"),     # 6.4 px wide at the demo's 128 px
+                                  box(0.6, 0.5, 0.605, 0.8, "common")]    # 0.5% of the image width
+    files["c11-copy.jpg"], annotations["c11-copy.jpg"] = files["c11.jpg"], annotations["c11.jpg"]
+    annotations.update({"r0.jpg": [box(0.2, 0.2, 0.6, 0.6, "rare")], "r1.jpg": [box(0.3, 0.3, 0.7, 0.7, "rare")]})
+    return make_bucket(bucket, files, annotations)
+
+
+WARNINGS_BUCKET_WARNINGS = [
+    {"code": "few_images", "numbers": {"label": "rare", "images": 2, "minimum": 10},
+     "message": "class 'rare' has only 2 training images; a detector needs at least 10, and does well with 50 or more"},
+    {"code": "class_imbalance",
+     "numbers": {"most": "common", "most_boxes": 130, "least": "rare", "least_boxes": 2, "ratio": 65.0,
+                 "maximum_ratio": 50},
+     "message": "class 'common' has 130 boxes and 'rare' only 2 (65x, more than 50x): the model will mostly ignore "
+                "'rare'"},
+    {"code": "small_boxes",
+     "numbers": {"boxes": 2, "total": 132, "input_size": 128, "min_pixels": 8, "min_fraction": 0.01,
+                 "examples": ["c01.jpg"]},
+     "message": "2 of 132 boxes are under 8 px at the model's 128 px input or under 1% of the image side, too small "
+                "to detect (e.g. c01.jpg)"},
+    {"code": "duplicate_images", "numbers": {"copies": 1, "sets": 1},
+     "message": "1 image byte-identical to another image (1 set of copies); each set is kept in one split"},
+    {"code": "val_missing_class", "numbers": {"labels": ["rare"], "val_images": 2},
+     "message": "the validation split has no box of 'rare': evaluation cannot score those classes"},
+]
+
+
+def test_dataset_warnings_carry_their_numbers_and_strict_fails_after_writing(bucket, result):
+    warnings_bucket(bucket)
+
+    report = prepare(bucket, result, model="demo")
+
+    assert report["warnings"] == WARNINGS_BUCKET_WARNINGS
+    assert (report["splits"]["train"]["images"], report["splits"]["val"]["images"]) == (13, 2)
+    assert report["splits"]["val"]["per_class"] == {"common": 20, "rare": 0}
+    assert report["input_size"] == 128
+    with pytest.raises(UserError) as error:
+        prepare(bucket, result, model="demo", strict=True)  # up to date: the warnings still count
+    assert str(error.value) == f"--strict: 5 dataset warning(s), listed above and in {result / 'data/report.json'}"
+    assert prepare(bucket, result)["input_size"] == 384  # the default model's input size

@@ -24,3 +24,8 @@ def load_model(name):
     entry = yaml.safe_load(path.read_text())
     entry["name"] = name
     return entry
+
+
+def input_side(entry):
+    """The model's input side in pixels (images are scaled so that their longer side fits it)."""
+    return max(entry["overrides"]["task"]["model"]["input_size"][:2])

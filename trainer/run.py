@@ -42,7 +42,7 @@ def run(data_dir, result_dir, model=config.DEFAULT_MODEL, steps=None, batch_size
     if config.is_chief(os.environ):
         (result_dir / READY_FILE).unlink(missing_ok=True)
         _stage("prepare", f"{data_dir} -> {result_dir / 'data'}")
-        prepare(data_dir, result_dir)
+        prepare(data_dir, result_dir, model=model)
         _stage("config", f"{model} -> {result_dir / 'params.yaml'} (checkpoint fetched or taken from the cache)")
         config.write_params(result_dir, model, steps, batch_size, checkpoint_url)
         _write_ready(result_dir)
