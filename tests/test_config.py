@@ -7,6 +7,7 @@ multi-worker and TPU configs are all checked on this CPU-only machine.
 import json
 import math
 import shutil
+from pathlib import Path
 
 import pytest
 import yaml
@@ -16,7 +17,6 @@ from trainer.__main__ import main as cli
 from trainer.errors import UserError
 
 MODELS = sorted(path.stem for path in catalogue.MODELS_DIR.glob("*.yaml"))
-FAKE_PREFIX = "/checkpoints/zoo/ckpt-1"  # the checkpoint stage's output; never read by config
 CLUSTER_SPEC = {  # as Vertex AI sets it for a chief and two workers
     "cluster": {"workerpool0": ["cmle-training-workerpool0-0:2222"],
                 "workerpool1": ["cmle-training-workerpool1-0:2222", "cmle-training-workerpool1-1:2222"]},
@@ -85,7 +85,10 @@ def test_every_model_loads_through_exp_factory_for_every_hardware(model, hardwar
     result_dir = run_dir(tmp_path, prepared)
     entry = catalogue.load_model(model)
     report = prepared[1]
-    checkpoint = FAKE_PREFIX if entry["checkpoint"] else ""
+    checkpoint = str(tmp_path / "zoo" / "ckpt-1") if entry["checkpoint"] else ""
+    if checkpoint:  # the checkpoint stage's output; config reads it only to share it with other workers
+        (tmp_path / "zoo").mkdir()
+        Path(checkpoint + ".index").write_bytes(b"index")
 
     path = config.write_params(result_dir, model, hardware=hardware, init_checkpoint=checkpoint)
     params = config.load_params(result_dir)  # exp_factory config + params.yaml, strict, validated
@@ -102,7 +105,11 @@ def test_every_model_loads_through_exp_factory_for_every_hardware(model, hardwar
     assert task.train_data.input_path.split(",") == [str(result_dir / "data" / f) for f in report["files"]["train"]]
     assert task.validation_data.input_path.split(",") == [str(result_dir / "data" / f) for f in report["files"]["val"]]
     assert task.annotation_file == ""
-    assert task.init_checkpoint == checkpoint
+    if checkpoint and workers > 1:  # the other machines read the chief's copy in RESULT_DIR
+        shared = result_dir / "pretrained" / "ckpt-1"
+        assert task.init_checkpoint == str(shared) and Path(f"{shared}.index").read_bytes() == b"index"
+    else:
+        assert task.init_checkpoint == checkpoint
     if entry["checkpoint"]:
         assert list(task.init_checkpoint_modules) == entry["checkpoint"]["modules"]
     assert task.train_data.parser.max_num_instances >= max(100, report["max_boxes_per_image"])

@@ -56,10 +56,11 @@ def test_the_catalogue_modules_are_restored_and_the_head_starts_fresh(model, pre
         assert pairs, module
         for ours, zoo in pairs:
             np.testing.assert_array_equal(ours.numpy(), zoo.numpy(), err_msg=f"{module}: {ours.name}")
-    for module in {"backbone", "decoder"} - set(modules):
+    for module in {"backbone", "decoder"} - set(modules):  # not listed: freshly initialised (or no weights)
+        if getattr(restored, module) is None:
+            continue
         for ours, zoo in zip(getattr(restored, module).variables, getattr(zoo_model, module).variables, strict=True):
-            if ours.shape.num_elements() > 1 and "moving" not in ours.name and "gamma" not in ours.name \
-                    and "beta" not in ours.name:
+            if "kernel" in ours.name:  # biases and batch-norm statistics start at the same constants
                 assert not np.array_equal(ours.numpy(), zoo.numpy()), f"{module} restored: {ours.name}"
     head = restored.head if hasattr(restored, "head") else restored.rpn_head
     zoo_head = zoo_model.head if hasattr(zoo_model, "head") else zoo_model.rpn_head

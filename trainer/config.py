@@ -322,9 +322,12 @@ def _share_checkpoint(prefix, shared_dir):
     """
     import shutil
 
-    shared_dir.mkdir(parents=True, exist_ok=True)
     source = Path(prefix)
-    for path in sorted(source.parent.glob(source.name + ".*")):
+    files = sorted(source.parent.glob(source.name + ".*"))
+    if not files:
+        raise UserError(f"checkpoint {prefix} has no files ({prefix}.index, {prefix}.data-*) to share with the workers")
+    shared_dir.mkdir(parents=True, exist_ok=True)
+    for path in files:
         target = shared_dir / path.name
         if not (target.is_file() and target.stat().st_size == path.stat().st_size):
             shutil.copyfile(path, target)
