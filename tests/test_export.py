@@ -145,14 +145,14 @@ def test_coreml_pipeline_thresholds_are_optional_with_defaults(exported_run):
 
 
 def test_core_ml_nms_keeps_the_top_box_per_label_and_drops_low_scores():
-    # boxes: x centre, y centre, width, height; 0 and 1 overlap (IoU 0.68), 2 elsewhere, 3 below the threshold
+    # boxes: x centre, y centre, width, height; 0 and 1 overlap (IoU 0.82), 2 elsewhere, 3 below the threshold
     coordinates = np.array([[0.3, 0.3, 0.2, 0.2], [0.32, 0.3, 0.2, 0.2], [0.7, 0.7, 0.2, 0.2], [0.5, 0.5, 0.1, 0.1]],
                            np.float32)
     confidence = np.array([[0.9, 0.1], [0.8, 0.05], [0.2, 0.6], [0.1, 0.05]], np.float32)
     kept = _core_ml_nms(confidence, coordinates, iou_threshold=0.5, confidence_threshold=0.15)
     assert kept["classes"].tolist() == [1, 2] and kept["scores"] == pytest.approx([0.9, 0.6])
     assert kept["boxes"][0] == pytest.approx([0.2, 0.2, 0.4, 0.4])  # ymin, xmin, ymax, xmax
-    assert _core_ml_nms(confidence, coordinates, 0.7, 0.15)["classes"].tolist() == [1, 1, 2]
+    assert _core_ml_nms(confidence, coordinates, 0.85, 0.15)["classes"].tolist() == [1, 1, 2]
 
 
 def test_missing_checkpoint_is_a_user_error(tmp_path):
