@@ -36,7 +36,7 @@ sample: setup ## write the synthetic sample bucket to DATA_DIR
 	$(BIN)/python -m trainer sample $(DATA_DIR)
 
 run: setup ## run the whole job locally: DATA_DIR -> RESULT_DIR with MODEL (and STEPS)
-	DATA_DIR=$(abspath $(DATA_DIR)) RESULT_DIR=$(abspath $(RESULT_DIR)) MODEL=$(MODEL) PATH=$(abspath $(BIN)):$$PATH bash packaging/start.sh $(STEPS)
+	DATA_DIR=$(abspath $(DATA_DIR)) RESULT_DIR=$(abspath $(RESULT_DIR)) MODEL=$(MODEL) VERBOSE=$(VERBOSE) PATH=$(abspath $(BIN)):$$PATH bash packaging/start.sh $(STEPS)
 
 demo: setup ## train the demo model on the sample bucket into runs/demo (about 15 min on 2 CPU cores)
 	rm -rf runs/sample-bucket && $(BIN)/python -m trainer sample runs/sample-bucket

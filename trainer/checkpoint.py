@@ -38,7 +38,7 @@ from pathlib import Path, PurePosixPath
 from tqdm import tqdm
 from tqdm.utils import CallbackIOWrapper
 
-from trainer import catalogue
+from trainer import catalogue, console
 from trainer.errors import UserError
 
 DEFAULT_CACHE_DIR = Path("~/.cache/ca-detector-trainer/checkpoints")
@@ -209,14 +209,14 @@ def _with_retries(url, attempt):
                     f"cannot download {url}: {err} (gave up after {RETRY_ATTEMPTS} attempts; a rerun resumes)"
                 ) from None
             delay = RETRY_BASE_SECONDS * 2 ** (number - 1)
-            print(f"{url}: {err}; retrying in {delay:g} s", file=sys.stderr)
+            console.say(f"{url}: {err}; retrying in {delay:g} s", error=True)
             time.sleep(delay)
 
 
 def _progress(url, total, initial):
     return tqdm(
         total=total, initial=initial, desc=_basename(url), unit="B", unit_scale=True,
-        unit_divisor=1024, file=sys.stderr, mininterval=1.0,
+        unit_divisor=1024, file=console.stream(), mininterval=1.0,
     )
 
 

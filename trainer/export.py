@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from trainer import console
 from trainer.errors import UserError
 
 FORMATS = ("saved_model", "tflite", "tfjs", "coreml")
@@ -62,7 +63,7 @@ def export(result_dir, formats=FORMATS, quantize="none", keep_versions=3):
     done = _reusable(result_dir, manifest_path, checkpoint, quantize)
     results = {name: done[name] for name in ("saved_model", *formats) if name in done}
     for name in results:
-        print(f"export: {name}: up to date ({results[name]['path']})")
+        console.say(f"export: {name}: up to date ({results[name]['path']})")
     todo = [name for name in formats if name not in results and name != "saved_model"]
     if "saved_model" not in results:
         _step("saved_model", lambda: _export_saved_model(result_dir, checkpoint, labels, keep_versions), results)
@@ -97,7 +98,7 @@ def _export_others(result_dir, params, checkpoint, labels, quantize, formats, re
 
 def _step(name, write, results):
     """Run one format's writer and record its output path and size, or why it failed."""
-    print(f"export: {name} ...", flush=True)
+    console.say(f"export: {name} ...")
     start = time.time()
     try:
         path = write()
@@ -105,11 +106,11 @@ def _step(name, write, results):
         if name == "saved_model":  # ... but without a SavedModel there is nothing to serve or convert
             raise
         results[name] = {"error": f"{type(err).__name__}: {err}".strip().splitlines()[-1][:500]}
-        print(f"export: {name} FAILED: {results[name]['error']}", file=sys.stderr, flush=True)
+        console.say(f"export: {name} FAILED: {results[name]['error']}", error=True)
         return
     size = sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) if path.is_dir() else path.stat().st_size
     results[name] = {"path": str(path), "bytes": size}
-    print(f"export: {name}: {path} ({size / 1e6:.1f} MB, {time.time() - start:.0f} s)", flush=True)
+    console.say(f"export: {name}: {path} ({size / 1e6:.1f} MB, {time.time() - start:.0f} s)")
 
 
 def _reusable(result_dir, manifest_path, checkpoint, quantize):
@@ -458,9 +459,9 @@ def _compare(name, reference, candidate, tolerance):
             worst_box, worst_score = max(worst_box, box_diff[best]), max(worst_score, score_diff[best])
             if tolerance is not None and max(box_diff[best], score_diff[best]) > tolerance:
                 missing += 1
-    print(f"export: {name} vs SavedModel on {len(reference)} images: max box difference {worst_box:.1e}, "
+    console.say(f"export: {name} vs SavedModel on {len(reference)} images: max box difference {worst_box:.1e}, "
           f"max score difference {worst_score:.1e}, unmatched top detections {missing}, "
-          f"skipped as tied {tied}", flush=True)
+          f"skipped as tied {tied}")
     if tolerance is not None and missing:
         raise RuntimeError(f"{name} disagrees with the SavedModel: {missing} of the top detections on "
                            f"{len(reference)} validation images differ by more than {tolerance}")
@@ -503,5 +504,5 @@ def main(args):
 def conversion_exit(failed):
     """Name each failed conversion on stderr; the exit status for `export` and `run`."""
     for name, reason in failed.items():
-        print(f"CONVERSION-FAILED {name}: {reason}", file=sys.stderr)
+        console.say(f"CONVERSION-FAILED {name}: {reason}", error=True)
     return CONVERSION_FAILED_EXIT if failed else 0

@@ -24,7 +24,6 @@ import multiprocessing
 import os
 import shutil
 import struct
-import sys
 import uuid
 from collections import Counter, deque
 from concurrent.futures import ProcessPoolExecutor
@@ -35,6 +34,7 @@ from google.protobuf import descriptor_pb2, descriptor_pool, message_factory, te
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 from tqdm import tqdm
 
+from trainer import console
 from trainer.annotations import REPAIRED, SKIPPED, parse_annotations
 from trainer.errors import UserError
 
@@ -172,7 +172,7 @@ def _map_images(function, tasks, description):
     ahead of the writer: memory stays flat with the number of images.
     """
     workers = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()  # macOS
-    progress = tqdm(total=len(tasks), desc=f"prepare: {description}", unit="img", file=sys.stderr, mininterval=1)
+    progress = tqdm(total=len(tasks), desc=f"prepare: {description}", unit="img", file=console.stream(), mininterval=1)
     with progress:
         if workers < 2 or len(tasks) < POOL_MIN_IMAGES:
             yield from _counted(map(function, tasks), progress)
@@ -478,7 +478,7 @@ def _count(number, noun, plural=None):
 
 
 def _log(message):
-    print(f"prepare: {message}", file=sys.stderr, flush=True)
+    console.say(f"prepare: {message}", error=True)
 
 
 def _log_issues(action, issues):

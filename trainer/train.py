@@ -20,7 +20,8 @@ from pathlib import Path
 
 import yaml
 
-from trainer import config
+from trainer import config, console
+from trainer.report import write_report
 from trainer.errors import UserError
 
 TERMINATED_EXIT = 128 + signal.SIGTERM
@@ -49,7 +50,7 @@ def train(result_dir):
         raise UserError(f"{model_dir} already holds ckpt-{last_step}, beyond the {steps} steps asked: "
                         f"ask for more steps, or train into a new result dir")
     if last_step == steps and _metrics_step(metrics_path) == steps:
-        print(f"train: complete: ckpt-{steps} and metrics.json are at the final step; nothing to do")
+        console.say(f"train: complete: ckpt-{steps} and metrics.json are at the final step; nothing to do")
         return _summary(model_dir, metrics_path)
 
     from official.common import distribute_utils
@@ -69,9 +70,9 @@ def train(result_dir):
         num_gpus=params.runtime.num_gpus, tpu_address=params.runtime.tpu)
     if last_step is None:
         start = f"pretrained {params.task.init_checkpoint}" if params.task.init_checkpoint else "scratch"
-        print(f"train: starting from {start}: step 0 of {steps}, {params.runtime.distribution_strategy} strategy")
+        console.say(f"train: starting from {start}: step 0 of {steps}, {params.runtime.distribution_strategy} strategy")
     else:
-        print(f"train: resuming: restoring {model_dir}/ckpt-{last_step} (step {last_step} of {steps})")
+        console.say(f"train: resuming: restoring {model_dir}/ckpt-{last_step} (step {last_step} of {steps})")
 
     labels = json.loads((result_dir / "data" / "labels.json").read_text())
     progress = _Progress(steps, params.task.train_data.global_batch_size, labels, model_dir, metrics_path,
@@ -88,20 +89,20 @@ def train(result_dir):
                 eval_summary_manager=summary_manager.maybe_build_eval_summary_manager(params, str(model_dir)))
             progress.start(runner.trainer.global_step)
             if last_step is not None:
-                print(f"train: restored ckpt-{last_step}: continuing at step {progress.step}")
+                console.say(f"train: restored ckpt-{last_step}: continuing at step {progress.step}")
             runner.run()
         except Terminated:
             if runner is None:
-                print("train: SIGTERM before training started: nothing to save")
+                console.say("train: SIGTERM before training started: nothing to save")
             else:
                 signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second SIGTERM must not cut the save short
                 step = int(runner.trainer.global_step.numpy())
                 # check_interval=False: the interval rule would return None right after a periodic save
                 saved = runner.checkpoint_manager.save(checkpoint_number=step, check_interval=False)
-                print(f"train: SIGTERM: saved {saved} at step {step} of {steps}; rerun to resume")
+                console.say(f"train: SIGTERM: saved {saved} at step {step} of {steps}; rerun to resume")
             raise
     if not strategy.extended.should_checkpoint:
-        print("train: done on this worker; the chief writes the checkpoints and metrics.json")
+        console.say("train: done on this worker; the chief writes the checkpoints and metrics.json")
         return {}
     return _summary(model_dir, metrics_path)
 
@@ -109,10 +110,10 @@ def train(result_dir):
 def _summary(model_dir, metrics_path):
     """Print where the run's outputs are and its final AP; return metrics.json's contents."""
     metrics = json.loads(metrics_path.read_text())
-    print(f"train: checkpoints: {model_dir}/ckpt-{metrics['step']}")
-    print(f"train: metrics:     {metrics_path} (step {metrics['step']}: AP {_shown(metrics['AP'])}, "
+    console.say(f"train: checkpoints: {model_dir}/ckpt-{metrics['step']}")
+    console.say(f"train: metrics:     {metrics_path} (step {metrics['step']}: AP {_shown(metrics['AP'])}, "
           f"AP50 {_shown(metrics['AP50'])})")
-    print(f"train: TensorBoard: tensorboard --logdir {model_dir}")
+    console.say(f"train: TensorBoard: tensorboard --logdir {model_dir}")
     return metrics
 
 
@@ -167,9 +168,10 @@ class _Progress:
         loss = float(output.get("total_loss", output.get("training_loss")))
         eta = _duration((self.steps - step) * per_step)
         saved = _last_checkpoint_step(self.model_dir)
-        print(f"progress: step {step}/{self.steps} | loss {loss:.4f} | {self.batch_size / per_step:.1f} images/s | "
-              f"lr {float(output['learning_rate']):.3g} | ETA {eta} | last checkpoint "
-              f"{'none' if saved is None else f'ckpt-{saved}'}", flush=True)
+        console.progress(step, self.steps,
+                         f"progress: step {step}/{self.steps} | loss {loss:.4f} | {self.batch_size / per_step:.1f} "
+                         f"images/s | lr {float(output['learning_rate']):.3g} | ETA {eta} | last checkpoint "
+                         f"{'none' if saved is None else f'ckpt-{saved}'}")
         self.restart()
 
     def after_eval(self, output):
@@ -178,8 +180,9 @@ class _Progress:
             partial = self.metrics_path.with_suffix(".json.partial")
             partial.write_text(json.dumps(metrics, indent=2) + "\n")
             partial.replace(self.metrics_path)
+            write_report(self.metrics_path.parent, best_effort=True)  # the run report follows each evaluation
         shown = " ".join(f"{name} {_shown(metrics[name])}" for name in ("AP", "AP50", "AP75", "ARmax100"))
-        print(f"evaluation: step {metrics['step']}: {shown}", flush=True)
+        console.say(f"evaluation: step {metrics['step']}: {shown}")
         self.restart()  # evaluation time is not training speed
 
 
