@@ -1,5 +1,6 @@
 """The quiet console, RESULT_DIR/logs/ and the final summary, on start.sh's real output."""
 import json
+import os
 import re
 import subprocess
 import sys
@@ -115,3 +116,12 @@ def test_verbose_shows_everything_and_redirects_nothing(tmp_path):
     assert "C++ log line" in completed.stderr and "RuntimeError: boom" in completed.stderr
     assert completed.stdout.count("progress ") == 10
     assert not (tmp_path / "logs").exists()
+
+
+def test_worker_replicas_log_beside_the_chief(tmp_path):
+    program = "import sys\nfrom trainer import console\nconsole.start(sys.argv[1], 'train')\nprint('noise')\n"
+    for task in ({"type": "chief", "index": 0}, {"type": "worker", "index": 1}):
+        tf_config = json.dumps({"cluster": {"chief": ["h:1"], "worker": ["h:2", "h:3"]}, "task": task})
+        subprocess.run([sys.executable, "-c", program, str(tmp_path)], cwd=REPO, check=True,
+                       env={**os.environ, "TF_CONFIG": tf_config})
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["train-worker-1.log", "train.log"]

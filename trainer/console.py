@@ -101,8 +101,8 @@ def stream():
 
 
 def _replica_suffix():
-    """`-TYPE-INDEX` in a multi-worker job (TF_CONFIG / CLUSTER_SPEC), whose replicas share RESULT_DIR."""
+    """`-worker-N` on a multi-worker job's workers (TF_CONFIG / CLUSTER_SPEC), which share RESULT_DIR."""
     from trainer.config import tf_config_from_env
 
-    task = tf_config_from_env(os.environ).get("task")
-    return f"-{task['type']}-{task.get('index', 0)}" if task else ""
+    task = tf_config_from_env(os.environ).get("task") or {"type": "chief"}
+    return "" if task["type"] == "chief" else f"-{task['type']}-{task.get('index', 0)}"
