@@ -67,7 +67,7 @@ def trained_run(tmp_path_factory, sample_bucket):
     env = {**os.environ, "DATA_DIR": str(sample_bucket), "RESULT_DIR": str(result_dir), "MODEL": "demo",
            "PYTHON": sys.executable, "TF_CPP_MIN_LOG_LEVEL": "2"}
     completed = subprocess.run(["bash", str(REPO / "packaging" / "start.sh"), str(TRAINED_STEPS)], env=env, cwd=base,
-                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=900)
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=1800)
     (base / "start.log").write_text(completed.stdout)
     assert completed.returncode == 0, completed.stdout[-5000:]
     return result_dir
