@@ -133,3 +133,10 @@ def test_report_loads_in_chromium(trained_run, tmp_path):
     subprocess.run([*flags, "--window-size=1100,2400", f"--screenshot={shot}", (trained_run / "report.html").as_uri()],
                    capture_output=True, timeout=120, check=True)
     assert Image.open(shot).size == (1100, 2400)
+
+
+def test_no_detections_means_every_box_missed_and_no_curve():
+    matrix, per_image = confusion(TRUTH, [], [1, 2])
+    assert matrix.tolist() == [[0, 0, 2], [0, 0, 1], [0, 0, 0]]
+    assert per_image == {1: (2, 0), 2: (1, 0)}
+    assert {category: len(recall) for category, (recall, _) in pr_curves(TRUTH, []).items()} == {1: 0, 2: 0}

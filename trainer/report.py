@@ -350,6 +350,8 @@ def _model_section(page, result_dir):
 
 def pr_curves(truth, detections):
     """{category id: (recall points, interpolated precision)} at IoU 0.5, from pycocotools' COCOeval."""
+    if not detections:  # pycocotools cannot load an empty result list
+        return {category["id"]: (np.array([]), np.array([])) for category in truth["categories"]}
     evaluation = _cocoeval(truth, detections)
     recall = evaluation.params.recThrs
     iou = int(np.argmin(np.abs(evaluation.params.iouThrs - IOU)))
@@ -371,7 +373,7 @@ def _cocoeval(truth, detections):
         ground = COCO()
         ground.dataset = truth
         ground.createIndex()
-        found = ground.loadRes(detections) if detections else COCO()
+        found = ground.loadRes(detections)
         evaluation = COCOeval(ground, found, "bbox")
         evaluation.evaluate()
         evaluation.accumulate()
