@@ -88,7 +88,7 @@ class _Page:
     def html(self, title):
         style = ("body{font-family:sans-serif;max-width:1100px;margin:auto;padding:1em;color:#222}"
                  "table{border-collapse:collapse;margin:.5em 0}td,th{border:1px solid #ccc;padding:2px 8px;"
-                 "text-align:right}td:first-child{text-align:left}th{background:#eee}img{max-width:100%}figure{margin:1em 0}"
+                 "text-align:left}th{background:#eee}img{max-width:100%}figure{margin:1em 0}"
                  ".missing{color:#a60}.warning{color:#b00;font-weight:bold}")
         return (f'<!DOCTYPE html><html><head><meta charset="utf-8"><title>{html.escape(title)}</title>'
                 f"<style>{style}</style></head><body><h1>{html.escape(title)}</h1>\n" + "\n".join(self.parts)
