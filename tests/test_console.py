@@ -97,13 +97,13 @@ def test_quiet_console_shows_only_our_lines(tmp_path):
     assert "later noise" in next_log and "RuntimeError: boom" in next_log
 
 
-def test_progress_is_thinned_to_about_ten_lines(tmp_path):
+def test_progress_is_thinned_to_about_five_lines(tmp_path):
     program = ("import sys\nfrom trainer import console\nconsole.start(sys.argv[1], 's')\n"
                "for step in range(10, 391, 10): console.progress(step, 385, f'p {step}', f'c {step}')\n")
     completed = subprocess.run([sys.executable, "-c", program, str(tmp_path)], cwd=REPO, capture_output=True,
                                text=True, check=True)
     shown = [int(line.split()[1]) for line in completed.stdout.splitlines() if line.startswith("p ")]
-    assert shown == [10, 40, 80, 120, 160, 190, 230, 270, 310, 350, 380, 390]  # first past each 38 steps, last
+    assert shown == [10, 80, 160, 240, 310, 390]  # the first, the first past each 77 steps, the last
     assert completed.stdout.count("c ") == len(shown)  # the cacli line travels with its progress line
     log = (tmp_path / "s.log").read_text()
     assert all(f"p {step}\nc {step}\n" in log for step in range(10, 391, 10))

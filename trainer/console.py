@@ -12,7 +12,9 @@ import sys
 import time
 from pathlib import Path
 
-PROGRESS_SHOWN = 10  # in quiet mode, training progress reaches the console about this many times a run
+# In quiet mode training progress reaches the console about this many times a run (plus the first and last
+# report): each shown progress line comes with its cacli line, and a demo console should fit in 60 lines.
+PROGRESS_SHOWN = 5
 
 
 class _Console:
@@ -82,7 +84,7 @@ def stage(name, what):
 def progress(step, total, *lines):
     """Training progress LINES at STEP of TOTAL: all kept in the log, about PROGRESS_SHOWN times a run on the console.
 
-    Quiet mode shows the first report, then one per tenth of the run, and the last.
+    Quiet mode shows the first report, then one per fifth of the run, and the last.
     """
     every = max(total // PROGRESS_SHOWN, 1)
     shown = _state.shown_step
