@@ -141,7 +141,7 @@ def write_params(result_dir, model=DEFAULT_MODEL, steps=None, batch_size=None,
     (result_dir / "experiment.json").write_text(json.dumps(record, indent=2) + "\n")
     state = "unchanged" if path.read_text() == previous else "written"
     console.say(f"config: {path} {state}: {model} ({entry['experiment']}), {dataset['num_classes'] - 1} labels, "
-          f"{hardware.describe()}, batch {plan['batch_size']}, learning rate {plan['learning_rate']:g}")
+                f"{hardware.describe()}, batch {plan['batch_size']}, learning rate {plan['learning_rate']:g}")
     console.say(f"config: {plan['steps']} steps: {plan['steps_reason']}")
     return path
 

@@ -460,8 +460,8 @@ def _compare(name, reference, candidate, tolerance):
             if tolerance is not None and max(box_diff[best], score_diff[best]) > tolerance:
                 missing += 1
     console.say(f"export: {name} vs SavedModel on {len(reference)} images: max box difference {worst_box:.1e}, "
-          f"max score difference {worst_score:.1e}, unmatched top detections {missing}, "
-          f"skipped as tied {tied}")
+                f"max score difference {worst_score:.1e}, unmatched top detections {missing}, "
+                f"skipped as tied {tied}")
     if tolerance is not None and missing:
         raise RuntimeError(f"{name} disagrees with the SavedModel: {missing} of the top detections on "
                            f"{len(reference)} validation images differ by more than {tolerance}")

@@ -112,7 +112,7 @@ def _summary(model_dir, metrics_path):
     metrics = json.loads(metrics_path.read_text())
     console.say(f"train: checkpoints: {model_dir}/ckpt-{metrics['step']}")
     console.say(f"train: metrics:     {metrics_path} (step {metrics['step']}: AP {_shown(metrics['AP'])}, "
-          f"AP50 {_shown(metrics['AP50'])})")
+                f"AP50 {_shown(metrics['AP50'])})")
     console.say(f"train: TensorBoard: tensorboard --logdir {model_dir}")
     return metrics
 
