@@ -125,3 +125,14 @@ def test_worker_replicas_log_beside_the_chief(tmp_path):
         subprocess.run([sys.executable, "-c", program, str(tmp_path)], cwd=REPO, check=True,
                        env={**os.environ, "TF_CONFIG": tf_config})
     assert sorted(path.name for path in tmp_path.iterdir()) == ["train-worker-1.log", "train.log"]
+
+
+def test_cli_gives_the_file_descriptors_back(tmp_path):
+    program = ("import os, sys\nfrom trainer.__main__ import main\n"
+               "print('code', main(['config', '--model', 'nonesuch', '--result-dir', sys.argv[1]]), flush=True)\n"
+               "os.write(1, b'after\\n')\n")
+    completed = subprocess.run([sys.executable, "-c", program, str(tmp_path)], cwd=REPO, capture_output=True,
+                               text=True)
+    assert completed.stdout.splitlines() == ["code 1", "after"]
+    assert completed.stderr.startswith("error: unknown model 'nonesuch'")
+    assert (tmp_path / "logs" / "config.log").is_file()

@@ -60,6 +60,8 @@ def main(argv=None):
         console.say(f"error: {type(err).__name__}: {err}".splitlines()[0][:500]
                     + f" (traceback in {console.log_path()})", error=True)
         return 1
+    finally:
+        console.stop()  # in-process callers (tests) get their file descriptors back
 
 
 if __name__ == "__main__":

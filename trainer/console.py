@@ -30,6 +30,10 @@ _state = _Console()
 
 def start(log_dir, name, verbose=False):
     """From now on keep everything in LOG_DIR/NAME.log and show only `say`'s lines, unless VERBOSE."""
+    try:
+        sys.stdout.fileno(), sys.stderr.fileno()
+    except (AttributeError, OSError, ValueError):  # streams replaced in-process (a test's capture): keep them
+        verbose = True
     _state.verbose = verbose
     if verbose:
         return
@@ -57,6 +61,19 @@ def switch(name):
     if _state.log is not None:
         _state.log.close()
     _state.log = log
+
+
+def stop():
+    """Point file descriptors 1 and 2 back at the real console; `say` is print again."""
+    if _state.out is not None:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os.dup2(_state.out.fileno(), 1)
+        os.dup2(_state.err.fileno(), 2)
+        for stream in (_state.out, _state.err, _state.log):
+            stream.close()
+    _state.out = _state.err = _state.log = _state.log_dir = _state.shown_step = None
+    _state.verbose = True
 
 
 def log_path():
