@@ -13,7 +13,7 @@ RESULT_DIR ?= runs/local
 SPEC ?= configs/jobs/gpu.yaml
 
 .DEFAULT_GOAL := help
-.PHONY: help setup test demo sample run package image submit status logs cancel list stage tensorboard benchmark constraints clean
+.PHONY: help setup test demo sample run report browser package image submit status logs cancel list stage tensorboard benchmark constraints clean
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -34,7 +34,16 @@ sample: setup ## write the synthetic sample bucket to DATA_DIR
 	$(BIN)/python -m trainer sample $(DATA_DIR)
 
 run: setup ## run the whole job locally: DATA_DIR -> RESULT_DIR with MODEL (and STEPS)
-	DATA_DIR=$(abspath $(DATA_DIR)) RESULT_DIR=$(abspath $(RESULT_DIR)) MODEL=$(MODEL) PATH=$(abspath $(BIN)):$$PATH bash packaging/start.sh $(STEPS)
+	DATA_DIR=$(abspath $(DATA_DIR)) RESULT_DIR=$(abspath $(RESULT_DIR)) MODEL=$(MODEL) VERBOSE=$(VERBOSE) PATH=$(abspath $(BIN)):$$PATH bash packaging/start.sh $(STEPS)
+
+report: setup ## (re)write RESULT_DIR/report.html and its PNGs from what the run wrote
+	$(BIN)/python -m trainer report --result-dir $(RESULT_DIR)
+
+# Debian's Chromium for the report's browser test (which skips without it); tolerant where apt is missing.
+browser: ## install headless Chromium (Debian package) for the report's browser test
+	@command -v chromium >/dev/null || { command -v apt-get >/dev/null && apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } || \
+	  echo "make browser: chromium could not be installed; the browser test will skip"
 
 demo: setup ## train the demo model on the sample bucket into runs/demo (about 15 min on 2 CPU cores)
 	rm -rf runs/sample-bucket && $(BIN)/python -m trainer sample runs/sample-bucket

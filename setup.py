@@ -10,6 +10,7 @@ TRAIN = [
     "tensorflow==2.20.*",          # pinned with tf-models-official to the same minor
     "tf-models-official==2.20.*",
     "pycocotools",
+    "matplotlib",                  # the run report's plots
 ]
 CLOUD = ["google-cloud-storage", "google-cloud-aiplatform"]
 # tensorflowjs is installed apart, with --no-deps (packaging/install.sh): its declared

@@ -495,7 +495,7 @@ def test_cli_prints_one_error_line_and_exits_1(bucket, result):
     assert run.returncode == 1
     assert run.stderr == ("error: _annotations.json is not valid JSON: Expecting ',' delimiter: "
                           "line 1 column 6 (char 5)\n")
-    assert not result.exists()
+    assert [path.name for path in result.iterdir()] == ["logs"]  # nothing but the stage's log
 
 
 def test_cli_writes_the_outputs(bucket, result):

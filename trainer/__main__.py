@@ -7,7 +7,10 @@ answers without loading TensorFlow. Each stage module defines
 import argparse
 import importlib
 import sys
+import traceback
+from pathlib import Path
 
+from trainer import console
 from trainer.errors import UserError
 
 STAGES = {
@@ -18,6 +21,7 @@ STAGES = {
     "export": "export SavedModel, TFLite, TF.js and Core ML models and score each on the validation split",
     "predict": "run an exported model on images: a Cloud Annotations bucket of its detections, boxed previews",
     "run": "chain every stage (what start.sh calls); each skips work already done",
+    "report": "write RESULT_DIR/report.html: dataset, training curves, the model's mistakes, exports",
     "sample": "write a synthetic Cloud Annotations bucket for demos and tests",
     "import": "turn a COCO, Pascal VOC, YOLO or Open Images dataset into a Cloud Annotations bucket",
     "export-annotations": "write a bucket's _annotations.json as COCO instances JSON",
@@ -41,11 +45,26 @@ def main(argv=None):
     module = importlib.import_module(f"trainer.{MODULES.get(name, name)}")
     stage_parser = argparse.ArgumentParser(prog=f"python -m trainer {name}", description=STAGES[name])
     module.add_arguments(stage_parser)
+    stage_parser.add_argument("--verbose", action="store_true",
+                              help="show every library's output on the console (by default it goes to "
+                                   "RESULT_DIR/logs/STAGE.log and the console shows only the trainer's lines)")
+    args = stage_parser.parse_args(argv[1:])
+    if getattr(args, "result_dir", None):
+        console.start(Path(args.result_dir) / "logs", name, args.verbose)
     try:
-        return module.main(stage_parser.parse_args(argv[1:]))
+        return module.main(args)
     except UserError as err:
-        print(f"error: {err}", file=sys.stderr)
+        console.say(f"error: {err}", error=True)
         return 1
+    except Exception as err:  # the traceback is in the log; the console gets its last line and where to look
+        if console.log_path() is None:
+            raise
+        traceback.print_exc()
+        console.say(f"error: {type(err).__name__}: {err}".splitlines()[0][:500]
+                    + f" (traceback in {console.log_path()})", error=True)
+        return 1
+    finally:
+        console.stop()  # in-process callers (tests) get their file descriptors back
 
 
 if __name__ == "__main__":

@@ -19,7 +19,7 @@ import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from trainer import catalogue
+from trainer import catalogue, console
 from trainer.errors import UserError
 
 # Mobile SpineNet-49 RetinaNet: 2.3 M parameters, 1 GFLOP at 384 px, TFLite-friendly
@@ -194,12 +194,12 @@ def write_params(result_dir, model=DEFAULT_MODEL, steps=None, batch_size=None,
               "init_checkpoint": checkpoint["path"], "evaluation": evaluation}
     (result_dir / "experiment.json").write_text(json.dumps(record, indent=2) + "\n")
     state = "unchanged" if path.read_text() == previous else "written"
-    print(f"config: {path} {state}: {model} ({entry['experiment']}), {dataset['num_classes'] - 1} labels, "
-          f"{hardware.describe()}, batch {plan['batch_size']}, learning rate {plan['learning_rate']:g}")
-    print(f"config: {plan['steps']} steps: {plan['steps_reason']}")
+    console.say(f"config: {path} {state}: {model} ({entry['experiment']}), {dataset['num_classes'] - 1} labels, "
+                f"{hardware.describe()}, batch {plan['batch_size']}, learning rate {plan['learning_rate']:g}")
+    console.say(f"config: {plan['steps']} steps: {plan['steps_reason']}")
     if not evaluation["evaluated"]:
-        print(f"config: WARNING: {evaluation['reason']}: the model will be trained WITHOUT evaluation "
-              f"(no COCO metrics; metrics.json will say evaluated: false)", flush=True)
+        console.say(f"config: WARNING: {evaluation['reason']}: the model will be trained WITHOUT evaluation "
+                    f"(no COCO metrics; metrics.json will say evaluated: false)", error=True)
     return path
 
 

@@ -16,7 +16,6 @@ import contextlib
 import http.client
 import os
 import shutil
-import sys
 import threading
 import time
 import urllib.error
@@ -28,6 +27,7 @@ import google_crc32c
 from tqdm import tqdm
 from tqdm.utils import CallbackIOWrapper
 
+from trainer import console
 from trainer.errors import UserError
 
 RETRY_ATTEMPTS = 5
@@ -94,14 +94,14 @@ def _with_retries(url, attempt):
                     f"cannot download {url}: {err} (gave up after {RETRY_ATTEMPTS} attempts; a rerun resumes)"
                 ) from None
             delay = RETRY_BASE_SECONDS * 2 ** (number - 1)
-            print(f"{url}: {err}; retrying in {delay:g} s", file=sys.stderr)
+            console.say(f"{url}: {err}; retrying in {delay:g} s", error=True)
             time.sleep(delay)
 
 
 def _progress(url, total, initial, enabled):
     return tqdm(
         total=total, initial=initial, desc=PurePosixPath(urllib.parse.urlparse(url).path).name, unit="B",
-        unit_scale=True, unit_divisor=1024, file=sys.stderr, mininterval=1.0, disable=not enabled,
+        unit_scale=True, unit_divisor=1024, file=console.stream(), mininterval=1.0, disable=not enabled,
     )
 
 

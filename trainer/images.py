@@ -11,7 +11,6 @@ import io
 import multiprocessing
 import os
 import struct
-import sys
 from collections import deque
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
@@ -19,6 +18,8 @@ from pathlib import Path
 
 from PIL import Image, ImageOps, UnidentifiedImageError
 from tqdm import tqdm
+
+from trainer import console
 
 JPEG_QUALITY = 95
 EXIF_ORIENTATION = 0x0112
@@ -136,7 +137,7 @@ def map_images(function, tasks, description):
     ahead of the writer: memory stays flat with the number of images.
     """
     workers = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()  # macOS
-    progress = tqdm(total=len(tasks), desc=f"prepare: {description}", unit="img", file=sys.stderr, mininterval=1)
+    progress = tqdm(total=len(tasks), desc=f"prepare: {description}", unit="img", file=console.stream(), mininterval=1)
     with progress:
         if workers < 2 or len(tasks) < POOL_MIN_IMAGES:
             yield from _counted(map(function, tasks), progress)

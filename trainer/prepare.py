@@ -16,13 +16,12 @@ import contextlib
 import hashlib
 import json
 import math
-import sys
 from collections import Counter
 from pathlib import Path
 
 from PIL import ImageFile
 
-from trainer import catalogue
+from trainer import catalogue, console
 from trainer.annotations import REPAIRED, SKIPPED, parse_annotations
 from trainer.config import DEFAULT_MODEL
 from trainer.dataset import (DEFAULT_SEED, DEFAULT_VAL_FRACTION, ContentSplit, Item, check_distinct, counted,
@@ -201,7 +200,7 @@ def _issue_order(issue):
 
 
 def _log(message):
-    print(f"prepare: {message}", file=sys.stderr, flush=True)
+    console.say(f"prepare: {message}", error=True)
 
 
 def _log_warnings(warnings):

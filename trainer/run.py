@@ -19,7 +19,7 @@ import os
 import time
 from pathlib import Path
 
-from trainer import config
+from trainer import config, console
 from trainer.errors import UserError
 from trainer.export import FORMATS, conversion_exit, export  # imports TensorFlow only when exporting
 
@@ -36,6 +36,8 @@ def run(data_dir, result_dir, model=config.DEFAULT_MODEL, steps=None, batch_size
     and served by its SavedModel even when a TFLite, TF.js or Core ML conversion fails.
     """
     from trainer.prepare import prepare
+    from trainer.report import write_report
+    from trainer.summary import summary
     from trainer.train import train
 
     result_dir = Path(result_dir).absolute()
@@ -50,10 +52,17 @@ def run(data_dir, result_dir, model=config.DEFAULT_MODEL, steps=None, batch_size
         _wait_for_chief(result_dir, {"model": model, "steps": steps, "batch_size": batch_size})
     _stage("train", f"-> {result_dir / 'model'}")
     train(result_dir)
-    if not (formats and config.is_chief(os.environ)):
+    if not config.is_chief(os.environ):
         return {}
-    _stage("export", f"{', '.join(formats)} -> {result_dir}")
-    return {name: result["error"] for name, result in export(result_dir, formats).items() if "error" in result}
+    failed = {}
+    if formats:
+        _stage("export", f"{', '.join(formats)} -> {result_dir}")
+        failed = {name: result["error"] for name, result in export(result_dir, formats).items() if "error" in result}
+    _stage("report", f"-> {result_dir / 'report.html'}")
+    write_report(result_dir)
+    for line in summary(result_dir):
+        console.say(line)
+    return failed
 
 
 def _write_ready(result_dir):
@@ -96,7 +105,7 @@ def _wait_for_chief(result_dir, wanted):
 
 
 def _stage(name, what):
-    print(f"==> {name}: {what}", flush=True)
+    console.stage(name, what)
 
 
 def add_arguments(parser):

@@ -20,7 +20,8 @@ from pathlib import Path
 
 import yaml
 
-from trainer import config
+from trainer import config, console
+from trainer.report import write_report
 from trainer.errors import UserError
 
 TERMINATED_EXIT = 128 + signal.SIGTERM
@@ -54,7 +55,7 @@ def train(result_dir):
                         f"ask for more steps, or train into a new result dir")
     _check_dataset(result_dir, model_dir, last_step)
     if last_step == steps and _metrics_step(metrics_path) == steps:
-        print(f"train: complete: ckpt-{steps} and metrics.json are at the final step; nothing to do")
+        console.say(f"train: complete: ckpt-{steps} and metrics.json are at the final step; nothing to do")
         return _summary(model_dir, metrics_path)
 
     import tf_keras
@@ -82,12 +83,12 @@ def _train(result_dir, model_dir, metrics_path, steps, last_step):
     strategy = _distribution_strategy(params, config.load_hardware(result_dir))
     if last_step is None:
         start = f"pretrained {params.task.init_checkpoint}" if params.task.init_checkpoint else "scratch"
-        print(f"train: starting from {start}: step 0 of {steps}, {params.runtime.distribution_strategy} strategy "
-              f"over {strategy.num_replicas_in_sync} replica(s)")
+        console.say(f"train: starting from {start}: step 0 of {steps}, {params.runtime.distribution_strategy} "
+                    f"strategy over {strategy.num_replicas_in_sync} replica(s)")
     else:
-        print(f"train: resuming: restoring {model_dir}/ckpt-{last_step} (step {last_step} of {steps})")
+        console.say(f"train: resuming: restoring {model_dir}/ckpt-{last_step} (step {last_step} of {steps})")
     if not evaluation["evaluated"]:
-        print(f"train: WARNING: training WITHOUT evaluation: {evaluation['reason']}", flush=True)
+        console.say(f"train: WARNING: training WITHOUT evaluation: {evaluation['reason']}", error=True)
 
     labels = json.loads((result_dir / "data" / "labels.json").read_text())
     progress = _Progress(steps, params.task.train_data.global_batch_size, labels, model_dir, metrics_path,
@@ -108,20 +109,20 @@ def _train(result_dir, model_dir, metrics_path, steps, last_step):
                     eval_summary_manager=summary_manager.maybe_build_eval_summary_manager(params, str(model_dir)))
             progress.start(runner.trainer.global_step)
             if last_step is not None:
-                print(f"train: restored ckpt-{last_step}: continuing at step {progress.step}")
+                console.say(f"train: restored ckpt-{last_step}: continuing at step {progress.step}")
             runner.run()
         except Terminated:
             if runner is None:
-                print("train: SIGTERM before training started: nothing to save")
+                console.say("train: SIGTERM before training started: nothing to save")
             else:
                 signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second SIGTERM must not cut the save short
                 step = int(runner.trainer.global_step.numpy())
                 # check_interval=False: the interval rule would return None right after a periodic save
                 saved = runner.checkpoint_manager.save(checkpoint_number=step, check_interval=False)
-                print(f"train: SIGTERM: saved {saved} at step {step} of {steps}; rerun to resume")
+                console.say(f"train: SIGTERM: saved {saved} at step {step} of {steps}; rerun to resume")
             raise
     if not strategy.extended.should_checkpoint:
-        print("train: done on this worker; the chief writes the checkpoints and metrics.json")
+        console.say("train: done on this worker; the chief writes the checkpoints and metrics.json")
         return {}
     if not evaluation["evaluated"]:
         step = int(runner.trainer.global_step.numpy())
@@ -224,13 +225,13 @@ def _write_json(path, value):
 def _summary(model_dir, metrics_path):
     """Print where the run's outputs are and its final AP; return metrics.json's contents."""
     metrics = json.loads(metrics_path.read_text())
-    print(f"train: checkpoints: {model_dir}/ckpt-{metrics['step']}")
+    console.say(f"train: checkpoints: {model_dir}/ckpt-{metrics['step']}")
     if metrics.get("evaluated", True):
-        print(f"train: metrics:     {metrics_path} (step {metrics['step']}: AP {_shown(metrics['AP'])}, "
-              f"AP50 {_shown(metrics['AP50'])})")
+        console.say(f"train: metrics:     {metrics_path} (step {metrics['step']}: AP {_shown(metrics['AP'])}, "
+                    f"AP50 {_shown(metrics['AP50'])})")
     else:
-        print(f"train: metrics:     {metrics_path} (step {metrics['step']}: NOT EVALUATED: {metrics['reason']})")
-    print(f"train: TensorBoard: tensorboard --logdir {model_dir}")
+        console.say(f"train: metrics:     {metrics_path} (step {metrics['step']}: NOT EVALUATED: {metrics['reason']})")
+    console.say(f"train: TensorBoard: tensorboard --logdir {model_dir}")
     return metrics
 
 
@@ -285,19 +286,21 @@ class _Progress:
         loss = float(output.get("total_loss", output.get("training_loss")))
         eta = _duration((self.steps - step) * per_step)
         saved = _last_checkpoint_step(self.model_dir)
-        print(f"progress: step {step}/{self.steps} | loss {loss:.4f} | {self.batch_size / per_step:.1f} images/s | "
-              f"lr {float(output['learning_rate']):.3g} | ETA {eta} | last checkpoint "
-              f"{'none' if saved is None else f'ckpt-{saved}'}", flush=True)
-        # cacli's progress bar reads `tensorflow:loss = [\d.]*, step = (\d*)` from the job log
-        print(f"INFO:tensorflow:loss = {loss:.4f}, step = {step}", flush=True)
+        console.progress(step, self.steps,
+                         f"progress: step {step}/{self.steps} | loss {loss:.4f} | {self.batch_size / per_step:.1f} "
+                         f"images/s | lr {float(output['learning_rate']):.3g} | ETA {eta} | last checkpoint "
+                         f"{'none' if saved is None else f'ckpt-{saved}'}",
+                         # cacli's progress bar reads `tensorflow:loss = [\d.]*, step = (\d*)` from the job log
+                         f"INFO:tensorflow:loss = {loss:.4f}, step = {step}")
         self.restart()
 
     def after_eval(self, output):
         metrics = _final_metrics(output, self.labels, int(self.global_step.numpy()))
         if self.write_metrics:
             _write_json(self.metrics_path, metrics)
+            write_report(self.metrics_path.parent, best_effort=True)  # the run report follows each evaluation
         shown = " ".join(f"{name} {_shown(metrics[name])}" for name in ("AP", "AP50", "AP75", "ARmax100"))
-        print(f"evaluation: step {metrics['step']}: {shown}", flush=True)
+        console.say(f"evaluation: step {metrics['step']}: {shown}")
         self.restart()  # evaluation time is not training speed
 
 

@@ -10,11 +10,11 @@ validation split and scored with COCO AP (`evaluate`): model_export/evaluation.j
 Models are built in float32 whatever mixed-precision policy training left set.
 """
 import json
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from trainer import console
 from trainer.errors import UserError
 from trainer.export import coreml, saved_model, tfjs, tflite
 from trainer.export.common import float32_policy, load_job, size_of
@@ -66,10 +66,10 @@ def _export(job, wanted, evaluate):
         reason = job.unsupported.get(name.split("_")[0] if name.startswith("tflite") else name)
         if reason:
             results[name] = {"unsupported": reason}
-            print(f"export: {name}: skipped, not supported by {job.model}: {reason}", flush=True)
+            console.say(f"export: {name}: skipped, not supported by {job.model}: {reason}")
         elif name in done:
             results[name] = {key: done[name][key] for key in ("path", "bytes")}
-            print(f"export: {name}: up to date ({results[name]['path']})", flush=True)
+            console.say(f"export: {name}: up to date ({results[name]['path']})")
         else:
             _step(name, job, results)
     written = {name: r for name, r in results.items() if "path" in r}
@@ -102,7 +102,7 @@ def _export(job, wanted, evaluate):
 
 def _step(name, job, results):
     """Write one output and record its path and size, or why it failed."""
-    print(f"export: {name} ...", flush=True)
+    console.say(f"export: {name} ...")
     start = time.time()
     try:
         path = TABLE[name].write(job)
@@ -110,10 +110,10 @@ def _step(name, job, results):
         if name == "saved_model":  # ... but without a SavedModel there is nothing to serve or convert
             raise
         results[name] = {"error": f"{type(err).__name__}: {err}".strip().splitlines()[-1][:500]}
-        print(f"export: {name} FAILED: {results[name]['error']}", file=sys.stderr, flush=True)
+        console.say(f"export: {name} FAILED: {results[name]['error']}", error=True)
         return
     results[name] = {"path": str(path), "bytes": size_of(path)}
-    print(f"export: {name}: {path} ({results[name]['bytes'] / 1e6:.1f} MB, {time.time() - start:.0f} s)", flush=True)
+    console.say(f"export: {name}: {path} ({results[name]['bytes'] / 1e6:.1f} MB, {time.time() - start:.0f} s)")
 
 
 def _reusable(job, manifest_path):
@@ -152,5 +152,5 @@ def main(args):
 def conversion_exit(failed):
     """Name each failed conversion on stderr; the exit status for `export` and `run`."""
     for name, reason in failed.items():
-        print(f"CONVERSION-FAILED {name}: {reason}", file=sys.stderr)
+        console.say(f"CONVERSION-FAILED {name}: {reason}", error=True)
     return CONVERSION_FAILED_EXIT if failed else 0

@@ -10,11 +10,11 @@ model_export/evaluation/, groundtruth.json and FORMAT_detections.json (COCO resu
 import contextlib
 import io
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
 
+from trainer import console
 from trainer.export.common import NotEvaluated
 
 EVALUATION = "evaluation.json"
@@ -25,8 +25,8 @@ def split_to_evaluate(result_dir):
     """'val', or 'train' (said loudly) when prepare wrote no validation records."""
     if sorted((Path(result_dir) / "data").glob("val-*.tfrecord")):
         return "val"
-    print("export: WARNING: no validation split (data/val-*.tfrecord): the exports are evaluated on the TRAINING "
-          "images, so their AP says how well they fit, not how well they generalise", file=sys.stderr, flush=True)
+    console.say("export: WARNING: no validation split (data/val-*.tfrecord): the exports are evaluated on the TRAINING "
+                "images, so their AP says how well they fit, not how well they generalise", error=True)
     return "train"
 
 
@@ -108,12 +108,12 @@ def evaluate(job, outputs, formats, images, groundtruth, split):
     (details / "groundtruth.json").write_text(json.dumps(groundtruth))
     evaluations = {}
     for name, output in outputs.items():
-        print(f"export: evaluating {name} on {len(images)} {split} images ...", flush=True)
+        console.say(f"export: evaluating {name} on {len(images)} {split} images ...")
         try:
             found, seconds = formats[name].run(job, Path(output["path"]), images)
         except NotEvaluated as reason:
             evaluations[name] = {"bytes": output["bytes"], "not_evaluated": str(reason)}
-            print(f"export: {name}: not evaluated: {reason}", file=sys.stderr, flush=True)
+            console.say(f"export: {name}: not evaluated: {reason}", error=True)
             continue
         results = coco_results(found, groundtruth)
         (details / f"{name}_detections.json").write_text(json.dumps(results))
@@ -136,7 +136,7 @@ def write_evaluation(job, evaluations):
             entry = {key: entry[key] for key in ("AP", "AP50", "delta_AP", "bytes", "latency_ms", "split", "images")}
         table[name] = entry
     (job.result_dir / "model_export" / EVALUATION).write_text(json.dumps(table, indent=2))
-    print(format_table(table), flush=True)
+    console.say(format_table(table))
     return table
 
 

@@ -1,0 +1,58 @@
+"""The block that ends a run: how good the model is, what was exported, what to do next.
+
+Built only from the files the stages wrote (metrics.json, experiment.json,
+model_export/export.json and evaluation.json), so it says the same thing on a
+rerun that found everything done.
+"""
+import json
+from pathlib import Path
+
+
+def summary(result_dir):
+    """The final summary of RESULT_DIR's run, as console lines."""
+    result_dir = Path(result_dir).absolute()
+    metrics = _json(result_dir / "metrics.json") or {}
+    experiment = _json(result_dir / "experiment.json") or {}
+    lines = ["==> summary"]
+    if metrics.get("evaluated", True) and "AP" in metrics:
+        lines.append(f"  model {experiment.get('model', '?')}, step {metrics['step']}: AP {_shown(metrics['AP'])}, "
+                     f"AP50 {_shown(metrics['AP50'])} (validation split)")
+        for label, values in metrics.get("per_class", {}).items():
+            lines.append(f"    {label:<20} AP {_shown(values.get('AP'))}  AP50 {_shown(values.get('AP50'))}")
+    elif metrics:
+        lines.append(f"  model {experiment.get('model', '?')}, step {metrics.get('step')}: NOT EVALUATED: "
+                     f"{metrics.get('reason', 'no validation split')}")
+    lines += _exports(result_dir)
+    predict = [f"    predict:     python -m trainer predict --model {result_dir} IMAGE_OR_DIR... --out predictions"]
+    lines += ["  next:", *(predict if (result_dir / "model_export" / "saved_model").is_dir() else []),
+              f"    TensorBoard: tensorboard --logdir {result_dir / 'model'}",
+              f"    submit:      make submit DATA=gs://BUCKET/data OUTPUT=gs://BUCKET/runs"
+              f"{' MODEL=' + experiment['model'] if experiment.get('model') else ''}  (a cloud GPU job)",
+              f"  report: {result_dir / 'report.html'}",
+              f"  logs:   {result_dir / 'logs'}/"]
+    return lines
+
+
+def _exports(result_dir):
+    manifest = _json(result_dir / "model_export" / "export.json")
+    if not manifest:
+        return []
+    evaluation = _json(result_dir / "model_export" / "evaluation.json") or {}
+    lines = ["  exports:"]
+    for name, entry in manifest.get("results", {}).items():
+        if "path" not in entry:
+            lines.append(f"    {name:<12} {'FAILED' if 'error' in entry else 'skipped'}: "
+                         f"{entry.get('error') or entry.get('unsupported')}")
+            continue
+        scored = evaluation.get(name, {})
+        ap = f"  AP {_shown(scored['AP'])}" if "AP" in scored else ""
+        lines.append(f"    {name:<12} {entry['bytes'] / 1e6:6.1f} MB  {entry['path']}{ap}")
+    return lines
+
+
+def _json(path):
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def _shown(value):
+    return "n/a" if value is None else f"{value:.3f}"
