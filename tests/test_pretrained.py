@@ -64,8 +64,11 @@ def test_the_catalogue_modules_are_restored_and_the_head_starts_fresh(model, pre
                 assert not np.array_equal(ours.numpy(), zoo.numpy()), f"{module} restored: {ours.name}"
     head = restored.head if hasattr(restored, "head") else restored.rpn_head
     zoo_head = zoo_model.head if hasattr(zoo_model, "head") else zoo_model.rpn_head
-    kernels = [(ours, zoo) for ours, zoo in zip(head.variables, zoo_head.variables)
-               if "kernel" in ours.name and ours.shape == zoo.shape]
-    assert kernels
-    for ours, zoo in kernels:  # freshly initialised, not the archive's
-        assert not np.array_equal(ours.numpy(), zoo.numpy()), ours.name
+    zoo_kernels = [zoo.numpy() for zoo in zoo_head.variables if "kernel" in zoo.name]
+    kernels = [ours for ours in head.variables if "kernel" in ours.name]
+    if model == "retinanet_spinenet49_mobile":  # its head is built lazily, on the first call: nothing restored yet
+        assert not head.variables
+        return
+    assert kernels, [variable.name for variable in head.variables]
+    for ours in kernels:  # freshly initialised: no kernel is the archive's
+        assert not any(zoo.shape == ours.shape and np.array_equal(zoo, ours.numpy()) for zoo in zoo_kernels), ours.name
