@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The cacli job contract: train DATA_DIR's Cloud Annotations bucket into RESULT_DIR.
 #
-#   DATA_DIR=bucket RESULT_DIR=output [MODEL=name] [CHECKPOINT_URL=url] [EXPORT_FORMATS=a,b|none] [VERBOSE=1] bash start.sh [STEPS]
+#   DATA_DIR=bucket RESULT_DIR=output [MODEL=name] [CHECKPOINT_URL=url] [VAL_FRACTION=0.2] [EXPORT_FORMATS=a,b|none] [VERBOSE=1] bash start.sh [STEPS]
 #
 # Prints CACLI-TRAINING-SUCCESS (exit 0) or CACLI-TRAINING-FAILED (non-zero exit); when
 # training succeeded but an export conversion failed, also CACLI-CONVERSION-FAILED (exit 0).
@@ -10,7 +10,7 @@
 # Rerunning resumes: every stage skips what RESULT_DIR already holds.
 set -u
 
-usage="usage: DATA_DIR=bucket-folder RESULT_DIR=output-folder [MODEL=name] [CHECKPOINT_URL=url] [EXPORT_FORMATS=saved_model,tflite,tfjs,coreml|none] [VERBOSE=1] bash start.sh [STEPS]"
+usage="usage: DATA_DIR=bucket-folder RESULT_DIR=output-folder [MODEL=name] [CHECKPOINT_URL=url] [VAL_FRACTION=0.2] [EXPORT_FORMATS=saved_model,tflite,tfjs,coreml|none] [VERBOSE=1] bash start.sh [STEPS]"
 refuse() {
   echo "start.sh: $1" >&2
   echo "$usage" >&2
@@ -32,6 +32,7 @@ args=(run --data-dir "$DATA_DIR" --result-dir "$RESULT_DIR")
 [ -z "$steps" ] || args+=(--steps "$steps")
 [ -z "${MODEL:-}" ] || args+=(--model "$MODEL")
 [ -z "${CHECKPOINT_URL:-}" ] || args+=(--checkpoint-url "$CHECKPOINT_URL")
+[ -z "${VAL_FRACTION:-}" ] || args+=(--val-fraction "$VAL_FRACTION")
 [ -z "${EXPORT_FORMATS:-}" ] || args+=(--formats "$EXPORT_FORMATS")
 [[ "${VERBOSE:-0}" =~ ^(0|)$ ]] || args+=(--verbose)  # else library output goes to RESULT_DIR/logs/ only
 

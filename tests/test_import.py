@@ -223,8 +223,8 @@ def yolo_dataset(tmp_path):
         "train/mal": "0 0.5 zero 0.2 0.2\n",
         "train/edge": "0 0.95 0.5 0.2 0.2\n",    # reaches past the right edge
     }
-    for name, text in labels.items():
-        make_image(root / "images" / f"{name}.jpg", 40, 20)
+    for shade, (name, text) in enumerate(labels.items()):  # distinct bytes: prepare refuses copies of one image
+        make_image(root / "images" / f"{name}.jpg", 40, 20, (200, 30, 30 + 20 * shade))
         if text is not None:
             (root / "labels" / name).parent.mkdir(parents=True, exist_ok=True)
             (root / "labels" / f"{name}.txt").write_text(text)
@@ -441,5 +441,6 @@ def test_openimages_boxes_csv_is_streamed(open_images, tmp_path):
     finally:
         tracemalloc.stop()
     assert boxes_csv.stat().st_size > 5e6
-    assert peak < 2e6, peak  # measured 1.1 MB, the same with 200,000 rows
+    # measured 1.1 MB alone (the same with 200,000 rows); reading the rows in would take tens of MB
+    assert peak < boxes_csv.stat().st_size / 2, peak
     assert_boxes(read_bucket(tmp_path / "b")[0], "0002b.jpg", [(0, 0, 1, 1, "Dog"), (0.25, 0.25, 0.75, 0.75, "Cat")])

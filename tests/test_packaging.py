@@ -7,11 +7,11 @@ import signal
 import subprocess
 import sys
 import tarfile
-import time
 import zipfile
 from pathlib import Path
 
 import pytest
+from waiting import wait_until
 
 REPO = Path(__file__).resolve().parent.parent
 VENV_BIN = Path(sys.executable).parent
@@ -136,12 +136,8 @@ def traps_sigterm(pid):
     return bool(caught >> (signal.SIGTERM - 1) & 1)
 
 
-def wait_for(condition, what, process, timeout=30):
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert process.poll() is None, f"start.sh exited ({process.returncode}) before {what}"
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.01)
+def wait_for(condition, what, process):
+    wait_until(condition, process, lambda: f"before {what}", timeout=30, interval=0.01)
 
 
 @pytest.mark.parametrize("as_pid1", [False, True], ids=["bash", "bash-as-pid-1"])

@@ -10,12 +10,12 @@ import re
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
 from conftest import TRAINED_STEPS
+from waiting import wait_until
 from trainer import config
 
 REPO = Path(__file__).resolve().parent.parent
@@ -121,14 +121,15 @@ def test_killed_then_preempted_training_resumes_to_the_exact_step(sample_bucket,
 
     # 1. SIGKILL (no chance to save) once the first checkpoint is written.
     first = start(sample_bucket, result_dir, 200, tmp_path / "1.log")
-    wait_until(lambda: state.is_file(), first, tmp_path / "1.log")
+    wait_until(lambda: state.is_file(), first, tail(tmp_path / "1.log"))
     os.killpg(first.pid, signal.SIGKILL)
     first.wait(timeout=30)
     killed_at = latest_step(state)
 
     # 2. SIGTERM to start.sh, as Vertex AI preempts: the trainer saves a checkpoint and exits.
     second = start(sample_bucket, result_dir, 200, tmp_path / "2.log")
-    wait_until(lambda: f"step {killed_at + 10}/200" in (tmp_path / "2.log").read_text(), second, tmp_path / "2.log")
+    wait_until(lambda: f"step {killed_at + 10}/200" in (tmp_path / "2.log").read_text(), second,
+               tail(tmp_path / "2.log"))
     second.send_signal(signal.SIGTERM)
     assert second.wait(timeout=120) == 128 + signal.SIGTERM
     log = (tmp_path / "2.log").read_text()
@@ -181,12 +182,9 @@ def start(sample_bucket, result_dir, steps, log_path):
                                 stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
 
 
-def wait_until(condition, process, log_path, timeout=300):
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert process.poll() is None, f"exited {process.returncode}:\n{log_path.read_text()[-3000:]}"
-        assert time.monotonic() < deadline, f"timed out:\n{log_path.read_text()[-3000:]}"
-        time.sleep(0.2)
+def tail(log_path):
+    """What a failed wait shows: the end of LOG_PATH."""
+    return lambda: f":\n{log_path.read_text()[-3000:]}"
 
 
 def latest_step(state):

@@ -55,6 +55,19 @@ def write_report(result_dir, best_effort=False):
     return path
 
 
+def is_up_to_date(result_dir):
+    """Whether report.html is newer than everything it is drawn from (a rerun of a complete run leaves it)."""
+    result_dir = Path(result_dir)
+    page = result_dir / "report.html"
+    if not page.is_file():
+        return False
+    sources = [result_dir / "data" / "report.json", result_dir / "metrics.json",
+               *(result_dir / "model").rglob("events.out.tfevents.*"), *(result_dir / "model_export").glob("*.json"),
+               *(result_dir / "model_export" / "evaluation").glob("*.json")]
+    newest = max((path.stat().st_mtime_ns for path in sources if path.is_file()), default=0)
+    return page.stat().st_mtime_ns >= newest
+
+
 class _Page:
     """HTML parts in order, and the PNGs they link to."""
 

@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 
 from trainer import config, console
+from trainer.dataset import DEFAULT_VAL_FRACTION
 from trainer.errors import UserError
 from trainer.export import FORMATS, conversion_exit, export  # imports TensorFlow only when exporting
 
@@ -29,14 +30,14 @@ READY_FILE = "ready.json"
 
 
 def run(data_dir, result_dir, model=config.DEFAULT_MODEL, steps=None, batch_size=None, checkpoint_url=None,
-        formats=FORMATS):
+        formats=FORMATS, val_fraction=DEFAULT_VAL_FRACTION):
     """Prepare DATA_DIR, configure and train MODEL into RESULT_DIR, export FORMATS.
 
     Returns the conversions that failed, {format: reason}: the model is trained
     and served by its SavedModel even when a TFLite, TF.js or Core ML conversion fails.
     """
     from trainer.prepare import prepare
-    from trainer.report import write_report
+    from trainer.report import is_up_to_date, write_report
     from trainer.summary import summary
     from trainer.train import train
 
@@ -44,7 +45,7 @@ def run(data_dir, result_dir, model=config.DEFAULT_MODEL, steps=None, batch_size
     if config.is_chief(os.environ):
         (result_dir / READY_FILE).unlink(missing_ok=True)
         _stage("prepare", f"{data_dir} -> {result_dir / 'data'}")
-        prepare(data_dir, result_dir, model=model)
+        prepare(data_dir, result_dir, val_fraction=val_fraction, model=model)
         _stage("config", f"{model} -> {result_dir / 'params.yaml'} (checkpoint fetched or taken from the cache)")
         config.write_params(result_dir, model, steps, batch_size, checkpoint_url)
         _write_ready(result_dir)
@@ -58,8 +59,11 @@ def run(data_dir, result_dir, model=config.DEFAULT_MODEL, steps=None, batch_size
     if formats:
         _stage("export", f"{', '.join(formats)} -> {result_dir}")
         failed = {name: result["error"] for name, result in export(result_dir, formats).items() if "error" in result}
-    _stage("report", f"-> {result_dir / 'report.html'}")
-    write_report(result_dir)
+    if is_up_to_date(result_dir):
+        console.say(f"report: {result_dir / 'report.html'} is up to date")
+    else:
+        _stage("report", f"-> {result_dir / 'report.html'}")
+        write_report(result_dir)
     for line in summary(result_dir):
         console.say(line)
     return failed
@@ -118,6 +122,9 @@ def add_arguments(parser):
     parser.add_argument("--steps", type=int, help="training steps (default: from the dataset size)")
     parser.add_argument("--batch-size", type=int, help="global batch size (default: the catalogue's for this hardware)")
     parser.add_argument("--checkpoint-url", help="pretrained checkpoint instead of the catalogue's (archive or prefix)")
+    parser.add_argument("--val-fraction", type=float, default=DEFAULT_VAL_FRACTION,
+                        help=f"share of images held out for evaluation (default {DEFAULT_VAL_FRACTION}); "
+                             "0 trains without evaluation")
     parser.add_argument("--formats", default=",".join(FORMATS),
                         help="comma-separated export formats after training (default: all), or 'none'")
 
@@ -128,7 +135,7 @@ def main(args):
     formats = [] if args.formats == "none" else [name.strip() for name in args.formats.split(",") if name.strip()]
     try:
         failed = run(args.data_dir, args.result_dir, args.model, args.steps, args.batch_size, args.checkpoint_url,
-                     formats)
+                     formats, args.val_fraction)
     except Terminated:
         return TERMINATED_EXIT
     return conversion_exit(failed)

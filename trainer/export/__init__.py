@@ -101,8 +101,7 @@ def _export(job, wanted, evaluate):
 
 
 def _step(name, job, results):
-    """Write one output and record its path and size, or why it failed."""
-    console.say(f"export: {name} ...")
+    """Write one output and record its path and size, or why it failed (one console line, when done)."""
     start = time.time()
     try:
         path = TABLE[name].write(job)

@@ -107,8 +107,8 @@ def evaluate(job, outputs, formats, images, groundtruth, split):
     details.mkdir(parents=True, exist_ok=True)
     (details / "groundtruth.json").write_text(json.dumps(groundtruth))
     evaluations = {}
+    console.say(f"export: evaluating {', '.join(outputs)} on {len(images)} {split} images ...")
     for name, output in outputs.items():
-        console.say(f"export: evaluating {name} on {len(images)} {split} images ...")
         try:
             found, seconds = formats[name].run(job, Path(output["path"]), images)
         except NotEvaluated as reason:
