@@ -72,12 +72,16 @@ def trained_run(tmp_path_factory, sample_bucket, tfjs_node_modules):
     RESULT_DIR/../start.log.
     """
     import subprocess
-    import sys
+
+    from fuse_audit import python_wrapper
 
     base = tmp_path_factory.mktemp("trained-run")
     result_dir = base / "result"
+
+    # Run under the Cloud Storage FUSE audit (tests/fuse_audit.py): test_fuse checks its log.
     env = {**os.environ, "DATA_DIR": str(sample_bucket), "RESULT_DIR": str(result_dir), "MODEL": "demo",
-           "PYTHON": sys.executable, "TF_CPP_MIN_LOG_LEVEL": "2"}
+           "PYTHON": str(python_wrapper(base)), "FUSE_AUDIT_LOG": str(base / "fuse-audit.log"),
+           "TF_CPP_MIN_LOG_LEVEL": "2"}
     completed = subprocess.run(["bash", str(REPO / "packaging" / "start.sh"), str(TRAINED_STEPS)], env=env, cwd=base,
                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=1800)
     (base / "start.log").write_text(completed.stdout)

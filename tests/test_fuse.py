@@ -4,31 +4,13 @@ import subprocess
 import sys
 
 from conftest import REPO
+from fuse_audit import assert_no_directory_renames
 
 
-def test_the_whole_job_and_its_resume_rename_no_directory_under_result_dir(tmp_path, sample_bucket):
-    """start.sh (demo model) for 2 steps without exports, then for 4 with every export format: the rerun finds
-    data/ complete, resumes from ckpt-2, trains on and exports (exports once, to keep `make test` short)."""
-    log = tmp_path / "fuse-audit.log"
-    python = tmp_path / "python"  # start.sh runs "$PYTHON -m trainer ...": a wrapper that installs the hook
-    python.write_text(f'#!/bin/sh\nexec "{sys.executable}" "{REPO / "tests" / "fuse_audit.py"}" "$@"\n')
-    python.chmod(0o755)
-    result_dir = tmp_path / "result"
-    env = {**os.environ, "DATA_DIR": str(sample_bucket), "RESULT_DIR": str(result_dir), "MODEL": "demo",
-           "PYTHON": str(python), "FUSE_AUDIT_LOG": str(log), "TF_CPP_MIN_LOG_LEVEL": "2"}
-    marker_written = []
-    for steps, formats in (("2", "none"), ("4", "")):
-        run = subprocess.run(["bash", str(REPO / "packaging" / "start.sh"), steps], cwd=tmp_path,
-                             env={**env, "EXPORT_FORMATS": formats},
-                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=1200)
-        assert run.returncode == 0, run.stdout[-4000:]
-        assert run.stdout.rstrip().endswith("CACLI-TRAINING-SUCCESS"), run.stdout[-2000:]
-        marker_written.append((result_dir / "data" / "report.json").stat().st_mtime_ns)
-    assert marker_written[0] == marker_written[1]  # the rerun found data/ complete and left it alone
-    assert (result_dir / "model" / "ckpt-4.index").is_file()
-    assert (result_dir / "model_android" / "model.tflite").is_file()
-    assert (result_dir / "model_web" / "model.json").is_file()
-    assert not log.exists(), log.read_text()
+def test_the_whole_job_renames_no_directory_under_result_dir(trained_run):
+    """The shared run (start.sh: every stage and every export format) ran under the audit hook
+    (conftest's trained_run); test_train's killed, preempted and resumed job checks its own log the same way."""
+    assert_no_directory_renames(trained_run.parent / "fuse-audit.log", runs=1)
 
 
 def test_the_audit_hook_logs_directory_renames_under_result_dir_only(tmp_path):

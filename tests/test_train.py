@@ -9,12 +9,12 @@ import os
 import re
 import signal
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from conftest import TRAINED_STEPS
+from fuse_audit import assert_no_directory_renames, python_wrapper
 from waiting import wait_until
 from trainer import config
 
@@ -152,6 +152,7 @@ def test_killed_then_preempted_training_resumes_to_the_exact_step(sample_bucket,
     assert latest_step(state) == final_steps
     assert json.loads((result_dir / "metrics.json").read_text())["step"] == final_steps
     assert log.splitlines()[-1] == "CACLI-TRAINING-SUCCESS"
+    assert_no_directory_renames(tmp_path / "fuse-audit.log", runs=3)  # killed, preempted and resumed: FUSE-safe
 
 
 @pytest.mark.parametrize("env, args, message", [
@@ -170,8 +171,10 @@ def test_start_sh_explains_its_usage(env, args, message, tmp_path):
 
 
 def start_env(sample_bucket, result_dir, **extra):
+    """start.sh's environment; the trainer runs under the FUSE audit, logging to RESULT_DIR/../fuse-audit.log."""
     return {**os.environ, "DATA_DIR": str(sample_bucket), "RESULT_DIR": str(result_dir), "MODEL": "demo",
-            "PYTHON": sys.executable, "TF_CPP_MIN_LOG_LEVEL": "2", **extra}
+            "PYTHON": str(python_wrapper(result_dir.parent)), "FUSE_AUDIT_LOG": str(result_dir.parent / "fuse-audit.log"),
+            "TF_CPP_MIN_LOG_LEVEL": "2", **extra}
 
 
 def start(sample_bucket, result_dir, steps, log_path):
