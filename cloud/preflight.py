@@ -14,7 +14,6 @@ from google.api_core.exceptions import NotFound
 
 from trainer import catalogue
 from trainer.annotations import parse_annotations
-from trainer.config import DEFAULT_MODEL
 from trainer.dataset import (DEFAULT_SEED, DEFAULT_VAL_FRACTION, Item, assign_splits, check_distinct,
                              dataset_warnings, label_ids, warning)
 from trainer.errors import UserError
@@ -55,7 +54,7 @@ def check_bucket(client, bucket_name, prefix, model=None, strict=False):
     if not keys or len(missing) == len(keys):
         raise UserError(f"{where}: none of the {len(keys)} usable annotated images is in the bucket"
                         + _examples(missing))
-    if boxes == 0:
+    if boxes == 0:  # a classification image's label is one whole-image box
         raise UserError(f"{where}: no image in the bucket has a box to learn from")
     check_distinct(len(images), len({digests[image.key] for image in images}), where)
 
@@ -66,13 +65,15 @@ def check_bucket(client, bucket_name, prefix, model=None, strict=False):
         warnings.append(warning("missing_images", f"{len(missing)} of {len(keys)} annotated images are not in "
                                 f"{where} and will be skipped{_examples(missing)}",
                                 missing=len(missing), annotated=len(keys), examples=missing[:SHOWN_NAMES]))
-    input_size = catalogue.input_side(catalogue.load_model(model or DEFAULT_MODEL))
-    warnings += dataset_warnings(items, labels, input_size, DEFAULT_VAL_FRACTION)
+    task = annotation_set.task
+    input_size = catalogue.input_side(catalogue.load_model(catalogue.resolve_model(model, task)))
+    warnings += dataset_warnings(items, labels, input_size, DEFAULT_VAL_FRACTION, task)
     for found in warnings:
         print(f"warning: {found['message']}", file=sys.stderr)
     if strict and warnings:
         raise UserError(f"{where}: --strict: {len(warnings)} dataset warning(s), listed above; not submitting")
-    return (f"{where}: {len(images)} images, {boxes} boxes, {len(labels)} labels, "
+    objects = "" if task == "classification" else f"{boxes} boxes, "
+    return (f"{where}: {task}, {len(images)} images, {objects}{len(labels)} labels, "
             f"{len(annotation_set.issues)} items skipped or repaired by validation, {len(warnings)} warnings")
 
 

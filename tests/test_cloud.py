@@ -355,7 +355,7 @@ def test_submit_pre_check_warns_like_prepare_and_strict_refuses(gcs_client, vert
     assert vertex.requests == []
 
     assert cloud_main(submit_argv(bucket, "--model", "demo")) == 0
-    assert f"gs://{bucket}/kangaroo: 15 images, 132 boxes, 2 labels, 0 items skipped or repaired by validation, " \
+    assert f"gs://{bucket}/kangaroo: detection, 15 images, 132 boxes, 2 labels, 0 items skipped or repaired by validation, " \
            "5 warnings" in capsys.readouterr().err
     assert [request[:2] for request in vertex.requests] == [("POST", JOBS_PATH)]
 

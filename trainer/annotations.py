@@ -4,10 +4,13 @@ The user's-machine `cloud` package checks a bucket with this before paying for
 GPU hours, and `predict` writes its detections in the same format, so this
 module must stay importable with only the standard library.
 
-Whole-file problems (not JSON, wrong version, no `annotations`, type
-`classification`) raise `UserError`. Per-image problems never stop the run:
-the image is skipped or its boxes repaired, and `AnnotationSet.issues` says
-which and why, so the prepare stage can list them in its report.
+Both bucket types are read: `localization` (boxes: the detection task) and
+`classification` (one label per image). A classification image is held as one
+whole-image Box carrying its label, so the split, the counts and the warnings
+treat both tasks alike. Whole-file problems (not JSON, wrong version, no
+`annotations`, unknown type) raise `UserError`. Per-image problems never stop
+the run: the image is skipped or its boxes repaired, and `AnnotationSet.issues`
+says which and why, so the prepare stage can list them in its report.
 """
 import json
 import math
@@ -19,6 +22,8 @@ from trainer.errors import UserError
 SUPPORTED_VERSION = "1.0"
 SKIPPED = "skipped"
 REPAIRED = "repaired"
+# Cloud Annotations' `type` -> the task the trainer trains.
+TASKS = {"localization": "detection", "classification": "classification"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,11 +48,13 @@ class AnnotationSet:
     """What `_annotations.json` says, after validation.
 
     `labels`: the file's `labels` list, normalised, duplicates removed, in file order.
+    `task`: "detection" (type localization) or "classification".
     `images`: the images worth opening, in file order.
     `issues`: {"image", "reason", "action"} per problem, action SKIPPED or REPAIRED;
     a skipped image is absent from `images`.
     """
     labels: list
+    task: str = "detection"
     images: list = field(default_factory=list)
     issues: list = field(default_factory=list)
 
@@ -87,11 +94,8 @@ def parse_annotations(raw):
         raise UserError(f"_annotations.json has version {version!r}; only Cloud Annotations version "
                         f"{SUPPORTED_VERSION!r} is supported")
     kind = document.get("type", "localization")
-    if kind == "classification":
-        raise UserError("_annotations.json is of type 'classification', which is recognised but not supported "
-                        "yet: this trainer trains object detectors (type 'localization')")
-    if kind != "localization":
-        raise UserError(f"_annotations.json has type {kind!r}; expected 'localization'")
+    if kind not in TASKS:
+        raise UserError(f"_annotations.json has type {kind!r}; expected 'localization' or 'classification'")
     annotations = document.get("annotations")
     if not isinstance(annotations, dict):
         raise UserError("_annotations.json has no 'annotations' object")
@@ -99,9 +103,11 @@ def parse_annotations(raw):
     if not isinstance(listed, list):
         raise UserError("_annotations.json has a 'labels' entry that is not a list")
 
-    result = AnnotationSet(labels=list(dict.fromkeys(filter(None, map(normalise_label, listed)))))
+    result = AnnotationSet(labels=list(dict.fromkeys(filter(None, map(normalise_label, listed)))),
+                           task=TASKS[kind])
+    parse_entries = _parse_labels if kind == "classification" else _parse_entries
     for key, entries in annotations.items():
-        boxes, problems, skip_reason = _parse_entries(key, entries)
+        boxes, problems, skip_reason = parse_entries(key, entries)
         if skip_reason:
             result.issues.append({"image": key, "reason": skip_reason, "action": SKIPPED})
             continue
@@ -135,6 +141,27 @@ def _parse_entries(key, entries):
         if box:
             boxes.append(box)
     return boxes, repairs, None
+
+
+def _parse_labels(key, entries):
+    """([whole-image Box with the label], [], skip_reason) for one image of a classification bucket.
+
+    One label per image (Model Garden's softmax classifier): an image with several
+    distinct labels, or none, is skipped with the reason. Coordinates, if any, are ignored.
+    """
+    if not is_safe_key(key):
+        return [], [], "unsafe key: absolute or outside DATA_DIR, not opened"
+    if not isinstance(entries, list):
+        return [], [], "malformed annotation: not a list of labels"
+    if not all(isinstance(entry, dict) for entry in entries):
+        return [], [], "malformed annotation: an entry is not an object"
+    labels = list(dict.fromkeys(filter(None, (normalise_label(entry.get("label")) for entry in entries))))
+    if not labels:
+        return [], [], "no label: a classifier learns from one label per image"
+    if len(labels) > 1:
+        return [], [], (f"several labels ({', '.join(labels)}): classification takes one label per image; "
+                        "multi-label images are skipped")
+    return [Box(0.0, 0.0, 1.0, 1.0, labels[0])], [], None
 
 
 def _is_number(value):

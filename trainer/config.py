@@ -22,9 +22,10 @@ from pathlib import Path
 from trainer import catalogue, console
 from trainer.errors import UserError
 
-# Mobile SpineNet-49 RetinaNet: 2.3 M parameters, 1 GFLOP at 384 px, TFLite-friendly
+# The default detector (a classification bucket's default is catalogue.DEFAULT_MODELS'):
+# mobile SpineNet-49 RetinaNet, 2.3 M parameters, 1 GFLOP at 384 px, TFLite-friendly
 # ops and a COCO checkpoint, so it fine-tunes well and runs on phones and in browsers.
-DEFAULT_MODEL = "retinanet_spinenet49_mobile"
+DEFAULT_MODEL = catalogue.DEFAULT_MODELS["detection"]
 # cacli's rule of thumb was about 20 steps per image at batch size 1, i.e. 20 passes
 # over the data; in passes it holds at any batch size. Catalogue entries may set
 # `epochs` (models trained from scratch need more).
@@ -41,6 +42,7 @@ MAX_CHECKPOINTS_KEPT = 3
 STEPS_PER_LOOP = {"cpu": 10, "gpu": 50, "tpu": 100}
 PRECISION = {"cpu": "float32", "gpu": "float16", "tpu": "bfloat16"}
 TPU_EVAL_BATCH = 8  # TPUs need whole batches; 8 splits over 8 cores or 4 chips
+TOP_K = 5  # classifiers also report top-5 accuracy when they have more than 5 classes
 MODEL_GARDEN_MAX_INSTANCES = 100
 # Model Garden repeats the training records, then shuffles them in a buffer of 10000
 # by default: filling it reads 10000 encoded images before the first step. A buffer
@@ -154,23 +156,31 @@ def load_evaluation(result_dir):
     return _load_record(Path(result_dir)).get("evaluation", {"evaluated": True, "reason": ""})
 
 
+def load_task(result_dir):
+    """"detection" or "classification": what RESULT_DIR's run trains (from experiment.json)."""
+    return _load_record(Path(result_dir)).get("task", "detection")
+
+
 def load_hardware(result_dir):
     """The Hardware that config planned RESULT_DIR's run for (from experiment.json)."""
     return Hardware(**_load_record(Path(result_dir))["hardware"])
 
 
-def write_params(result_dir, model=DEFAULT_MODEL, steps=None, batch_size=None,
+def write_params(result_dir, model=None, steps=None, batch_size=None,
                  checkpoint_url=None, init_checkpoint=None, hardware=None):
     """Write RESULT_DIR/params.yaml (and experiment.json) for MODEL on the dataset prepare wrote; return its path.
 
+    MODEL defaults by the dataset's task (detection or classification); `demo` is the
+    demo model of that task; a model of the other task is refused.
     STEPS defaults from the dataset size; BATCH_SIZE (global) from the catalogue for
     the hardware, with the learning rate scaled linearly. INIT_CHECKPOINT is a prefix
     from the checkpoint stage; without one, the checkpoint (CHECKPOINT_URL, else the
     catalogue's) is fetched here. HARDWARE defaults to what this machine has.
     """
     result_dir = Path(result_dir).absolute()
-    entry = catalogue.load_model(model)
     dataset = _read_dataset(result_dir / "data")
+    asked, model = model, catalogue.resolve_model(model, dataset["task"])
+    entry = catalogue.load_model(model)
     exp_factory, hyperparams = _model_garden()
     hardware = hardware or _this_machine()
     plan = _plan(entry, dataset, hardware, steps, batch_size)
@@ -181,8 +191,10 @@ def write_params(result_dir, model=DEFAULT_MODEL, steps=None, batch_size=None,
     params = exp_factory.get_exp_config(entry["experiment"])
     params.override(entry.get("overrides") or {}, is_strict=True)
     params.override(_run_overrides(dataset, hardware, plan, checkpoint), is_strict=True)
+    params.override(_tuples_as_lists(params.as_dict()), is_strict=True)
     params.validate()
-    if checkpoint["path"] and "decoder" in checkpoint["modules"] and params.task.model.decoder.type == "identity":
+    if (dataset["task"] == "detection" and checkpoint["path"] and "decoder" in checkpoint["modules"]
+            and params.task.model.decoder.type == "identity"):
         raise UserError(f"{model}'s checkpoint modules include the decoder, but its decoder is the identity "
                         f"(no weights) and Model Garden cannot restore into it: restore [backbone]")
 
@@ -190,17 +202,34 @@ def write_params(result_dir, model=DEFAULT_MODEL, steps=None, batch_size=None,
     previous = path.read_text() if path.is_file() else None
     hyperparams.save_params_dict_to_yaml(params, str(path))
     evaluation = _evaluation_plan(dataset["val_images"], hardware, result_dir / "data")
-    record = {"model": model, "experiment": entry["experiment"], "hardware": asdict(hardware), **plan,
+    record = {"model": model, "asked_model": asked, "task": dataset["task"], "experiment": entry["experiment"],
+              "hardware": asdict(hardware), **plan,
               "init_checkpoint": checkpoint["path"], "evaluation": evaluation}
     (result_dir / "experiment.json").write_text(json.dumps(record, indent=2) + "\n")
     state = "unchanged" if path.read_text() == previous else "written"
-    console.say(f"config: {path} {state}: {model} ({entry['experiment']}), {dataset['num_classes'] - 1} labels, "
+    console.say(f"config: {path} {state}: {model} ({entry['experiment']}), {dataset['labels']} labels, "
                 f"{hardware.describe()}, batch {plan['batch_size']}, learning rate {plan['learning_rate']:g}")
     console.say(f"config: {plan['steps']} steps: {plan['steps_reason']}")
     if not evaluation["evaluated"]:
         console.say(f"config: WARNING: {evaluation['reason']}: the model will be trained WITHOUT evaluation "
                     f"(no COCO metrics; metrics.json will say evaluated: false)", error=True)
     return path
+
+
+def _tuples_as_lists(settings):
+    """The override that turns every tuple in SETTINGS (a nested dict) into a list.
+
+    Model Garden's classifier defaults hold tuples (crop_area_range), which its YAML
+    writer saves as `!!python/tuple`: no safe YAML loader reads that, so params.yaml
+    would be unreadable to every tool but Model Garden.
+    """
+    found = {}
+    for key, value in settings.items():
+        if isinstance(value, tuple):
+            found[key] = list(value)
+        elif isinstance(value, dict) and (inner := _tuples_as_lists(value)):
+            found[key] = inner
+    return found
 
 
 def load_params(result_dir):
@@ -243,25 +272,30 @@ def _read_dataset(data_dir):
         raise UserError(f"{report_path} is missing: run `python -m trainer prepare` first")
     report = json.loads(report_path.read_text())
     labels = report["labels"]
-    num_classes = len(labels) + 1  # Model Garden counts background as class 0
+    task = report.get("task", "detection")
+    # Model Garden's detectors count background as class 0; its classifiers have no background.
+    first_id = 1 if task == "detection" else 0
+    num_classes = len(labels) + first_id
     label_map = (data_dir / "label_map.pbtxt").read_text()
     for label_id in (int(found) for found in re.findall(r"^\s*id:\s*(-?\d+)", label_map, re.MULTILINE)):
-        if not 1 <= label_id < num_classes:
+        if not first_id <= label_id < num_classes:
             raise UserError(
-                f"label id {label_id} in {data_dir / 'label_map.pbtxt'} is outside 1..{num_classes - 1}: "
-                f"the model has {num_classes} classes (background + {len(labels)} labels) and Model Garden "
-                f"would silently train it as background; rerun prepare")
+                f"label id {label_id} in {data_dir / 'label_map.pbtxt'} is outside {first_id}..{num_classes - 1}: "
+                f"the {task} model has {num_classes} classes ({len(labels)} labels"
+                f"{' + background' if first_id else ''}) and Model Garden would silently mistrain it; rerun prepare")
     splits = report["splits"]
     if not splits["train"]["images"]:
         raise UserError(f"training needs training images; {report_path} has none "
                         f"(and {splits['val']['images']} validation images)")
     return {
+        "task": task,
+        "labels": len(labels),
         "num_classes": num_classes,
         "train_images": splits["train"]["images"],
         "val_images": splits["val"]["images"],
         "train_files": [str(data_dir / name) for name in report["files"]["train"]],
         "val_files": [str(data_dir / name) for name in report["files"]["val"]],
-        "max_boxes": report["max_boxes_per_image"],
+        "max_boxes": report.get("max_boxes_per_image", 1),
     }
 
 
@@ -347,28 +381,20 @@ def _run_overrides(dataset, hardware, plan, checkpoint):
             "loss_scale": "dynamic" if dtype == "float16" else None,
             "tpu": hardware.tpu,
         },
-        "task": {
-            "model": {"num_classes": dataset["num_classes"]},
-            "init_checkpoint": checkpoint["path"],
-            "init_checkpoint_modules": checkpoint["modules"],
-            "annotation_file": "",  # Model Garden builds COCO ground truth from the val records
-            "per_category_metrics": True,
-            "allow_image_summary": True,  # validation images with predicted boxes in TensorBoard
+        "task": _task_overrides(dataset, checkpoint, {
             "train_data": {
                 "input_path": ",".join(dataset["train_files"]),
                 "global_batch_size": plan["batch_size"],
                 "shuffle_buffer_size": min(dataset["train_images"], MAX_SHUFFLE_BUFFER),
                 "dtype": dtype,
-                "parser": {"max_num_instances": max(MODEL_GARDEN_MAX_INSTANCES, dataset["max_boxes"])},
             },
             "validation_data": {
                 "input_path": ",".join(dataset["val_files"]),
                 "global_batch_size": eval_batch,
                 "drop_remainder": drop_remainder,
                 "dtype": dtype,
-                "parser": {"max_num_instances": max(MODEL_GARDEN_MAX_INSTANCES, dataset["max_boxes"])},
             },
-        },
+        }),
         "trainer": {
             "train_steps": plan["steps"],
             "steps_per_loop": plan["steps_per_loop"],
@@ -389,6 +415,27 @@ def _run_overrides(dataset, hardware, plan, checkpoint):
             },
         },
     }
+
+
+def _task_overrides(dataset, checkpoint, data):
+    """The `task` override for the dataset's task: DATA (the input settings both tasks share) plus its own."""
+    task = {"model": {"num_classes": dataset["num_classes"]}, "init_checkpoint": checkpoint["path"], **data}
+    if dataset["task"] == "classification":
+        if checkpoint["path"] and checkpoint["modules"] not in (["backbone"], ["all"]):
+            raise UserError(f"a classifier restores [backbone] or [all] from its checkpoint, not {checkpoint['modules']}")
+        task["init_checkpoint_modules"] = checkpoint["modules"][0]  # Model Garden's classifier takes one string
+        # Evaluation (and every export) stretches the whole image to the square input, as phone
+        # apps feed a classifier; training keeps its random crops.
+        task["validation_data"]["aug_crop"] = False
+        task["evaluation"] = {"top_k": min(TOP_K, dataset["num_classes"])}
+        return task
+    instances = {"max_num_instances": max(MODEL_GARDEN_MAX_INSTANCES, dataset["max_boxes"])}
+    task["train_data"]["parser"] = task["validation_data"]["parser"] = instances
+    return {**task,
+            "init_checkpoint_modules": checkpoint["modules"],
+            "annotation_file": "",  # Model Garden builds COCO ground truth from the val records
+            "per_category_metrics": True,
+            "allow_image_summary": True}  # validation images with predicted boxes in TensorBoard
 
 
 def _evaluation_plan(val_images, hardware, data_dir):
@@ -416,8 +463,9 @@ def _evaluation(val_images, batch_size, hardware):
 def add_arguments(parser):
     models = catalogue.MODELS_DIR.glob("*.yaml")
     listing = "; ".join(f"{p.stem}: {catalogue.load_model(p.stem)['description']}" for p in sorted(models))
-    parser.add_argument("--model", default=DEFAULT_MODEL, metavar="NAME",
-                        help=f"catalogue model (default {DEFAULT_MODEL}). {listing}")
+    parser.add_argument("--model", default=None, metavar="NAME",
+                        help=f"catalogue model (default by the dataset's task: {catalogue.defaults_help()}; demo: the demo model of "
+                             f"that task). {listing}")
     parser.epilog = SIMULATION_HELP
     parser.add_argument("--result-dir", required=True, help="the run folder: reads data/, writes params.yaml")
     parser.add_argument("--steps", type=int, help="training steps (default: from the dataset size)")

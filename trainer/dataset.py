@@ -110,10 +110,12 @@ def check_distinct(count, distinct, where):
                         "cannot learn or be evaluated on one picture; add different images")
 
 
-def split_counts(items, labels, split):
-    """Images, boxes, negatives and boxes per class of SPLIT."""
+def split_counts(items, labels, split, task="detection"):
+    """Images, boxes, negatives and boxes per class of SPLIT; for classification, images and images per class."""
     chosen = [item for item in items if item.split == split]
     per_class = Counter(box.label for item in chosen for box in item.boxes)
+    if task == "classification":  # one whole-image box per image
+        return {"images": len(chosen), "per_class": {name: per_class[name] for name in labels}}
     return {"images": len(chosen),
             "boxes": sum(len(item.boxes) for item in chosen),
             "negatives": sum(1 for item in chosen if not item.boxes),
@@ -125,20 +127,22 @@ def warning(code, message, **numbers):
     return {"code": code, "message": message, "numbers": numbers}
 
 
-def dataset_warnings(items, labels, input_size, val_fraction):
+def dataset_warnings(items, labels, input_size, val_fraction, task="detection"):
     """Warnings that cost GPU time if ignored; each with its numbers.
 
     INPUT_SIZE is the model's square input side: an image is scaled so that its
     longer side fits it. Items without a size (a bucket listing) are taken as
-    square, which can only under-count small boxes.
+    square, which can only under-count small boxes. A classification image's one
+    whole-image box counts as its image.
     """
+    objects, learner = ("images", "classifier") if task == "classification" else ("boxes", "detector")
     warnings = []
     train_images = Counter(label for item in items if item.split == "train"
                            for label in {box.label for box in item.boxes})
     for name in labels:
         if train_images[name] < MIN_IMAGES_PER_CLASS:
             warnings.append(warning(
-                "few_images", f"class {name!r} has only {counted(train_images[name], 'training image')}; a detector "
+                "few_images", f"class {name!r} has only {counted(train_images[name], 'training image')}; a {learner} "
                 f"needs at least {MIN_IMAGES_PER_CLASS}, and does well with 50 or more",
                 label=name, images=train_images[name], minimum=MIN_IMAGES_PER_CLASS))
     boxes = Counter(box.label for item in items for box in item.boxes)
@@ -146,7 +150,7 @@ def dataset_warnings(items, labels, input_size, val_fraction):
         (most, most_boxes), (least, least_boxes) = boxes.most_common()[0], boxes.most_common()[-1]
         if most_boxes > MAX_CLASS_RATIO * least_boxes:
             warnings.append(warning(
-                "class_imbalance", f"class {most!r} has {most_boxes} boxes and {least!r} only {least_boxes} "
+                "class_imbalance", f"class {most!r} has {most_boxes} {objects} and {least!r} only {least_boxes} "
                 f"({most_boxes / least_boxes:.0f}x, more than {MAX_CLASS_RATIO}x): the model will mostly ignore "
                 f"{least!r}", most=most, most_boxes=most_boxes, least=least, least_boxes=least_boxes,
                 ratio=round(most_boxes / least_boxes, 1), maximum_ratio=MAX_CLASS_RATIO))
@@ -177,7 +181,7 @@ def dataset_warnings(items, labels, input_size, val_fraction):
         missing = [name for name in labels if name not in in_val]
         if missing:
             warnings.append(warning(
-                "val_missing_class", f"the validation split has no box of {', '.join(map(repr, missing))}: "
+                "val_missing_class", f"the validation split has no {objects[:-1]} of {', '.join(map(repr, missing))}: "
                 "evaluation cannot score those classes", labels=missing, val_images=len(val)))
     return warnings
 

@@ -23,42 +23,44 @@ from PIL import ImageFile
 
 from trainer import catalogue, console
 from trainer.annotations import REPAIRED, SKIPPED, parse_annotations
-from trainer.config import DEFAULT_MODEL
 from trainer.dataset import (DEFAULT_SEED, DEFAULT_VAL_FRACTION, ContentSplit, Item, check_distinct, counted,
                              dataset_warnings, label_ids, seeded_hash, split_counts)
 from trainer.errors import UserError
 from trainer.images import load_image, map_images
-from trainer.records import (ShardWriter, clear_outputs, complete_report, detection_features, example_record,
-                             write_label_files, write_marker)
+from trainer.records import (ShardWriter, clear_outputs, classification_features, complete_report,
+                             detection_features, example_record, write_label_files, write_marker)
 
 ANNOTATIONS_FILE = "_annotations.json"
 OUTPUT_DIR = "data"
-FORMAT_VERSION = 2            # part of the fingerprint: bump when the records or report change
+FORMAT_VERSION = 3            # part of the fingerprint: bump when the records or report change
 DEFAULT_MAX_SIDE = 1024       # the largest model input in configs/models/: every model sees full resolution
 SHARD_BYTES = 100 * 2**20     # TensorFlow's guidance: shards of 100-200 MB read efficiently
+# Detectors count background as Model Garden's class 0; classifiers have no background.
+FIRST_LABEL_ID = {"detection": 1, "classification": 0}
 
 
 def prepare(data_dir, result_dir, val_fraction=DEFAULT_VAL_FRACTION, seed=DEFAULT_SEED, max_side=DEFAULT_MAX_SIDE,
-            num_shards=None, model=DEFAULT_MODEL, strict=False):
+            num_shards=None, model=None, strict=False):
     """Write RESULT_DIR/data/ from the bucket in DATA_DIR; return the report (also data/report.json).
 
     val_fraction: share of images for evaluation, by content hash. With 2 or more
     distinct images at least one goes to val and one to train; 0 gives no val split.
     num_shards: TFRecord files per split; default one per ~100 MB of images.
-    model: the catalogue model the data is for; its input size decides which boxes are too small.
+    model: the catalogue model the data is for (default: the bucket type's; `demo` is the demo model of
+    that type); its input size decides which boxes are too small. A model of the other task is refused.
     strict: raise UserError when there are dataset warnings (after writing the outputs).
     Skips the work when data/report.json holds the fingerprint of the same input and options.
     """
     data_dir, result_dir = Path(data_dir), Path(result_dir)
-    options = {"val_fraction": val_fraction, "seed": seed, "max_side": max_side, "num_shards": num_shards,
-               "model": model}
+    options = {"val_fraction": val_fraction, "seed": seed, "max_side": max_side, "num_shards": num_shards}
     _check_options(options)
-    input_size = catalogue.input_side(catalogue.load_model(model))
     annotations_path = data_dir / ANNOTATIONS_FILE
     if not annotations_path.is_file():
         raise UserError(f"no {ANNOTATIONS_FILE} in {data_dir}")
     raw = annotations_path.read_bytes()
     annotation_set = parse_annotations(raw)
+    options["model"] = catalogue.resolve_model(model, annotation_set.task)
+    input_size = catalogue.input_side(catalogue.load_model(options["model"]))
     file_sizes, fingerprint = _fingerprint(raw, data_dir, annotation_set, options)
     output_dir = result_dir / OUTPUT_DIR
     report = complete_report(output_dir, fingerprint)
@@ -78,13 +80,15 @@ def _write(data_dir, output_dir, annotation_set, options, input_size, file_sizes
     ImageFile.LOAD_TRUNCATED_IMAGES = False  # tensorflow_datasets turns it on process-wide; verifying needs it off
     seed, val_fraction = options["seed"], options["val_fraction"]
     labels, warnings = label_ids(annotation_set.labels, annotation_set.images)
-    label_numbers = {name: number for number, name in enumerate(labels, start=1)}
+    task = annotation_set.task
+    first_id = FIRST_LABEL_ID[task]
+    label_numbers = {name: number for number, name in enumerate(labels, start=first_id)}
     # source_id (COCO evaluation's image id) numbers the images in key order: Model Garden
     # parses it as an integer, and small ones survive a float32 cast.
     source_ids = {key: number for number, key in enumerate(sorted(i.key for i in annotation_set.images), start=1)}
     # Read in a seeded order of keys: within a split records come in this order, so every shard mixes the classes.
     ordered = sorted(annotation_set.images, key=lambda image: seeded_hash(seed, image.key))
-    tasks = [(image.key, str(data_dir / image.key), options["max_side"], source_ids[image.key],
+    work = [(task, image.key, str(data_dir / image.key), options["max_side"], source_ids[image.key],
               [(b.x, b.y, b.x2, b.y2, label_numbers[b.label], b.label) for b in image.boxes]) for image in ordered]
     total_bytes = sum(file_sizes.values())
     planned = {"train": _planned_shards(total_bytes * (1 - val_fraction), options["num_shards"]),
@@ -103,7 +107,7 @@ def _write(data_dir, output_dir, annotation_set, options, input_size, file_sizes
                 writer.write(split, record)
 
     try:
-        for image, (loaded, record) in zip(ordered, map_images(_load_record, tasks, "reading images")):
+        for image, (loaded, record) in zip(ordered, map_images(_load_record, work, "reading images")):
             if loaded.skip:
                 skipped.append({"image": image.key, "reason": loaded.skip})
                 continue
@@ -130,32 +134,38 @@ def _write(data_dir, output_dir, annotation_set, options, input_size, file_sizes
         raise
     items.sort(key=lambda item: item.key)
     report = {
+        "task": task,
         "labels": labels,
-        "splits": {split: split_counts(items, labels, split) for split in ("train", "val")},
+        "splits": {split: split_counts(items, labels, split, task) for split in ("train", "val")},
         "files": files,
         "max_boxes_per_image": max(len(item.boxes) for item in items),
         "input_size": input_size,
         "skipped": [{"image": i["image"], "reason": i["reason"]} for i in sorted(skipped, key=_issue_order)],
         "repaired": [{"image": i["image"], "reason": i["reason"]} for i in sorted(repaired, key=_issue_order)],
-        "warnings": warnings + dataset_warnings(items, labels, input_size, val_fraction),
+        "warnings": warnings + dataset_warnings(items, labels, input_size, val_fraction, task),
         "options": options,
         "fingerprint": fingerprint,
     }
-    write_label_files(output_dir, labels)
+    write_label_files(output_dir, labels, first_id)
     write_marker(output_dir, report)
     counts = report["splits"]
     _log(f"wrote {counts['train']['images']} train and {counted(counts['val']['images'], 'val image')} "
-         f"({counted(len(labels), 'class', 'classes')}) to {output_dir}")
+         f"({counted(len(labels), 'class', 'classes')}, {task}) to {output_dir}")
     return report
 
 
-def _load_record(task):
+def _load_record(work):
     """In a worker: (LoadedImage without its bytes, the framed record or None when skipped)."""
-    key, path, max_side, source_id, boxes = task
+    task, key, path, max_side, source_id, boxes = work
     loaded = load_image(path, max_side)
     if loaded.skip:
         return loaded, None
-    record = example_record(detection_features(key, loaded.jpeg, loaded.size, boxes, source_id))
+    if task == "classification":  # one whole-image box carries the image's label (trainer.annotations)
+        (*_, label_id, label), = boxes
+        features = classification_features(key, loaded.jpeg, loaded.size, label_id, label, source_id)
+    else:
+        features = detection_features(key, loaded.jpeg, loaded.size, boxes, source_id)
+    record = example_record(features)
     loaded.jpeg = None  # already in the record: do not send it back twice
     return loaded, record
 
@@ -229,9 +239,10 @@ def add_arguments(parser):
                         help=f"downscale images whose longer side exceeds this (default {DEFAULT_MAX_SIDE})")
     parser.add_argument("--num-shards", type=int, default=None,
                         help="TFRecord files per split (default: one per ~100 MB of images)")
-    parser.add_argument("--model", default=DEFAULT_MODEL, metavar="NAME",
+    parser.add_argument("--model", default=None, metavar="NAME",
                         help=f"catalogue model the data is for; its input size decides which boxes are too small "
-                             f"to detect (default {DEFAULT_MODEL})")
+                             f"to detect (default by the bucket's type: {catalogue.defaults_help()}; demo: the demo model of "
+                             f"that type)")
     parser.add_argument("--strict", action="store_true",
                         help="exit with an error when there are dataset warnings (the outputs are still written)")
 

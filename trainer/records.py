@@ -50,6 +50,21 @@ def detection_features(key, jpeg, size, boxes, source_id):
     }
 
 
+def classification_features(key, jpeg, size, label_id, label, source_id):
+    """The keys Model Garden's image-classification decoder reads (image/encoded, image/class/label: 0-based)."""
+    width, height = size
+    return {
+        "image/encoded": ("bytes", [jpeg]),
+        "image/format": ("bytes", [b"jpeg"]),
+        "image/height": ("int64", [height]),
+        "image/width": ("int64", [width]),
+        "image/source_id": ("bytes", [str(source_id).encode()]),
+        "image/filename": ("bytes", [key.encode()]),
+        "image/class/label": ("int64", [label_id]),
+        "image/class/text": ("bytes", [label.encode()]),
+    }
+
+
 def _tfrecord(payload):
     """PAYLOAD framed as one TFRecord: length, masked CRC32C of the length, payload, masked CRC32C of it."""
     length = struct.pack("<Q", len(payload))
@@ -136,11 +151,14 @@ class ShardWriter:
         return self.directory / f".{split}-{shard:05d}{PARTIAL_SUFFIX}"
 
 
-def write_label_files(directory, labels):
-    """labels.json (names in id order) and label_map.pbtxt (protobuf text format, names C-escaped)."""
+def write_label_files(directory, labels, first_id=1):
+    """labels.json (names in id order) and label_map.pbtxt (protobuf text format, names C-escaped).
+
+    FIRST_ID: 1 for detectors (Model Garden's class 0 is background), 0 for classifiers.
+    """
     (directory / "labels.json").write_text(json.dumps(labels, ensure_ascii=False) + "\n", encoding="utf-8")
     items = [f'item {{\n  id: {number}\n  name: "{text_encoding.CEscape(name.encode(), as_utf8=False)}"\n}}\n'
-             for number, name in enumerate(labels, start=1)]
+             for number, name in enumerate(labels, start=first_id)]
     (directory / "label_map.pbtxt").write_text("".join(items), encoding="ascii")
 
 

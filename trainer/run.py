@@ -19,7 +19,7 @@ import os
 import time
 from pathlib import Path
 
-from trainer import config, console
+from trainer import catalogue, config, console
 from trainer.dataset import DEFAULT_VAL_FRACTION
 from trainer.errors import UserError
 from trainer.export import FORMATS, conversion_exit, export  # imports TensorFlow only when exporting
@@ -29,10 +29,12 @@ CHIEF_POLL_SECONDS = 10
 READY_FILE = "ready.json"
 
 
-def run(data_dir, result_dir, model=config.DEFAULT_MODEL, steps=None, batch_size=None, checkpoint_url=None,
+def run(data_dir, result_dir, model=None, steps=None, batch_size=None, checkpoint_url=None,
         formats=FORMATS, val_fraction=DEFAULT_VAL_FRACTION):
     """Prepare DATA_DIR, configure and train MODEL into RESULT_DIR, export FORMATS.
 
+    MODEL None: the default of the bucket's type (detection or classification); `demo`:
+    the demo model of that type.
     Returns the conversions that failed, {format: reason}: the model is trained
     and served by its SavedModel even when a TFLite, TF.js or Core ML conversion fails.
     """
@@ -46,11 +48,12 @@ def run(data_dir, result_dir, model=config.DEFAULT_MODEL, steps=None, batch_size
         (result_dir / READY_FILE).unlink(missing_ok=True)
         _stage("prepare", f"{data_dir} -> {result_dir / 'data'}")
         prepare(data_dir, result_dir, val_fraction=val_fraction, model=model)
-        _stage("config", f"{model} -> {result_dir / 'params.yaml'} (checkpoint fetched or taken from the cache)")
+        _stage("config", f"{model or 'default model'} -> {result_dir / 'params.yaml'} (checkpoint fetched or taken "
+                         "from the cache)")
         config.write_params(result_dir, model, steps, batch_size, checkpoint_url)
         _write_ready(result_dir)
     else:
-        _wait_for_chief(result_dir, {"model": model, "steps": steps, "batch_size": batch_size})
+        _wait_for_chief(result_dir, {"asked_model": model, "steps": steps, "batch_size": batch_size})
     _stage("train", f"-> {result_dir / 'model'}")
     train(result_dir)
     if not config.is_chief(os.environ):
@@ -117,8 +120,9 @@ def add_arguments(parser):
     parser.add_argument("--data-dir", required=True,
                         help="the Cloud Annotations bucket (folder with _annotations.json)")
     parser.add_argument("--result-dir", required=True, help="where data/, params.yaml, model/ and metrics.json go")
-    parser.add_argument("--model", default=config.DEFAULT_MODEL, metavar="NAME",
-                        help=f"catalogue model (default {config.DEFAULT_MODEL}; see `python -m trainer config --help`)")
+    parser.add_argument("--model", default=None, metavar="NAME",
+                        help=f"catalogue model (default by the bucket's type: {catalogue.defaults_help()}; demo: the "
+                             "demo model of that type; see `python -m trainer config --help`)")
     parser.add_argument("--steps", type=int, help="training steps (default: from the dataset size)")
     parser.add_argument("--batch-size", type=int, help="global batch size (default: the catalogue's for this hardware)")
     parser.add_argument("--checkpoint-url", help="pretrained checkpoint instead of the catalogue's (archive or prefix)")

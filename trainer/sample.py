@@ -7,6 +7,9 @@ so that "any colour change" is not enough. The bucket exercises the paths real
 buckets need: mostly JPEGs, some PNGs, one JPEG stored sideways with an EXIF
 orientation (boxes annotated as a viewer shows it) and a few negatives (no
 objects). Same seed, byte-identical files; no third-party images.
+
+`--type classification` writes a classification bucket from the same pictures:
+every shape in an image is of one class, which is the image's label.
 """
 import json
 from pathlib import Path
@@ -28,8 +31,8 @@ ROTATED_INDEX = 3       # this image is stored sideways with EXIF orientation 6
 EXIF_ORIENTATION = 0x0112
 
 
-def make_sample_bucket(out_dir, num_images=DEFAULT_IMAGES, seed=0):
-    """Write NUM_IMAGES images and `_annotations.json` into OUT_DIR; return the annotations dict."""
+def make_sample_bucket(out_dir, num_images=DEFAULT_IMAGES, seed=0, kind="localization"):
+    """Write NUM_IMAGES images and `_annotations.json` (type KIND) into OUT_DIR; return the annotations dict."""
     if num_images < 1:
         raise UserError(f"--images must be at least 1, not {num_images}")
     out_dir = Path(out_dir)
@@ -39,12 +42,16 @@ def make_sample_bucket(out_dir, num_images=DEFAULT_IMAGES, seed=0):
     for index in range(num_images):
         size = SIZES[rng.integers(len(SIZES))]
         image = _background(rng, size)
-        boxes = [] if index % NEGATIVE_EVERY == NEGATIVE_EVERY - 1 else _draw_objects(rng, image)
+        if kind == "classification":  # the same pictures, with every shape of one class: the image's label
+            label = LABELS[index % len(LABELS)]
+            boxes = [{"label": label}] if _draw_objects(rng, image, only=label) else []
+        else:
+            boxes = [] if index % NEGATIVE_EVERY == NEGATIVE_EVERY - 1 else _draw_objects(rng, image)
         image = _add_noise(rng, image.filter(ImageFilter.GaussianBlur(0.6)))
         key = f"sample-{index:04d}.{'png' if index % PNG_EVERY == PNG_EVERY - 1 else 'jpg'}"
         _save(image, out_dir / key, sideways=index == ROTATED_INDEX)
         annotations[key] = boxes
-    document = {"version": "1.0", "type": "localization", "labels": LABELS, "annotations": annotations}
+    document = {"version": "1.0", "type": kind, "labels": LABELS, "annotations": annotations}
     (out_dir / "_annotations.json").write_text(json.dumps(document, indent=1) + "\n")
     return document
 
@@ -69,13 +76,14 @@ def _background(rng, size):
     return image
 
 
-def _draw_objects(rng, image):
-    """Draw 1-4 non-overlapping shapes, each 18-45% of the shorter side; return their boxes."""
+def _draw_objects(rng, image, only=None):
+    """Draw 1-4 non-overlapping shapes (all of class ONLY when given), each 18-45% of the shorter side; return
+    their boxes."""
     width, height = image.size
     draw = ImageDraw.Draw(image)
     boxes, placed = [], []
     for _ in range(rng.integers(1, 5)):
-        label = LABELS[rng.integers(len(LABELS))]
+        label = only or LABELS[rng.integers(len(LABELS))]
         side = rng.uniform(0.18, 0.45) * min(width, height)
         for _attempt in range(20):
             x, y = rng.uniform(0, width - side), rng.uniform(0, height - side)
@@ -130,10 +138,16 @@ def add_arguments(parser):
     parser.add_argument("--images", type=int, default=DEFAULT_IMAGES,
                         help=f"number of images (default {DEFAULT_IMAGES})")
     parser.add_argument("--seed", type=int, default=0, help="random seed; same seed, same files (default 0)")
+    parser.add_argument("--type", dest="kind", choices=("localization", "classification"), default="localization",
+                        help="localization: shapes with boxes (default); classification: one class of shape per "
+                             "image, labelled with it")
 
 
 def main(args):
-    document = make_sample_bucket(args.out_dir, num_images=args.images, seed=args.seed)
+    document = make_sample_bucket(args.out_dir, num_images=args.images, seed=args.seed, kind=args.kind)
+    if args.kind == "classification":
+        print(f"sample: wrote {len(document['annotations'])} labelled images to {args.out_dir}")
+        return 0
     boxes = sum(len(entries) for entries in document["annotations"].values())
     print(f"sample: wrote {len(document['annotations'])} images with {boxes} boxes to {args.out_dir}")
     return 0

@@ -3,10 +3,11 @@
 Orbit (Model Garden's train_lib) does the work in train_and_eval mode: checkpoints
 `model/ckpt-N` (N = step), TensorBoard events in `model/train/` and
 `model/validation/` (losses, learning rate, COCO AP, validation images with their
-predicted boxes). On top of it this stage adds what a cloud job needs: resume from
-the last checkpoint (said in the log), a checkpoint on SIGTERM (how Vertex AI
-preempts), a progress line per loop (step, loss, images/s, ETA), and
-RESULT_DIR/metrics.json with the last evaluation's COCO and per-class metrics. A
+predicted boxes; for classifiers, accuracy). On top of it this stage adds what a cloud
+job needs: resume from the last checkpoint (said in the log), a checkpoint on SIGTERM
+(how Vertex AI preempts), a progress line per loop (step, loss, images/s, ETA), and
+RESULT_DIR/metrics.json with the last evaluation's metrics: COCO and per-class AP for
+detectors; accuracy, top-5, per-class accuracy and the confusion matrix for classifiers. A
 run whose last checkpoint is at the final step and whose metrics.json is from that
 step is complete: a rerun returns at once.
 """
@@ -92,7 +93,7 @@ def _train(result_dir, model_dir, metrics_path, steps, last_step):
 
     labels = json.loads((result_dir / "data" / "labels.json").read_text())
     progress = _Progress(steps, params.task.train_data.global_batch_size, labels, model_dir, metrics_path,
-                         write_metrics=strategy.extended.should_checkpoint)
+                         write_metrics=strategy.extended.should_checkpoint, task=config.load_task(result_dir))
     runner = None
     with _raise_on_sigterm():
         try:
@@ -108,6 +109,8 @@ def _train(result_dir, model_dir, metrics_path, steps, last_step):
                     train_actions=[progress.after_train], eval_actions=[progress.after_eval],
                     eval_summary_manager=summary_manager.maybe_build_eval_summary_manager(params, str(model_dir)))
             progress.start(runner.trainer.global_step)
+            progress.confusion = lambda: _confusion_matrix(runner.trainer.model, task, params.task.validation_data,
+                                                           len(labels))
             if last_step is not None:
                 console.say(f"train: restored ckpt-{last_step}: continuing at step {progress.step}")
             runner.run()
@@ -226,7 +229,10 @@ def _summary(model_dir, metrics_path):
     """Print where the run's outputs are and its final AP; return metrics.json's contents."""
     metrics = json.loads(metrics_path.read_text())
     console.say(f"train: checkpoints: {model_dir}/ckpt-{metrics['step']}")
-    if metrics.get("evaluated", True):
+    if "accuracy" in metrics:
+        console.say(f"train: metrics:     {metrics_path} (step {metrics['step']}: accuracy "
+                    f"{_shown(metrics['accuracy'])})")
+    elif metrics.get("evaluated", True):
         console.say(f"train: metrics:     {metrics_path} (step {metrics['step']}: AP {_shown(metrics['AP'])}, "
                     f"AP50 {_shown(metrics['AP50'])})")
     else:
@@ -263,13 +269,15 @@ def _raise_on_sigterm():
 class _Progress:
     """Orbit actions: a progress line after each training loop, metrics.json after each evaluation."""
 
-    def __init__(self, steps, batch_size, labels, model_dir, metrics_path, write_metrics):
+    def __init__(self, steps, batch_size, labels, model_dir, metrics_path, write_metrics, task):
         self.steps = steps
         self.batch_size = batch_size
         self.labels = labels
         self.model_dir = model_dir
         self.metrics_path = metrics_path
         self.write_metrics = write_metrics
+        self.task = task
+        self.confusion = None  # for classifiers: () -> the val split's confusion matrix (set once training starts)
 
     def start(self, global_step):
         """Count from GLOBAL_STEP (the trainer's step variable) from now on."""
@@ -295,11 +303,17 @@ class _Progress:
         self.restart()
 
     def after_eval(self, output):
-        metrics = _final_metrics(output, self.labels, int(self.global_step.numpy()))
+        step = int(self.global_step.numpy())
+        if self.task == "classification":
+            metrics = _classification_metrics(output, self.labels, step, self.confusion())
+            names = ("accuracy", f"top_{config.TOP_K}_accuracy")
+        else:
+            metrics = _final_metrics(output, self.labels, step)
+            names = ("AP", "AP50", "AP75", "ARmax100")
         if self.write_metrics:
             _write_json(self.metrics_path, metrics)
             write_report(self.metrics_path.parent, best_effort=True)  # the run report follows each evaluation
-        shown = " ".join(f"{name} {_shown(metrics[name])}" for name in ("AP", "AP50", "AP75", "ARmax100"))
+        shown = " ".join(f"{name} {_shown(metrics[name])}" for name in names if name in metrics)
         console.say(f"evaluation: step {metrics['step']}: {shown}")
         self.restart()  # evaluation time is not training speed
 
@@ -331,6 +345,40 @@ def _final_metrics(output, labels, step):
         "per_class": per_class,
         "validation_loss": float(output["validation_loss"]) if "validation_loss" in output else None,
     }
+
+
+def _classification_metrics(output, labels, step, matrix):
+    """metrics.json for a classifier: Model Garden's accuracy (and top-5 with more than 5 classes),
+    per-class accuracy and the confusion matrix (rows: true label, columns: predicted), validation loss."""
+    top_k = f"top_{config.TOP_K}_accuracy"
+    per_class = {}
+    for index, label in enumerate(labels):
+        images = int(sum(matrix[index]))
+        per_class[label] = {"accuracy": matrix[index][index] / images if images else None, "images": images}
+    return {
+        "step": step,
+        "accuracy": float(output["accuracy"]),
+        **({top_k: float(output[top_k])} if len(labels) > config.TOP_K and top_k in output else {}),
+        "per_class": per_class,
+        "confusion_matrix": matrix,
+        "validation_loss": float(output["validation_loss"]) if "validation_loss" in output else None,
+    }
+
+
+def _confusion_matrix(model, task, data_config, num_classes):
+    """[[count]] of the validation split, rows the true label and columns the predicted one.
+
+    Model Garden's classifier reports accuracy only; this is one more pass of the
+    trained model over the same validation input (a few seconds for a small split).
+    """
+    import numpy as np
+    import tensorflow as tf
+
+    matrix = np.zeros([num_classes, num_classes], np.int64)
+    for images, truth in task.build_inputs(data_config):
+        predicted = tf.argmax(model(images, training=False), axis=-1)
+        np.add.at(matrix, (truth.numpy().reshape(-1), predicted.numpy().reshape(-1)), 1)
+    return matrix.tolist()
 
 
 def _quiet_orbit():
