@@ -23,11 +23,8 @@ def document(annotations, labels=("cat", "dog"), **extra):
     (json.dumps({"annotations": {}}).encode(),
      "_annotations.json has version None; only Cloud Annotations version '1.0' is supported"),
     (json.dumps({"version": "1.0", "labels": []}).encode(), "_annotations.json has no 'annotations' object"),
-    (json.dumps({"version": "1.0", "type": "classification", "annotations": {}}).encode(),
-     "_annotations.json is of type 'classification', which is recognised but not supported yet: this trainer "
-     "trains object detectors (type 'localization')"),
     (json.dumps({"version": "1.0", "type": "segmentation", "annotations": {}}).encode(),
-     "_annotations.json has type 'segmentation'; expected 'localization'"),
+     "_annotations.json has type 'segmentation'; expected 'localization' or 'classification'"),
     (b'{"a": "\x80"}', "_annotations.json is not valid JSON: 'utf-8' codec can't decode byte 0x80 in position 7: "
                        "invalid start byte"),
 ])
@@ -36,6 +33,33 @@ def test_whole_file_errors_are_one_line_user_errors(raw, message):
         parse_annotations(raw)
     assert str(error.value) == message
     assert "\n" not in str(error.value)
+
+
+def test_a_classification_bucket_gives_one_whole_image_label_per_image_and_skips_the_rest():
+    parsed = parse_annotations(json.dumps({"version": "1.0", "type": "classification", "labels": ["cat", "dog"],
+                                           "annotations": {
+        "cat.jpg": [{"label": "cat"}],
+        "twice.jpg": [{"label": "dog"}, {"label": " dog "}],                  # one label, said twice
+        "boxed.jpg": [{"label": "cat", "x": 0.1, "y": 0.1, "x2": 0.2, "y2": 0.2}],  # coordinates ignored
+        "both.jpg": [{"label": "cat"}, {"label": "dog"}],
+        "none.jpg": [],
+        "blank.jpg": [{"label": "  "}],
+        "../out.jpg": [{"label": "cat"}],
+        "odd.jpg": ["cat"],
+    }}).encode())
+    assert parsed.task == "classification"
+    assert parsed.images == [ImageAnnotation("cat.jpg", [Box(0.0, 0.0, 1.0, 1.0, "cat")]),
+                             ImageAnnotation("twice.jpg", [Box(0.0, 0.0, 1.0, 1.0, "dog")]),
+                             ImageAnnotation("boxed.jpg", [Box(0.0, 0.0, 1.0, 1.0, "cat")])]
+    assert parsed.issues == [
+        {"image": "both.jpg", "reason": "several labels (cat, dog): classification takes one label per image; "
+                                        "multi-label images are skipped", "action": SKIPPED},
+        {"image": "none.jpg", "reason": "no label: a classifier learns from one label per image", "action": SKIPPED},
+        {"image": "blank.jpg", "reason": "no label: a classifier learns from one label per image", "action": SKIPPED},
+        {"image": "../out.jpg", "reason": "unsafe key: absolute or outside DATA_DIR, not opened", "action": SKIPPED},
+        {"image": "odd.jpg", "reason": "malformed annotation: an entry is not an object", "action": SKIPPED},
+    ]
+    assert parse_annotations(document({"a.jpg": []})).task == "detection"
 
 
 def test_boxes_are_clipped_reordered_or_dropped_and_reported():

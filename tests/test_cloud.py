@@ -104,7 +104,7 @@ def test_submit_checks_the_bucket_then_creates_the_job(gcs_client, local_bucket,
 
     assert cloud_main(submit_argv(bucket, "--model", "demo", "--steps", "300")) == 0
     out, err = capsys.readouterr()
-    assert f"checked gs://{bucket}/kangaroo: 8 images" in err
+    assert f"checked gs://{bucket}/kangaroo: detection, 8 images" in err
 
     [(method, path, body)] = vertex.requests
     assert (method, path) == ("POST", JOBS_PATH)
@@ -133,8 +133,8 @@ def test_submit_checks_the_bucket_then_creates_the_job(gcs_client, local_bucket,
 
 @pytest.mark.parametrize("annotations, message", [
     (b"{not json", "_annotations.json is not valid JSON"),
-    (json.dumps({"version": "1.0", "type": "classification", "labels": [], "annotations": {}}).encode(),
-     "_annotations.json is of type 'classification'"),
+    (json.dumps({"version": "1.0", "type": "segmentation", "labels": [], "annotations": {}}).encode(),
+     "_annotations.json has type 'segmentation'; expected 'localization' or 'classification'"),
     (json.dumps({"version": "1.0", "type": "localization", "labels": ["cat"],
                  "annotations": {"gone.jpg": [{"x": 0.1, "y": 0.1, "x2": 0.5, "y2": 0.5, "label": "cat"}]}}).encode(),
      "none of the 1 usable annotated images is in the bucket (gone.jpg)"),

@@ -16,7 +16,9 @@ from trainer import catalogue, config
 from trainer.__main__ import main as cli
 from trainer.errors import UserError
 
-MODELS = sorted(path.stem for path in catalogue.MODELS_DIR.glob("*.yaml"))
+ALL_MODELS = sorted(path.stem for path in catalogue.MODELS_DIR.glob("*.yaml"))
+MODELS = [name for name in ALL_MODELS if catalogue.task_of(catalogue.load_model(name)) == "detection"]
+CLASSIFIERS = [name for name in ALL_MODELS if catalogue.task_of(catalogue.load_model(name)) == "classification"]
 CLUSTER_SPEC = {  # as Vertex AI sets it for a chief and two workers
     "cluster": {"workerpool0": ["cmle-training-workerpool0-0:2222"],
                 "workerpool1": ["cmle-training-workerpool1-0:2222", "cmle-training-workerpool1-1:2222"]},
@@ -189,7 +191,7 @@ def test_label_id_beyond_num_classes_is_refused(prepared, tmp_path):
     shutil.copytree(prepared[0], result_dir / "data")
     label_map = result_dir / "data" / "label_map.pbtxt"
     label_map.write_text(label_map.read_text() + 'item {\n  id: 7\n  name: "stray"\n}\n')
-    with pytest.raises(UserError, match="label id 7 .* outside 1..3: the model has 4 classes .* background"):
+    with pytest.raises(UserError, match=r"label id 7 .* outside 1..3: the detection model has 4 classes \(3 labels \+ background\)"):
         config.write_params(result_dir, "demo", hardware=config.Hardware("cpu"))
     assert not (result_dir / "params.yaml").exists()
 
@@ -208,7 +210,8 @@ def test_missing_dataset_is_refused(tmp_path):
 
 
 def test_catalogue_entries_are_complete():
-    for model in MODELS:
+    assert CLASSIFIERS == ["demo_classification", "mobilenet_v2", "resnet50"]
+    for model in ALL_MODELS:
         entry = catalogue.load_model(model)
         assert entry["description"] and "\n" not in entry["description"]
         assert set(entry["hardware"]) == {"cpu", "gpu", "tpu"}
@@ -216,3 +219,84 @@ def test_catalogue_entries_are_complete():
             assert set(entry["checkpoint"]) == {"url", "sha256", "size", "modules"}
         assert yaml.safe_dump(entry["overrides"])
     assert config.DEFAULT_MODEL in MODELS and catalogue.load_model("demo")["checkpoint"] is None
+    assert catalogue.DEFAULT_MODELS == {"detection": config.DEFAULT_MODEL, "classification": "mobilenet_v2"}
+
+
+@pytest.fixture(scope="module")
+def prepared_classes(tmp_path_factory):
+    """data/ of a generated 3-class classification bucket (30 images), and prepare's report."""
+    from trainer.prepare import prepare
+    from trainer.sample import make_sample_bucket
+
+    bucket = make_sample_bucket(tmp_path_factory.mktemp("classes") / "bucket", 30, kind="classification")
+    result_dir = tmp_path_factory.mktemp("prepared-classes")
+    report = prepare(tmp_path_factory.getbasetemp() / "classes0" / "bucket", result_dir, model="demo")
+    assert bucket["type"] == "classification" and report["task"] == "classification"
+    return result_dir / "data", report
+
+
+@pytest.mark.parametrize("hardware_name", HARDWARE)
+@pytest.mark.parametrize("model", CLASSIFIERS)
+def test_every_classifier_is_a_model_garden_image_classification_experiment(model, hardware_name, prepared_classes,
+                                                                             tmp_path):
+    (env, gpus), strategy, _, _, dtype = HARDWARE[hardware_name]
+    result_dir = run_dir(tmp_path, prepared_classes)
+    entry = catalogue.load_model(model)
+    checkpoint = str(tmp_path / "zoo" / "ckpt-1") if entry["checkpoint"] else ""
+    if checkpoint:
+        (tmp_path / "zoo").mkdir()
+        Path(checkpoint + ".index").write_bytes(b"index")
+    config.write_params(result_dir, model, hardware=config.detect_hardware(env, gpus), init_checkpoint=checkpoint)
+    params = config.load_params(result_dir)
+    record = json.loads((result_dir / "experiment.json").read_text())
+
+    assert (record["model"], record["task"], record["experiment"]) == (model, "classification", entry["experiment"])
+    assert type(params.task).__name__ == "ImageClassificationTask"
+    assert (params.runtime.distribution_strategy, params.runtime.mixed_precision_dtype) == (strategy, dtype)
+    assert params.task.model.num_classes == 3  # no background class
+    assert params.task.model.input_size == entry["overrides"]["task"]["model"]["input_size"]
+    assert params.task.train_data.aug_crop and not params.task.validation_data.aug_crop  # evaluation stretches
+    assert params.task.evaluation.top_k == 3
+    if checkpoint:
+        assert params.task.init_checkpoint_modules == "backbone"
+    assert params.task.train_data.input_path.split(",") == [
+        str(result_dir / "data" / name) for name in prepared_classes[1]["files"]["train"]]
+    assert yaml.safe_load((result_dir / "params.yaml").read_text())["task"]["train_data"]["crop_area_range"]
+
+
+@pytest.mark.parametrize("model", CLASSIFIERS)
+def test_every_classifier_builds_and_the_small_ones_train_a_step(model, prepared_classes, tmp_path):
+    import tensorflow as tf
+    from official.core import task_factory
+
+    result_dir = run_dir(tmp_path, prepared_classes)
+    config.write_params(result_dir, model, batch_size=2, hardware=config.Hardware("cpu"), init_checkpoint="")
+    params = config.load_params(result_dir)
+    params.override({"task": {"model": {"input_size": [64, 64, 3]}}})
+    task = task_factory.get_task(params.task)
+    model_instance = task.build_model()
+    assert isinstance(model_instance.backbone, tf.Module)  # where the ImageNet checkpoint is restored
+    if model in ("demo_classification", catalogue.DEFAULT_MODELS["classification"]):
+        optimizer = task.create_optimizer(params.trainer.optimizer_config, params.runtime)
+        images, labels = next(iter(task.build_inputs(params.task.train_data)))
+        assert images.shape == (2, 64, 64, 3) and set(labels.numpy()) <= {0, 1, 2}
+        logs = task.train_step((images, labels), model_instance, optimizer, metrics=task.build_metrics(training=True))
+        assert math.isfinite(float(logs[task.loss])) and float(logs[task.loss]) > 0
+
+
+def test_demo_means_the_demo_of_the_buckets_task_and_other_task_models_are_refused(prepared_classes, prepared,
+                                                                                   tmp_path, capsys):
+    classes = run_dir(tmp_path, prepared_classes, "classes")
+    config.write_params(classes, "demo", steps=5, hardware=config.Hardware("cpu"))
+    record = json.loads((classes / "experiment.json").read_text())
+    assert (record["model"], record["asked_model"], record["task"]) == ("demo_classification", "demo", "classification")
+    config.write_params(classes, None, hardware=config.Hardware("cpu"), init_checkpoint="")
+    assert json.loads((classes / "experiment.json").read_text())["model"] == "mobilenet_v2"
+    assert cli(["config", "--model", "retinanet_resnet50_fpn", "--result-dir", str(classes)]) == 1
+    assert capsys.readouterr().err.strip() == (
+        "error: model 'retinanet_resnet50_fpn' is a detection model, but this bucket is for classification: use one "
+        "of demo_classification, mobilenet_v2, resnet50")
+    boxes = run_dir(tmp_path, prepared, "boxes")
+    with pytest.raises(UserError, match="model 'mobilenet_v2' is a classification model, but this bucket is for "
+                                        "detection: use one of demo, fasterrcnn_resnet50_fpn, "):
+        config.write_params(boxes, "mobilenet_v2", hardware=config.Hardware("cpu"))

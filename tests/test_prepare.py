@@ -460,9 +460,8 @@ def test_a_killed_run_leaves_nothing_that_looks_complete_and_the_next_run_cleans
     ('{"version": "0.9", "annotations": {}}', "_annotations.json has version '0.9'; only Cloud Annotations "
                                               "version '1.0' is supported"),
     ('{"version": "1.0", "labels": ["a"]}', "_annotations.json has no 'annotations' object"),
-    ('{"version": "1.0", "type": "classification", "labels": ["a"], "annotations": {"a.jpg": [{"label": "a"}]}}',
-     "_annotations.json is of type 'classification', which is recognised but not supported yet: this trainer "
-     "trains object detectors (type 'localization')"),
+    ('{"version": "1.0", "type": "classification", "labels": ["a"], "annotations": {"a.jpg": [{"label": "a"}, '
+     '{"label": "b"}]}}', "no usable image in {bucket}: all 1 annotated images were skipped"),
     ('{"version": "1.0", "annotations": {"gone.jpg": [], "../x.jpg": []}}',
      "no usable image in {bucket}: all 2 annotated images were skipped"),
     ('{"version": "1.0", "annotations": {}}', "_annotations.json in {bucket} annotates no images"),
@@ -606,3 +605,39 @@ def test_dataset_warnings_carry_their_numbers_and_strict_fails_after_writing(buc
         prepare(bucket, result, model="demo", strict=True)  # up to date: the warnings still count
     assert str(error.value) == f"--strict: 5 dataset warning(s), listed above and in {result / 'data/report.json'}"
     assert prepare(bucket, result)["input_size"] == 384  # the default model's input size
+
+
+def test_a_classification_bucket_becomes_model_garden_classification_records_with_0_based_ids(bucket, result):
+    from official.vision.dataloaders.classification_input import Decoder
+
+    files = {**jpegs(f"cat{index}.jpg" for index in range(4)), **jpegs(f"dog{index}.jpg" for index in range(3)),
+             "both.jpg": jpeg(), "none.jpg": jpeg()}
+    annotations = {key: [{"label": key[:3]}] for key in files if key[:3] in ("cat", "dog")}
+    annotations.update({"both.jpg": [{"label": "cat"}, {"label": "dog"}], "none.jpg": []})
+    make_bucket(bucket, files, annotations, labels=["dog", "cat"])
+    document = json.loads((bucket / "_annotations.json").read_text())
+    (bucket / "_annotations.json").write_text(json.dumps({**document, "type": "classification"}))
+
+    report = prepare(bucket, result, val_fraction=0, model="demo")
+
+    assert (report["task"], report["labels"], report["options"]["model"]) == ("classification", ["dog", "cat"],
+                                                                              "demo_classification")
+    assert report["splits"]["train"] == {"images": 7, "per_class": {"dog": 3, "cat": 4}}
+    assert [item["image"] for item in report["skipped"]] == ["both.jpg", "none.jpg"]
+    label_map = text_format.Parse((result / "data" / "label_map.pbtxt").read_text(), label_map_class()())
+    assert [(item.id, item.name) for item in label_map.item] == [(0, "dog"), (1, "cat")]
+    decoder = Decoder()  # what Model Garden's image-classification input reads
+    found = {}
+    for name in report["files"]["train"]:
+        for serialized in tf.data.TFRecordDataset(str(result / "data" / name)):
+            feature = tf.train.Example.FromString(serialized.numpy()).features.feature
+            decoded = decoder.decode(serialized)
+            assert not any(key.startswith("image/object/") for key in feature)
+            found[feature["image/filename"].bytes_list.value[0].decode()] = (
+                int(decoded["image/class/label"]), feature["image/class/text"].bytes_list.value[0].decode(),
+                tf.io.decode_jpeg(decoded["image/encoded"]).shape.as_list())
+    assert found == {**{f"cat{i}.jpg": (1, "cat", [48, 64, 3]) for i in range(4)},
+                     **{f"dog{i}.jpg": (0, "dog", [48, 64, 3]) for i in range(3)}}
+    with pytest.raises(UserError, match="model 'retinanet_spinenet49_mobile' is a detection model, but this bucket "
+                                        "is for classification"):
+        prepare(bucket, result, model="retinanet_spinenet49_mobile")

@@ -73,3 +73,16 @@ def test_cli_writes_a_bucket(tmp_path):
     boxes = sum(len(entries) for entries in document["annotations"].values())
     assert run.stdout == f"sample: wrote 3 images with {boxes} boxes to {tmp_path / 'bucket'}\n"
     assert Image.open(io.BytesIO((tmp_path / "bucket" / "sample-0000.jpg").read_bytes())).format == "JPEG"
+
+
+def test_classification_sample_labels_each_image_with_the_one_class_of_shape_it_shows(tmp_path):
+    run = subprocess.run([sys.executable, "-m", "trainer", "sample", str(tmp_path / "bucket"), "--images", "6",
+                          "--type", "classification"], capture_output=True, text=True, check=True)
+    assert run.stdout == f"sample: wrote 6 labelled images to {tmp_path / 'bucket'}\n"
+    document = json.loads((tmp_path / "bucket" / "_annotations.json").read_text())
+    assert document["type"] == "classification" and document["labels"] == LABELS
+    assert document["annotations"] == {f"sample-{i:04d}.{'png' if i == 6 else 'jpg'}": [{"label": LABELS[i % 3]}]
+                                       for i in range(6)}
+    report = prepare(tmp_path / "bucket", tmp_path / "result", model="demo")
+    assert report["task"] == "classification" and report["skipped"] == []
+    assert sum(split["images"] for split in report["splits"].values()) == 6

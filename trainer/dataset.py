@@ -135,7 +135,8 @@ def dataset_warnings(items, labels, input_size, val_fraction, task="detection"):
     square, which can only under-count small boxes. A classification image's one
     whole-image box counts as its image.
     """
-    objects, learner = ("images", "classifier") if task == "classification" else ("boxes", "detector")
+    classifier = task == "classification"
+    objects, one, learner = ("images", "image", "classifier") if classifier else ("boxes", "box", "detector")
     warnings = []
     train_images = Counter(label for item in items if item.split == "train"
                            for label in {box.label for box in item.boxes})
@@ -181,7 +182,7 @@ def dataset_warnings(items, labels, input_size, val_fraction, task="detection"):
         missing = [name for name in labels if name not in in_val]
         if missing:
             warnings.append(warning(
-                "val_missing_class", f"the validation split has no {objects[:-1]} of {', '.join(map(repr, missing))}: "
+                "val_missing_class", f"the validation split has no {one} of {', '.join(map(repr, missing))}: "
                 "evaluation cannot score those classes", labels=missing, val_images=len(val)))
     return warnings
 

@@ -150,7 +150,8 @@ def _write(data_dir, output_dir, annotation_set, options, input_size, file_sizes
     write_marker(output_dir, report)
     counts = report["splits"]
     _log(f"wrote {counts['train']['images']} train and {counted(counts['val']['images'], 'val image')} "
-         f"({counted(len(labels), 'class', 'classes')}, {task}) to {output_dir}")
+         f"({counted(len(labels), 'class', 'classes')}{', classification' if task == 'classification' else ''}) to "
+         f"{output_dir}")
     return report
 
 

@@ -133,6 +133,9 @@ def _dataset_section(page, result_dir):
     report = json.loads(report_path.read_text())
     labels = report["labels"]
     records = {split: _read_records(result_dir, split) for split in report["splits"]}
+    if report.get("task") == "classification":
+        _classes_section(page, report, records)
+        return
     rows = []
     for split, counts in report["splits"].items():
         rows.append([split, counts["images"], counts["boxes"], counts["negatives"],
@@ -156,6 +159,31 @@ def _dataset_section(page, result_dir):
         _box_statistics(page, result_dir, everything)
         page.picture(_grid([(record, record["boxes"], []) for record in records.get("train", [])[:SAMPLE_IMAGES]],
                            labels), "dataset_samples", "Training images with their boxes")
+    _issues(page, report)
+
+
+def _classes_section(page, report, records):
+    """The dataset of a classifier: images per class and split, a grid of labelled training images."""
+    labels = report["labels"]
+    page.table(["split", "images", *(f"{label} images" for label in labels)],
+               [[split, counts["images"], *(counts["per_class"].get(label, 0) for label in labels)]
+                for split, counts in report["splits"].items()], "dataset-counts")
+    fig, ax = _figure()
+    width = 0.8 / max(len(report["splits"]), 1)
+    for index, (split, counts) in enumerate(report["splits"].items()):
+        ax.bar(np.arange(len(labels)) + index * width, [counts["per_class"].get(label, 0) for label in labels],
+               width, label=f"{split} images")
+    ax.set_xticks(np.arange(len(labels)) + width * (len(report["splits"]) - 1) / 2, labels, rotation=30, ha="right")
+    ax.set_ylabel("images")
+    ax.legend()
+    page.figure(fig, "dataset_classes", "Images per class and split")
+    if records.get("train"):
+        page.picture(_grid([(record, record["boxes"], []) for record in records["train"][:SAMPLE_IMAGES]], labels),
+                     "dataset_samples", "Training images with their labels")
+    _issues(page, report)
+
+
+def _issues(page, report):
     for kind in ("skipped", "repaired"):
         items = report.get(kind, [])
         page.text(f"{len(items)} {kind} image(s)" + (":" if items else "."))
@@ -214,7 +242,11 @@ def _input_size(result_dir):
 
 
 def _read_records(result_dir, split):
-    """[{"id", "filename", "width", "height", "jpeg", "boxes": [(x, y, w, h, label_id) in pixels]}] of a split."""
+    """[{"id", "filename", "width", "height", "jpeg", "boxes": [(x, y, w, h, label_id) in pixels]}] of a split.
+
+    A classifier's record has one "box", the whole image, with its label's id + 1 (the
+    1-based ids the drawings use), so its label is drawn as a frame.
+    """
     import tensorflow as tf
 
     records = []
@@ -226,6 +258,7 @@ def _read_records(result_dir, split):
             corners = [feature[f"image/object/bbox/{key}"].float_list.value for key in ("xmin", "ymin", "xmax", "ymax")]
             boxes = [(x1 * width, y1 * height, (x2 - x1) * width, (y2 - y1) * height, label)
                      for x1, y1, x2, y2, label in zip(*corners, feature["image/object/class/label"].int64_list.value)]
+            boxes += [(0, 0, width, height, label + 1) for label in feature["image/class/label"].int64_list.value]
             records.append({"id": int(feature["image/source_id"].bytes_list.value[0]),
                             "filename": feature["image/filename"].bytes_list.value[0].decode(),
                             "width": width, "height": height, "boxes": boxes,
@@ -267,11 +300,12 @@ def _training_section(page, result_dir):
     fig = _figure()[0]
     fig.clear()
     left, right = fig.subplots(1, 2)
-    for tag in ("total_loss", "cls_loss", "box_loss"):
+    for tag in ("total_loss", "cls_loss", "box_loss", "training_loss"):  # detectors' losses; a classifier's
         if tag in train:
             left.plot(*zip(*train[tag]), label=tag)
-    if "total_loss" in validation:
-        left.plot(*zip(*validation["total_loss"]), "o-", label="validation total_loss")
+    for tag in ("total_loss", "validation_loss"):
+        if tag in validation:
+            left.plot(*zip(*validation[tag]), "o-", label=f"validation {tag.replace('validation_', '')}")
     left.set_xlabel("step")
     left.set_yscale("log")
     left.legend(fontsize=7)
@@ -280,16 +314,17 @@ def _training_section(page, result_dir):
     right.set_xlabel("step")
     right.set_ylabel("learning rate")
     page.figure(fig, "training_loss", "Loss (log scale) and learning rate over steps")
-    if "AP" not in validation:
+    tags = [tag for tag in ("AP", "AP50", "accuracy", "top_5_accuracy") if tag in validation]
+    if not tags:
         page.text("No evaluation yet (or training runs without evaluation).", "missing")
         return
     fig, ax = _figure()
-    for tag in ("AP", "AP50"):
+    for tag in tags:
         ax.plot(*zip(*validation[tag]), "o-", label=tag)
     ax.set_xlabel("step")
     ax.set_ylim(0, 1)
     ax.legend()
-    page.figure(fig, "training_ap", "COCO AP and AP50 on the validation split at each evaluation")
+    page.figure(fig, "training_ap", f"{' and '.join(tags)} on the validation split at each evaluation")
 
 
 def _scalars(events_dir):
@@ -324,6 +359,9 @@ def _model_section(page, result_dir):
     labels = json.loads(labels_path.read_text())
     if not metrics.get("evaluated", True):
         page.text(f"No evaluation: {metrics.get('reason', 'trained without a validation split')}.", "warning")
+    elif "accuracy" in metrics:  # a classifier: train's own confusion matrix of the validation split
+        _classifier_metrics(page, metrics, labels)
+        return
     else:
         page.text(f"Step {metrics['step']}: AP {_cell(metrics['AP'])}, AP50 {_cell(metrics['AP50'])}, "
                   f"AP75 {_cell(metrics['AP75'])}, ARmax100 {_cell(metrics['ARmax100'])}.")
@@ -357,8 +395,23 @@ def _model_section(page, result_dir):
               f"columns the predicted one; 'background' is a missed box (row) or a false detection (column).")
     page.table(["true \\ predicted", *names, "background"],
                [[name, *row] for name, row in zip([*names, "background"], matrix.tolist())], "model-confusion")
-    _confusion_figure(page, matrix, [*names, "background"])
+    _confusion_figure(page, matrix, [*names, "background"], f"Confusion matrix at IoU {IOU}, score >= {MIN_SCORE}")
     _model_grids(page, result_dir, truth, detections, per_image, labels)
+
+
+def _classifier_metrics(page, metrics, labels):
+    """Accuracy, per-class accuracy and the confusion matrix that train computed on the validation split."""
+    page.text(f"Step {metrics['step']}: accuracy {_cell(metrics['accuracy'])}"
+              + (f", top-5 accuracy {_cell(metrics['top_5_accuracy'])}" if "top_5_accuracy" in metrics else "")
+              + ".")
+    page.table(["class", "accuracy", "images"],
+               [[label, *(metrics["per_class"].get(label, {}).get(key) for key in ("accuracy", "images"))]
+                for label in labels], "model-per-class")
+    matrix = np.array(metrics["confusion_matrix"])
+    page.text("Confusion matrix of the validation split: rows are the true class, columns the predicted one.")
+    page.table(["true \\ predicted", *labels], [[name, *row] for name, row in zip(labels, matrix.tolist())],
+               "model-confusion")
+    _confusion_figure(page, matrix, labels, "Confusion matrix of the validation split")
 
 
 def pr_curves(truth, detections):
@@ -447,7 +500,7 @@ def _iou(a, b):
     return inter / union if union > 0 else 0.0
 
 
-def _confusion_figure(page, matrix, names):
+def _confusion_figure(page, matrix, names, caption):
     fig, ax = _figure()
     fig.set_size_inches(1.2 + 0.6 * len(names), 1 + 0.5 * len(names))
     ax.imshow(matrix, cmap="Blues")
@@ -458,7 +511,7 @@ def _confusion_figure(page, matrix, names):
     ax.set_yticks(range(len(names)), names)
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
-    page.figure(fig, "model_confusion", f"Confusion matrix at IoU {IOU}, score >= {MIN_SCORE}")
+    page.figure(fig, "model_confusion", caption)
 
 
 def _model_grids(page, result_dir, truth, detections, per_image, labels):
@@ -505,8 +558,10 @@ def _exports_section(page, result_dir):
     evaluation_path = result_dir / "model_export" / "evaluation.json"
     if evaluation_path.is_file():
         evaluation = json.loads(evaluation_path.read_text())
-        page.table(["format", "AP", "AP50", "delta AP", "latency (ms)", "split", "images", "note"],
-                   [[name, *(entry.get(key) for key in ("AP", "AP50", "delta_AP", "latency_ms", "split", "images")),
+        classifier = any("accuracy" in entry for entry in evaluation.values())
+        scores = ("accuracy", "top_5_accuracy", "delta_accuracy") if classifier else ("AP", "AP50", "delta_AP")
+        page.table(["format", *(key.replace("_", " ") for key in scores), "latency (ms)", "split", "images", "note"],
+                   [[name, *(entry.get(key) for key in (*scores, "latency_ms", "split", "images")),
                      entry.get("not_evaluated") or entry.get("unsupported") or entry.get("error") or ""]
                     for name, entry in evaluation.items()], "export-evaluation")
 

@@ -14,7 +14,13 @@ def summary(result_dir):
     metrics = _json(result_dir / "metrics.json") or {}
     experiment = _json(result_dir / "experiment.json") or {}
     lines = ["==> summary"]
-    if metrics.get("evaluated", True) and "AP" in metrics:
+    if "accuracy" in metrics:
+        top_k = f", top-5 accuracy {_shown(metrics['top_5_accuracy'])}" if "top_5_accuracy" in metrics else ""
+        lines.append(f"  model {experiment.get('model', '?')}, step {metrics['step']}: accuracy "
+                     f"{_shown(metrics['accuracy'])}{top_k} (validation split)")
+        for label, values in metrics.get("per_class", {}).items():
+            lines.append(f"    {label:<20} accuracy {_shown(values.get('accuracy'))}  ({values.get('images')} images)")
+    elif metrics.get("evaluated", True) and "AP" in metrics:
         lines.append(f"  model {experiment.get('model', '?')}, step {metrics['step']}: AP {_shown(metrics['AP'])}, "
                      f"AP50 {_shown(metrics['AP50'])} (validation split)")
         for label, values in metrics.get("per_class", {}).items():
@@ -45,7 +51,7 @@ def _exports(result_dir):
                          f"{entry.get('error') or entry.get('unsupported')}")
             continue
         scored = evaluation.get(name, {})
-        ap = f"  AP {_shown(scored['AP'])}" if "AP" in scored else ""
+        ap = "".join(f"  {key} {_shown(scored[key])}" for key in ("AP", "accuracy") if key in scored)
         lines.append(f"    {name:<12} {entry['bytes'] / 1e6:6.1f} MB  {entry['path']}{ap}")
     return lines
 
