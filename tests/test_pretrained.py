@@ -12,8 +12,13 @@ import pytest
 from trainer import catalogue, config
 
 CHECKPOINTED = sorted(path.stem for path in catalogue.MODELS_DIR.glob("*.yaml")
-                      if catalogue.load_model(path.stem)["checkpoint"])
+                      if catalogue.load_model(path.stem)["checkpoint"]
+                      and catalogue.task_of(catalogue.load_model(path.stem)) == "detection")
+CLASSIFIERS_CHECKPOINTED = sorted(path.stem for path in catalogue.MODELS_DIR.glob("*.yaml")
+                                  if catalogue.load_model(path.stem)["checkpoint"]
+                                  and catalogue.task_of(catalogue.load_model(path.stem)) == "classification")
 COCO_CLASSES = 91
+IMAGENET_CLASSES = 1001  # Model Garden's ImageNet classifiers count a background class
 
 
 @pytest.fixture(scope="module")
@@ -23,6 +28,53 @@ def prepared_data(sample_bucket, tmp_path_factory):
     result_dir = tmp_path_factory.mktemp("pretrained-data")
     prepare(sample_bucket, result_dir)
     return result_dir / "data"
+
+
+@pytest.fixture(scope="module")
+def prepared_classes(tmp_path_factory):
+    from trainer.prepare import prepare
+    from trainer.sample import make_sample_bucket
+
+    bucket = tmp_path_factory.mktemp("pretrained-classes") / "bucket"
+    make_sample_bucket(bucket, 12, kind="classification")
+    result_dir = tmp_path_factory.mktemp("pretrained-classes-data")
+    prepare(bucket, result_dir, model="demo")
+    return result_dir / "data"
+
+
+@pytest.mark.parametrize("model", CLASSIFIERS_CHECKPOINTED)
+def test_a_classifier_restores_the_imagenet_backbone_and_starts_its_head_fresh(model, prepared_classes, tmp_path,
+                                                                                monkeypatch):
+    """An archive of Model Garden's ImageNet classifier (1001 classes) restores into our 3-class classifier."""
+    from official.core import task_factory
+
+    from zoo_archive import tar_folder, write_checkpoint
+
+    monkeypatch.setenv("CHECKPOINT_CACHE", str(tmp_path / "cache"))
+    zoo_dir, result_dir = tmp_path / "zoo", tmp_path / "result"
+    for folder in (zoo_dir, result_dir):
+        folder.mkdir()
+        (folder / "data").symlink_to(prepared_classes)
+    config.write_params(zoo_dir, model, hardware=config.Hardware("cpu"), init_checkpoint="")
+    zoo_params = config.load_params(zoo_dir)
+    zoo_params.override({"task": {"model": {"num_classes": IMAGENET_CLASSES}}})
+    zoo_model, _ = write_checkpoint(zoo_params, tmp_path / f"{model}-imagenet")
+    archive = tar_folder(tmp_path / f"{model}-imagenet", tmp_path / f"{model}-imagenet.tar.gz")
+
+    config.write_params(result_dir, model, checkpoint_url=archive.as_uri(), hardware=config.Hardware("cpu"))
+    params = config.load_params(result_dir)
+    assert params.task.init_checkpoint_modules == "backbone" and params.task.model.num_classes == 3
+    task = task_factory.get_task(params.task)
+    restored = task.build_model()
+    task.initialize(restored)
+
+    pairs = list(zip(restored.backbone.variables, zoo_model.backbone.variables, strict=True))
+    assert pairs
+    for ours, zoo in pairs:
+        np.testing.assert_array_equal(ours.numpy(), zoo.numpy(), err_msg=ours.name)
+    backbone = {id(variable) for variable in restored.backbone.variables}
+    head = [variable for variable in restored.variables if id(variable) not in backbone and "kernel" in variable.name]
+    assert [variable.shape[-1] for variable in head] == [3]  # the classifier's dense layer: new, 3 classes
 
 
 @pytest.mark.parametrize("model", CHECKPOINTED)
