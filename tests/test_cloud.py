@@ -373,3 +373,21 @@ def test_submit_refuses_a_bucket_of_copies_of_one_image(gcs_client, vertex, caps
         f"error: all 2 usable images in gs://{bucket}/kangaroo are byte-identical copies of one image: a model "
         "cannot learn or be evaluated on one picture; add different images\n")
     assert vertex.requests == []
+
+
+def test_submit_checks_a_classification_bucket_and_refuses_a_detection_model_for_it(gcs_client, vertex, capsys,
+                                                                                    tmp_path):
+    from trainer.sample import make_sample_bucket
+
+    make_sample_bucket(tmp_path / "local", 12, kind="classification")
+    bucket = new_bucket(gcs_client)
+    stage(tmp_path / "local", f"gs://{bucket}/kangaroo", capsys)
+
+    assert cloud_main(submit_argv(bucket, "--model", "demo")) == 0
+    assert f"gs://{bucket}/kangaroo: classification, 12 images, 3 labels, 0 items skipped or repaired by " \
+           "validation, 4 warnings" in capsys.readouterr().err  # few_images x3 and val_missing_class, as prepare
+    assert cloud_main(submit_argv(bucket, "--model", "retinanet_resnet50_fpn")) == 1
+    assert capsys.readouterr().err.splitlines()[-1] == (
+        "error: model 'retinanet_resnet50_fpn' is a detection model, but this bucket is for classification: use one of "
+        "demo_classification, mobilenet_v2, resnet50")
+    assert [request[:2] for request in vertex.requests] == [("POST", JOBS_PATH)]
