@@ -13,10 +13,10 @@ RESULT_DIR ?= runs/local
 SPEC ?= configs/jobs/gpu.yaml
 
 .DEFAULT_GOAL := help
-.PHONY: help setup test demo sample run report browser package image submit status logs cancel list stage tensorboard benchmark constraints clean
+.PHONY: help setup test demo demo-classification sample run report browser package image submit status logs cancel list stage tensorboard benchmark constraints clean
 
 help: ## list the targets
-	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
+	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-20s %s\n", $$1, $$2}'
 	@echo "Variables: MODEL=$(or $(MODEL),default) STEPS=$(STEPS) DATA_DIR=$(DATA_DIR) RESULT_DIR=$(RESULT_DIR) SPEC=$(SPEC) DATA=gs://... OUTPUT=gs://... RUN=name SPOT=1 JOB=..."
 
 setup: $(STAMP) ## create .venv and install the project with pinned versions (quick when nothing changed)
@@ -48,6 +48,10 @@ browser: ## install headless Chromium (Debian package) for the report's browser 
 demo: setup ## train the demo model on the sample bucket into runs/demo (about 15 min on 2 CPU cores)
 	rm -rf runs/sample-bucket && $(BIN)/python -m trainer sample runs/sample-bucket
 	$(MAKE) --no-print-directory run DATA_DIR=runs/sample-bucket RESULT_DIR=runs/demo MODEL=demo STEPS=$(STEPS)
+
+demo-classification: setup ## train the demo classifier on a classification sample bucket into runs/demo-classification
+	rm -rf runs/sample-classes && $(BIN)/python -m trainer sample runs/sample-classes --type classification
+	$(MAKE) --no-print-directory run DATA_DIR=runs/sample-classes RESULT_DIR=runs/demo-classification MODEL=demo STEPS=$(STEPS)
 
 package: setup ## build dist/trainer.zip (cacli / unzip && bash start.sh) and the sdist (configs/jobs/python-package.yaml)
 	$(BIN)/python packaging/build.py

@@ -444,3 +444,13 @@ def test_openimages_boxes_csv_is_streamed(open_images, tmp_path):
     # measured 1.1 MB alone (the same with 200,000 rows); reading the rows in would take tens of MB
     assert peak < boxes_csv.stat().st_size / 2, peak
     assert_boxes(read_bucket(tmp_path / "b")[0], "0002b.jpg", [(0, 0, 1, 1, "Dog"), (0.25, 0.25, 0.75, 0.75, "Cat")])
+
+
+def test_a_classification_bucket_does_not_export_to_coco_instances(tmp_path):
+    (tmp_path / "bucket").mkdir()
+    (tmp_path / "bucket" / "_annotations.json").write_text(json.dumps(
+        {"version": "1.0", "type": "classification", "labels": ["cat"], "annotations": {"a.jpg": [{"label": "cat"}]}}))
+    with pytest.raises(UserError, match="is a classification bucket: COCO instances hold boxes, so only "
+                                        "localization buckets export to it"):
+        export_annotations("coco", tmp_path / "bucket", tmp_path / "out.json")
+    assert not (tmp_path / "out.json").exists()

@@ -24,6 +24,9 @@ def export_annotations(fmt, bucket, out):
         annotation_set = parse_annotations((bucket / ANNOTATIONS_FILE).read_bytes())
     except FileNotFoundError:
         raise UserError(f"no {ANNOTATIONS_FILE} in {bucket}") from None
+    if annotation_set.task != "detection":
+        raise UserError(f"{bucket / ANNOTATIONS_FILE} is a {annotation_set.task} bucket: COCO instances hold boxes, "
+                        "so only localization buckets export to it")
     used = {box.label for image in annotation_set.images for box in image.boxes}
     labels = annotation_set.labels + sorted(used - set(annotation_set.labels))
     category = {label: number for number, label in enumerate(labels, start=1)}
