@@ -289,7 +289,8 @@ def test_demo_means_the_demo_of_the_buckets_task_and_other_task_models_are_refus
     classes = run_dir(tmp_path, prepared_classes, "classes")
     config.write_params(classes, "demo", steps=5, hardware=config.Hardware("cpu"))
     record = json.loads((classes / "experiment.json").read_text())
-    assert (record["model"], record["asked_model"], record["task"]) == ("demo_classification", "demo", "classification")
+    assert (record["model"], record["asked_model"], record["task"]) == ("demo_classification", "demo",
+                                                                        "classification")
     config.write_params(classes, None, hardware=config.Hardware("cpu"), init_checkpoint="")
     assert json.loads((classes / "experiment.json").read_text())["model"] == "mobilenet_v2"
     assert cli(["config", "--model", "retinanet_resnet50_fpn", "--result-dir", str(classes)]) == 1

@@ -67,7 +67,8 @@ def test_a_classification_bucket_trains_with_model_demo_through_start_sh_to_succ
                                                                                     "classification")
     metrics = json.loads((result / "metrics.json").read_text())
     labels = report["labels"]
-    assert set(metrics) == {"step", "accuracy", "per_class", "confusion_matrix", "validation_loss"}  # 3 classes: no top-5
+    # 3 classes: no top-5
+    assert set(metrics) == {"step", "accuracy", "per_class", "confusion_matrix", "validation_loss"}
     matrix = metrics["confusion_matrix"]
     val = report["splits"]["val"]
     assert [sum(row) for row in matrix] == [val["per_class"][label] for label in labels]
@@ -75,8 +76,10 @@ def test_a_classification_bucket_trains_with_model_demo_through_start_sh_to_succ
     # Model Garden's own accuracy metric and train's separate pass over the same split agree.
     assert sum(matrix[i][i] for i in range(len(labels))) / val["images"] == pytest.approx(metrics["accuracy"], abs=1e-6)
     assert metrics["accuracy"] >= 0.5  # chance is 1/3; about 0.8 was measured at these steps
-    for index, label in enumerate(labels):
+    for label in labels:
         assert metrics["per_class"][label]["images"] == val["per_class"][label]
+    assert json.loads((result / "model" / "dataset.json").read_text()) == {
+        "labels": [{"id": index, "name": name} for index, name in enumerate(labels)]}  # 0-based, as the records
     for folder, model_file in (("model_export", "saved_model/saved_model.pb"), ("model_android", "model.tflite"),
                                ("model_web", "model.json"), ("model_ios", "Model.mlmodel")):
         assert (result / folder / model_file).is_file()

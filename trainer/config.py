@@ -422,7 +422,8 @@ def _task_overrides(dataset, checkpoint, data):
     task = {"model": {"num_classes": dataset["num_classes"]}, "init_checkpoint": checkpoint["path"], **data}
     if dataset["task"] == "classification":
         if checkpoint["path"] and checkpoint["modules"] not in (["backbone"], ["all"]):
-            raise UserError(f"a classifier restores [backbone] or [all] from its checkpoint, not {checkpoint['modules']}")
+            raise UserError(f"a classifier restores [backbone] or [all] from its checkpoint, not "
+                            f"{checkpoint['modules']}")
         task["init_checkpoint_modules"] = checkpoint["modules"][0]  # Model Garden's classifier takes one string
         # Evaluation (and every export) stretches the whole image to the square input, as phone
         # apps feed a classifier; training keeps its random crops.
@@ -464,8 +465,8 @@ def add_arguments(parser):
     models = catalogue.MODELS_DIR.glob("*.yaml")
     listing = "; ".join(f"{p.stem}: {catalogue.load_model(p.stem)['description']}" for p in sorted(models))
     parser.add_argument("--model", default=None, metavar="NAME",
-                        help=f"catalogue model (default by the dataset's task: {catalogue.defaults_help()}; demo: the demo model of "
-                             f"that task). {listing}")
+                        help=f"catalogue model (default by the dataset's task: {catalogue.defaults_help()}; "
+                             f"demo: the demo model of that task). {listing}")
     parser.epilog = SIMULATION_HELP
     parser.add_argument("--result-dir", required=True, help="the run folder: reads data/, writes params.yaml")
     parser.add_argument("--steps", type=int, help="training steps (default: from the dataset size)")

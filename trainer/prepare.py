@@ -242,8 +242,8 @@ def add_arguments(parser):
                         help="TFRecord files per split (default: one per ~100 MB of images)")
     parser.add_argument("--model", default=None, metavar="NAME",
                         help=f"catalogue model the data is for; its input size decides which boxes are too small "
-                             f"to detect (default by the bucket's type: {catalogue.defaults_help()}; demo: the demo model of "
-                             f"that type)")
+                             f"to detect (default by the bucket's type: {catalogue.defaults_help()}; demo: the demo "
+                             "model of that type)")
     parser.add_argument("--strict", action="store_true",
                         help="exit with an error when there are dataset warnings (the outputs are still written)")
 

@@ -196,7 +196,8 @@ def _check_dataset(result_dir, model_dir, last_step):
     the chief writes it before the first checkpoint.
     """
     labels = json.loads((result_dir / "data" / "labels.json").read_text())
-    current = {"labels": [{"id": label_id, "name": name} for label_id, name in enumerate(labels, start=1)]}
+    first_id = 0 if config.load_task(result_dir) == "classification" else 1  # as prepare numbers them
+    current = {"labels": [{"id": label_id, "name": name} for label_id, name in enumerate(labels, start=first_id)]}
     record_path = model_dir / "dataset.json"
     if last_step is not None and record_path.is_file():
         trained = json.loads(record_path.read_text())
