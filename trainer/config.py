@@ -178,6 +178,8 @@ def write_params(result_dir, model=None, steps=None, batch_size=None,
     catalogue's) is fetched here. HARDWARE defaults to what this machine has.
     """
     result_dir = Path(result_dir).absolute()
+    if model is not None:
+        catalogue.load_model(model)  # an unknown name is the first thing to hear about
     dataset = _read_dataset(result_dir / "data")
     asked, model = model, catalogue.resolve_model(model, dataset["task"])
     entry = catalogue.load_model(model)

@@ -1,9 +1,10 @@
-"""Run an exported model on images: a Cloud Annotations bucket of its predictions, boxed previews, detections.json.
+"""Run an exported model on images: a Cloud Annotations bucket of its predictions, previews, detections.json.
 
 The output folder is a bucket: the images (byte-for-byte copies) and an `_annotations.json`
-of the detections (x, y top-left, x2, y2 bottom-right, normalised 0..1), so predictions
-load into Cloud Annotations for review, and the corrected bucket trains the next model.
-`load_detector` is also how `trainer export` evaluates its SavedModel and TFLite models.
+of the detections (x, y top-left, x2, y2 bottom-right, normalised 0..1), or for a classifier
+of each image's top label, so predictions load into Cloud Annotations for review, and the
+corrected bucket trains the next model. `load_model` is also how `trainer export`
+evaluates its SavedModel and TFLite models.
 """
 import json
 import shutil
@@ -17,13 +18,14 @@ from trainer.errors import UserError
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp"}
 
 
-def predict(model_path, inputs, out_dir, min_score=0.5):
-    """Detect objects in each image of INPUTS (files or folders); return detections.json's list.
+def predict(model_path, inputs, out_dir, min_score=0.5, top_k=5):
+    """Detect objects in (or classify) each image of INPUTS (files or folders); return detections.json's list.
 
     OUT_DIR gets each readable image under a unique name, `_annotations.json` (those names ->
-    detections at or above MIN_SCORE), `boxed/NAME.jpg` previews and `detections.json`.
+    detections at or above MIN_SCORE; for a classifier, its top label when it scores at least
+    MIN_SCORE), `boxed/NAME.jpg` previews and `detections.json` (a classifier's TOP_K labels).
     """
-    detect = load_detector(model_path)
+    detect = load_model(model_path)
     labels = _labels(Path(model_path))
     out_dir = Path(out_dir)
     (out_dir / "boxed").mkdir(parents=True, exist_ok=True)
@@ -36,27 +38,37 @@ def predict(model_path, inputs, out_dir, min_score=0.5):
             results.append({"image": str(path), "error": f"cannot read image: {err}"})
             continue
         found = detect(np.asarray(image))
+        name = _free_name(written, path)
+        shutil.copyfile(path, out_dir / name)  # the bytes as they were: prepare applies the same EXIF turn
+        if "probs" in found:  # a classifier
+            best = np.argsort(-found["probs"])[:min(top_k, len(labels))]
+            ranked = [{"label": labels[index], "score": round(float(found["probs"][index]), 4)} for index in best]
+            annotations[name] = [{"label": ranked[0]["label"]}] if ranked[0]["score"] >= min_score else []
+            _caption(image, ranked[0]).save(out_dir / "boxed" / f"{Path(name).stem}.jpg")
+            results.append({"image": str(path), "top_k": ranked})
+            print(f"predict: {path}: {ranked[0]['label']} {ranked[0]['score']:.2f}", flush=True)
+            continue
         detections = [
             {"label": _label(labels, label),
              "score": round(float(score), 4),
              "x": float(box[1]), "y": float(box[0]), "x2": float(box[3]), "y2": float(box[2])}
             for box, score, label in zip(found["boxes"], found["scores"], found["classes"])
             if score >= min_score and box[2] > box[0] and box[3] > box[1]]  # zero-area boxes are no annotation
-        name = _free_name(written, path)
-        shutil.copyfile(path, out_dir / name)  # the bytes as they were: prepare applies the same EXIF turn
         annotations[name] = [{key: d[key] for key in ("x", "y", "x2", "y2", "label")} for d in detections]
         _draw(image, detections).save(out_dir / "boxed" / f"{Path(name).stem}.jpg")
         results.append({"image": str(path), "detections": detections})
         print(f"predict: {path}: {len(detections)} detections", flush=True)
     (out_dir / "detections.json").write_text(json.dumps(results, indent=2, ensure_ascii=False))
+    kind = "classification" if any("top_k" in result for result in results) else "localization"
     (out_dir / "_annotations.json").write_text(json.dumps(
-        {"version": "1.0", "type": "localization", "labels": labels, "annotations": annotations},
+        {"version": "1.0", "type": kind, "labels": labels, "annotations": annotations},
         indent=2, ensure_ascii=False))
     return results
 
 
-def load_detector(model_path, threads=None):
-    """A function RGB uint8 image [H, W, 3] -> {"boxes" [n, 4] (ymin, xmin, ymax, xmax, 0..1), "scores", "classes" (label ids)}.
+def load_model(model_path, threads=None):
+    """A function RGB uint8 image [H, W, 3] -> a detector's {"boxes" [n, 4] (ymin, xmin, ymax, xmax, 0..1),
+    "scores", "classes" (label ids)}, or a classifier's {"probs" [classes]} (label ids from 0).
 
     MODEL_PATH is a SavedModel folder, a .tflite file (run with THREADS) or a run's RESULT_DIR (its SavedModel).
     Images are fed as apps feed each format: whole to the SavedModel, which resizes inside;
@@ -78,7 +90,7 @@ def _saved_model_detector(folder):
 
     def detect(image):
         outputs = serve(tf.constant(image[None], tf.uint8))
-        return _trim({name: value.numpy()[0] for name, value in outputs.items()})
+        return _outputs({name: value.numpy()[0] for name, value in outputs.items()})
 
     return detect
 
@@ -94,12 +106,15 @@ def _tflite_detector(path, threads):
 
     def detect(image):
         outputs = runner(**{name: stretch(image, size)[None].astype(spec["dtype"])})
-        return _trim({key: value[0] for key, value in outputs.items()})
+        return _outputs({key: value[0] for key, value in outputs.items()})
 
     return detect
 
 
-def _trim(outputs):
+def _outputs(outputs):
+    """A classifier's probabilities, or a detector's detections cut to their count."""
+    if "probs" in outputs:
+        return {"probs": outputs["probs"]}
     count = int(outputs["num_detections"])
     return {"boxes": outputs["detection_boxes"][:count], "scores": outputs["detection_scores"][:count],
             "classes": outputs["detection_classes"][:count].astype(int)}
@@ -156,6 +171,18 @@ def _draw(image, detections):
     return image
 
 
+def _caption(image, best):
+    """IMAGE with the classifier's top label and score written in its top-left corner."""
+    from PIL import ImageDraw
+
+    draw = ImageDraw.Draw(image)
+    text = f"{best['label']} {best['score']:.2f}"
+    left, top, right, bottom = draw.textbbox((2, 2), text)
+    draw.rectangle((left - 2, top - 2, right + 2, bottom + 2), fill=(255, 0, 0))
+    draw.text((2, 2), text, fill=(255, 255, 255))
+    return image
+
+
 def _free_name(written, path):
     """PATH's file name, numbered when two inputs share a stem: a bucket key whose stem names its preview."""
     name, number = path.name, 1
@@ -171,11 +198,16 @@ def add_arguments(parser):
     parser.add_argument("--out", required=True,
                         help="output folder, a Cloud Annotations bucket: the images, _annotations.json (detections "
                              ">= --min-score), boxed/ previews and detections.json (with scores)")
-    parser.add_argument("--min-score", type=float, default=0.5, help="drop detections scoring below this (default 0.5)")
+    parser.add_argument("--min-score", type=float, default=0.5,
+                        help="drop detections scoring below this; a classifier's image gets its top label in "
+                             "_annotations.json only at or above it (default 0.5)")
+    parser.add_argument("--top-k", type=int, default=5,
+                        help="a classifier's best labels per image in detections.json (default 5, at most the "
+                             "number of labels)")
 
 
 def main(args):
-    results = predict(args.model, args.inputs, args.out, min_score=args.min_score)
+    results = predict(args.model, args.inputs, args.out, min_score=args.min_score, top_k=args.top_k)
     errors = sum("error" in r for r in results)
     print(f"predict: {len(results) - errors} images, {errors} unreadable; wrote {Path(args.out) / '_annotations.json'} "
           f"and {Path(args.out) / 'detections.json'}")

@@ -6,7 +6,8 @@ them); `TABLE` below lists them. A format the model cannot have is declared in i
 catalogue entry (`export: unsupported:`) and skipped with that reason; a format that
 fails to convert is recorded (the job reports CONVERSION-FAILED) and the others are
 still written; a SavedModel failure raises. Then every format is run on the whole
-validation split and scored with COCO AP (`evaluate`): model_export/evaluation.json.
+validation split and scored with COCO AP, or a classifier's accuracy (`evaluate`):
+model_export/evaluation.json.
 Models are built in float32 whatever mixed-precision policy training left set.
 """
 import json
@@ -81,7 +82,7 @@ def _export(job, wanted, evaluate):
         from trainer.export import evaluate as evaluation
 
         split = evaluation.split_to_evaluate(job.result_dir)
-        images, groundtruth = evaluation.load_split(job.result_dir, split)
+        images, groundtruth = evaluation.load_split(job.result_dir, split, job.task)
         evaluations.update(evaluation.evaluate(job, {name: written[name] for name in todo}, TABLE, images,
                                                groundtruth, split))
     entries = {**{name: {**r, "path": str(Path(r["path"]).relative_to(job.result_dir))} for name, r in done.items()},

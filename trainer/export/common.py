@@ -27,6 +27,7 @@ class Job:
     params: object       # Model Garden ExperimentConfig (see `load_params`)
     model: str           # catalogue name, from experiment.json
     unsupported: dict    # {format: why this model cannot have it}, from the catalogue's `export.unsupported`
+    task: str = "detection"  # or "classification", from experiment.json
     keep_versions: int = 3
     built: dict = field(default_factory=dict, repr=False)  # the restored network, built once for all formats
 
@@ -57,12 +58,15 @@ def load_job(result_dir, keep_versions=3):
         raise UserError(f"{labels_path} is missing: run `trainer prepare` first")
     labels = json.loads(labels_path.read_text())
     params = load_params(result_dir)
-    if params.task.model.num_classes != len(labels) + 1:
+    record = json.loads((result_dir / "experiment.json").read_text())
+    task = record.get("task", "detection")
+    background = 1 if task == "detection" else 0
+    if params.task.model.num_classes != len(labels) + background:
         raise UserError(f"params.yaml has num_classes {params.task.model.num_classes} but data/labels.json "
-                        f"has {len(labels)} labels (num_classes counts background: labels + 1)")
-    model = json.loads((result_dir / "experiment.json").read_text())["model"]
-    unsupported = (catalogue.load_model(model).get("export") or {}).get("unsupported") or {}
-    return Job(result_dir, checkpoint, labels, params, model, dict(unsupported), keep_versions)
+                        f"has {len(labels)} labels (a {task} model has {'labels + 1' if background else 'labels'})")
+    unsupported = (catalogue.load_model(record["model"]).get("export") or {}).get("unsupported") or {}
+    return Job(result_dir, checkpoint, labels, params, record["model"], dict(unsupported), task=task,
+               keep_versions=keep_versions)
 
 
 def load_params(result_dir):
@@ -136,6 +140,36 @@ def record_images(result_dir, split, limit):
         encoded = tf.io.parse_single_example(record, feature)["image/encoded"].numpy()
         images.append(np.asarray(Image.open(io.BytesIO(encoded)).convert("RGB")))
     return images
+
+
+def classifier(job):
+    """The trained classifier for the mobile formats: (function, model).
+
+    FUNCTION maps float RGB pixels [1, H, W, 3] at the model's input size to class
+    probabilities [1, classes] (softmax), normalising as Model Garden's classification
+    input and serving do, so apps feed plain pixels of the image stretched to the input.
+    Built once per export; every weight must come from the checkpoint.
+    """
+    if "classifier" not in job.built:
+        import tensorflow as tf
+        import tf_keras
+        from official.vision.modeling import factory
+        from official.vision.ops import preprocess_ops
+
+        height, width = job.input_size
+        model = factory.build_classification_model(
+            input_specs=tf_keras.layers.InputSpec(shape=[1, height, width, 3]), model_config=job.params.task.model,
+            l2_regularizer=None)
+        model(tf.zeros([1, height, width, 3]), training=False)  # creates the variables
+        tf.train.Checkpoint(model=model).read(job.checkpoint).assert_existing_objects_matched().expect_partial()
+
+        def run(pixels):
+            image = preprocess_ops.normalize_image(pixels[0], offset=preprocess_ops.MEAN_RGB,
+                                                   scale=preprocess_ops.STDDEV_RGB)
+            return tf.nn.softmax(tf.cast(model(image[None], training=False), tf.float32))
+
+        job.built["classifier"] = run, model
+    return job.built["classifier"]
 
 
 def require_retinanet(job, name):

@@ -7,18 +7,23 @@ model whose IoU and confidence thresholds are optional inputs with defaults (a
 size: apps set `imageCropAndScaleOption = .scaleFill` (stretch), as the model was
 trained. Core ML runs only on Apple systems, so the evaluation here runs the exact
 TensorFlow function that was converted, then NMS as Core ML defines it (`_core_ml_nms`).
+
+A classifier becomes a Core ML classifier (`classLabel` and the `classLabelProbs`
+dictionary: what Vision turns into VNClassificationObservation), same image input.
 """
 import json
 
 import numpy as np
 
-from trainer.export.common import SCORE_THRESHOLD, network, require_retinanet, stretch, write_labels
+from trainer.export.common import SCORE_THRESHOLD, classifier, network, require_retinanet, stretch, write_labels
 
 FOLDER = "model_ios"
 CONFIDENCE = 0.25  # the model's default minimum score (apps may pass confidenceThreshold)
 
 
 def write(job):
+    if job.task == "classification":
+        return _write_classifier(job)
     import coremltools as ct
 
     height, width = job.input_size
@@ -39,6 +44,41 @@ def write(job):
     if names != (["image", "iouThreshold", "confidenceThreshold"], ["confidence", "coordinates"]):
         raise RuntimeError(f"Model.mlmodel has inputs and outputs {names}")
     return path
+
+
+def _write_classifier(job):
+    """model_ios/Model.mlmodel: image -> classLabel, classLabelProbs {label: probability}."""
+    import coremltools as ct
+
+    height, width = job.input_size
+    probabilities = _classifier_function(job)
+    model = ct.convert([probabilities.get_concrete_function()], source="tensorflow", convert_to="neuralnetwork",
+                       inputs=[ct.ImageType(name="image", shape=(1, height, width, 3))],
+                       classifier_config=ct.ClassifierConfig(list(job.labels)))
+    spec = model.get_spec()
+    probs = next(output.name for output in spec.description.output if output.name != "classLabel")
+    ct.utils.rename_feature(spec, probs, "classLabelProbs")
+    spec.description.predictedProbabilitiesName = "classLabelProbs"
+    spec.description.metadata.userDefined["labels"] = json.dumps(job.labels)
+    path = job.result_dir / FOLDER / "Model.mlmodel"
+    write_labels(path.parent, job.labels)
+    ct.utils.save_spec(spec, str(path))
+    spec = ct.utils.load_spec(str(path))
+    names = ([f.name for f in spec.description.input], sorted(f.name for f in spec.description.output))
+    if names != (["image"], ["classLabel", "classLabelProbs"]) or list(spec.neuralNetworkClassifier.stringClassLabels
+                                                                        .vector) != list(job.labels):
+        raise RuntimeError(f"Model.mlmodel has inputs and outputs {names} and other labels than labels.json")
+    return path
+
+
+def _classifier_function(job):
+    """The function converted for a classifier: float RGB [1, H, W, 3] -> probabilities [1, classes]."""
+    import tensorflow as tf
+
+    run_classifier, _ = classifier(job)
+    height, width = job.input_size
+    return tf.function(run_classifier, input_signature=[tf.TensorSpec([1, height, width, 3], tf.float32,
+                                                                       name="image")])
 
 
 def _raw_function(job):
@@ -111,6 +151,10 @@ def run(job, path, images):
 
     from trainer.export.saved_model import timed
 
+    if job.task == "classification":
+        probabilities = _classifier_function(job)
+        return timed(lambda image: {"probs": probabilities(tf.constant(stretch(image, job.input_size)[None],
+                                                                       tf.float32)).numpy()[0]}, images)
     raw, _ = _raw_function(job)
     iou = job.params.task.model.detection_generator.nms_iou_threshold
 

@@ -6,6 +6,9 @@ ids from `image/source_id`, label ids from data/labels.json. Writes
 model_export/evaluation.json ({format: {"AP", "AP50", "delta_AP", "bytes", "latency_ms"}
 or {"unsupported": reason} or {"bytes", "not_evaluated": reason}}) and, in
 model_export/evaluation/, groundtruth.json and FORMAT_detections.json (COCO results).
+A classifier is scored by accuracy (top-1, and top-5 with more than 5 classes) against
+the records' labels instead: {"accuracy", ["top_5_accuracy",] "delta_accuracy", ...}, and
+FORMAT_predictions.json holds each image's top label id and score.
 """
 import contextlib
 import io
@@ -19,6 +22,7 @@ from trainer.export.common import NotEvaluated
 
 EVALUATION = "evaluation.json"
 DETAILS = "evaluation"
+TOP_K = 5  # top-5 accuracy is reported for classifiers with more than 5 classes
 
 
 def split_to_evaluate(result_dir):
@@ -30,13 +34,26 @@ def split_to_evaluate(result_dir):
     return "train"
 
 
-def load_split(result_dir, split):
-    """(images as RGB uint8 arrays, COCO ground truth dict) of data/SPLIT-*.tfrecord."""
+def load_split(result_dir, split, task="detection"):
+    """(images as RGB uint8 arrays, ground truth) of data/SPLIT-*.tfrecord: a COCO ground truth dict, or for
+    a classifier {"labels": label names, "images": [{"id", "file_name", "label"}]} (label ids from 0)."""
     import tensorflow as tf
     from PIL import Image
 
     labels = json.loads((Path(result_dir) / "data" / "labels.json").read_text())
     files = sorted(str(p) for p in (Path(result_dir) / "data").glob(f"{split}-*.tfrecord"))
+    if task == "classification":
+        features = {"image/encoded": tf.io.FixedLenFeature([], tf.string),
+                    "image/source_id": tf.io.FixedLenFeature([], tf.string),
+                    "image/filename": tf.io.FixedLenFeature([], tf.string),
+                    "image/class/label": tf.io.FixedLenFeature([], tf.int64)}
+        images, truth = [], {"labels": labels, "images": []}
+        for record in tf.data.TFRecordDataset(files):
+            value = {key: v.numpy() for key, v in tf.io.parse_single_example(record, features).items()}
+            images.append(np.asarray(Image.open(io.BytesIO(value["image/encoded"])).convert("RGB")))
+            truth["images"].append({"id": int(value["image/source_id"]), "file_name": value["image/filename"].decode(),
+                                    "label": int(value["image/class/label"])})
+        return images, truth
     features = {"image/encoded": tf.io.FixedLenFeature([], tf.string),
                 "image/source_id": tf.io.FixedLenFeature([], tf.string),
                 "image/filename": tf.io.FixedLenFeature([], tf.string),
@@ -115,25 +132,47 @@ def evaluate(job, outputs, formats, images, groundtruth, split):
             evaluations[name] = {"bytes": output["bytes"], "not_evaluated": str(reason)}
             console.say(f"export: {name}: not evaluated: {reason}", error=True)
             continue
-        results = coco_results(found, groundtruth)
-        (details / f"{name}_detections.json").write_text(json.dumps(results))
-        ap, ap50 = coco_ap(groundtruth, results)
+        if job.task == "classification":
+            scores = _classifier_scores(found, groundtruth, details / f"{name}_predictions.json")
+        else:
+            results = coco_results(found, groundtruth)
+            (details / f"{name}_detections.json").write_text(json.dumps(results))
+            ap, ap50 = coco_ap(groundtruth, results)
+            scores = {"AP": round(ap, 4), "AP50": round(ap50, 4)}
         # The first call of a runtime also traces or allocates: the median ignores it.
-        evaluations[name] = {"AP": round(ap, 4), "AP50": round(ap50, 4), "bytes": output["bytes"],
+        evaluations[name] = {**scores, "bytes": output["bytes"],
                              "latency_ms": round(float(np.median(seconds)) * 1000, 2) if seconds else None,
                              "split": split, "images": len(images)}
     return evaluations
 
 
+def _classifier_scores(found, groundtruth, predictions_path):
+    """{"accuracy"[, "top_5_accuracy"]} of a classifier's probabilities against the records' labels; each
+    image's top label and score go to PREDICTIONS_PATH."""
+    probabilities = np.array([output["probs"] for output in found]).reshape(len(found), -1)
+    truth = np.array([image["label"] for image in groundtruth["images"]])
+    ranked = np.argsort(-probabilities, axis=1)
+    predictions_path.write_text(json.dumps([
+        {"image_id": image["id"], "label_id": int(row[0]), "score": float(probs[row[0]])}
+        for image, row, probs in zip(groundtruth["images"], ranked, probabilities)]))
+    scores = {"accuracy": round(float(np.mean(ranked[:, 0] == truth)), 4) if len(truth) else 0.0}
+    if probabilities.shape[1] > TOP_K:
+        scores[f"top_{TOP_K}_accuracy"] = round(float(np.mean((ranked[:, :TOP_K] == truth[:, None]).any(axis=1))), 4)
+    return scores
+
+
 def write_evaluation(job, evaluations):
     """model_export/evaluation.json with delta_AP against the SavedModel, and the table printed."""
-    reference = evaluations.get("saved_model", {}).get("AP")
+    score = "accuracy" if job.task == "classification" else "AP"
+    reference = evaluations.get("saved_model", {}).get(score)
     table = {}
     for name, entry in evaluations.items():
         entry = dict(entry)
-        if "AP" in entry:
-            entry["delta_AP"] = round(entry["AP"] - reference, 4) if reference is not None else None
-            entry = {key: entry[key] for key in ("AP", "AP50", "delta_AP", "bytes", "latency_ms", "split", "images")}
+        if score in entry:
+            entry[f"delta_{score}"] = round(entry[score] - reference, 4) if reference is not None else None
+            keys = ("accuracy", f"top_{TOP_K}_accuracy") if score == "accuracy" else ("AP", "AP50")
+            entry = {key: entry[key] for key in (*keys, f"delta_{score}", "bytes", "latency_ms", "split", "images")
+                     if key in entry}
         table[name] = entry
     (job.result_dir / "model_export" / EVALUATION).write_text(json.dumps(table, indent=2))
     console.say(format_table(table))
@@ -141,17 +180,24 @@ def write_evaluation(job, evaluations):
 
 
 def format_table(table):
-    rows = [f"{'format':<13} {'size':>9} {'AP':>7} {'AP50':>7} {'delta_AP':>9} {'latency':>10}"]
+    classifier = any("accuracy" in entry for entry in table.values())
+    first, second, delta = ("accuracy", f"top_{TOP_K}_accuracy", "delta_accuracy") if classifier else (
+        "AP", "AP50", "delta_AP")
+    titles = ("accuracy", f"top-{TOP_K}") if classifier else ("AP", "AP50")
+    rows = [f"{'format':<13} {'size':>9} {titles[0]:>8} {titles[1]:>7} {delta:>14} {'latency':>10}"]
     for name, entry in table.items():
-        if "AP" in entry:
+        if first in entry:
             latency = f"{entry['latency_ms']:.1f} ms" if entry["latency_ms"] is not None else "n/a"
-            rows.append(f"{name:<13} {entry['bytes'] / 1e6:>7.2f}MB {entry['AP']:>7.3f} {entry['AP50']:>7.3f} "
-                        f"{entry['delta_AP']:>+9.3f} {latency:>10}")
+            other = f"{entry[second]:>7.3f}" if second in entry else f"{'-':>7}"
+            change = f"{entry[delta]:>+14.3f}" if entry[delta] is not None else f"{'n/a':>14}"
+            rows.append(f"{name:<13} {entry['bytes'] / 1e6:>7.2f}MB {entry[first]:>8.3f} {other} {change} "
+                        f"{latency:>10}")
         else:
             reason = entry.get("unsupported") or entry.get("not_evaluated")
             kind = "unsupported" if "unsupported" in entry else "not evaluated"
             rows.append(f"{name:<13} {kind}: {reason}")
     split = next((e["split"] for e in table.values() if "split" in e), None)
     images = next((e["images"] for e in table.values() if "images" in e), None)
-    heading = f"export: COCO AP of each format in its own runtime on {images} {split} images" if split else "export:"
+    measure = "accuracy" if classifier else "COCO AP"
+    heading = f"export: {measure} of each format in its own runtime on {images} {split} images" if split else "export:"
     return "\n".join([heading, *rows])

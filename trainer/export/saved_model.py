@@ -1,4 +1,5 @@
-"""SavedModel: Model Garden's export (uint8 images of any size in, normalised boxes out) plus a TF Serving copy.
+"""SavedModel: Model Garden's export (uint8 images of any size in; normalised boxes, or a classifier's
+`probs`, out) plus a TF Serving copy.
 
 It is the reference the other formats are measured against, and what TF Serving and
 `trainer predict` run; fed the raw image, it resizes inside its graph.
@@ -21,7 +22,7 @@ def write(job):
     export_saved_model_lib.export_inference_graph(
         input_type="image_tensor", batch_size=None, input_image_size=list(job.input_size),
         params=job.params, checkpoint_path=job.checkpoint, export_dir=str(out), export_saved_model_subdir="saved_model",
-        export_module=None if job.is_retinanet else _normalized_module(job))
+        export_module=_export_module(job))
     write_labels(out, job.labels)
     tf.saved_model.load(str(out / "saved_model")).signatures["serving_default"]  # loads back
 
@@ -36,10 +37,10 @@ def write(job):
 
 
 def run(job, path, images):
-    """Detections and seconds per image, each raw image fed as TF Serving's users feed it."""
-    from trainer.predict import load_detector
+    """Detections (or class probabilities) and seconds per image, each raw image fed as TF Serving's users feed it."""
+    from trainer.predict import load_model
 
-    return timed(load_detector(path), images)
+    return timed(load_model(path), images)
 
 
 def timed(detect, images):
@@ -50,6 +51,36 @@ def timed(detect, images):
         found.append(detect(image))
         seconds.append(time.perf_counter() - start)
     return found, seconds
+
+
+def _export_module(job):
+    """Model Garden's own module for RetinaNet (None), else ours: 0..1 boxes, or a stretching classifier."""
+    if job.task == "classification":
+        return _stretching_classifier(job)
+    return None if job.is_retinanet else _normalized_module(job)
+
+
+def _stretching_classifier(job):
+    """Model Garden's ClassificationModule, resizing the whole image to the square input (no centre crop).
+
+    Its own serving centre-crops whenever training used random crops; evaluation and
+    every other format stretch (the input contract), so the SavedModel does too.
+    """
+    import tensorflow as tf
+    from official.vision.serving import image_classification
+
+    class StretchingClassifier(image_classification.ClassificationModule):
+        def _crop_and_resize(self, image):
+            image = tf.image.resize(image, self._input_image_size, method=tf.image.ResizeMethod.BILINEAR)
+            return tf.reshape(image, [*self._input_image_size, 3])
+
+        def serve(self, images):
+            # probs only: the TF.js converter names outputs by dtype and shape, and logits
+            # share both with probs (it then names them Identity:0 and Identity_1:0).
+            return {"probs": super().serve(images)["probs"]}
+
+    return StretchingClassifier(params=job.params, batch_size=None, input_image_size=list(job.input_size),
+                                input_type="image_tensor")
 
 
 def _normalized_module(job):

@@ -44,9 +44,10 @@ def write(job):
         lines = [line for line in run.stderr.splitlines() if line.strip()]
         raise RuntimeError(f"tensorflowjs converter: {lines[-1] if lines else run.returncode}")
     manifest = json.loads((out / "model.json").read_text())
-    if manifest.get("format") != "graph-model" or set(manifest["signature"]["outputs"]) < {
-            "detection_boxes", "detection_scores", "detection_classes", "num_detections"}:
-        raise RuntimeError("model.json is not a detection graph model")
+    expected = {"probs"} if job.task == "classification" else {
+        "detection_boxes", "detection_scores", "detection_classes", "num_detections"}
+    if manifest.get("format") != "graph-model" or not expected <= set(manifest["signature"]["outputs"]):
+        raise RuntimeError(f"model.json is not a {job.task} graph model with outputs {sorted(expected)}")
     for group in manifest["weightsManifest"]:  # what the JS loader reads: every shard at its declared size
         expected = sum(_weight_bytes(weight) for weight in group["weights"])
         actual = sum((out / name).stat().st_size for name in group["paths"])
@@ -79,7 +80,8 @@ def node_runtime():
 
 
 def run(job, path, images):
-    """Detections and seconds per image from the graph model in Node, each raw image fed as a browser app feeds it."""
+    """Detections (or probabilities) and seconds per image from the graph model in Node, each raw image fed as a
+    browser app feeds it."""
     node, modules = node_runtime()
     with tempfile.TemporaryDirectory() as tmp:
         listing = []
@@ -91,8 +93,10 @@ def run(job, path, images):
         done = subprocess.run([node, str(RUNNER), str(path), str(Path(tmp) / "images.json")], capture_output=True,
                               text=True, env={**os.environ, "NODE_PATH": str(modules)})
     if done.returncode:
-        raise RuntimeError(f"TF.js in Node failed: {done.stderr.strip().splitlines()[-1:]}")
+        raise RuntimeError(f"TF.js in Node failed: {done.stderr.strip().splitlines()[:1]}")  # the error, not the stack
     results = json.loads(done.stdout)["results"]
+    if job.task == "classification":
+        return [{"probs": np.array(r["probs"], np.float32)} for r in results], [r["ms"] / 1000 for r in results]
     found = [{"boxes": np.array(r["detection_boxes"][:count], np.float32).reshape(-1, 4),
               "scores": np.array(r["detection_scores"][:count], np.float32),
               "classes": np.array(r["detection_classes"][:count]).astype(int)}

@@ -1,7 +1,7 @@
 // Runs a TF.js graph model (model_web/) on raw RGB images with @tensorflow/tfjs and its
 // WebAssembly backend (what browsers without WebGL use; the pure-JS CPU backend is ~50x
 // slower), as a browser app feeds it (tf.browser.fromPixels gives [H, W, 3] of any size),
-// and prints the detections and milliseconds per image as JSON.
+// and prints every signature output (detections, or a classifier's probs) and milliseconds per image as JSON.
 // Usage: node tfjs_detect.js MODEL_DIR IMAGES_JSON   (IMAGES_JSON: [{"path": raw RGB bytes file, "shape": [h, w, 3]}])
 const fs = require("fs");
 const path = require("path");
@@ -39,7 +39,8 @@ async function main() {
   for (const image of JSON.parse(fs.readFileSync(imagesPath))) {
     const input = tf.tensor(Uint8Array.from(fs.readFileSync(image.path)), [1, ...image.shape], "int32");
     const start = process.hrtime.bigint();
-    const tensors = await model.executeAsync(input, Object.values(outputs).map((o) => o.name));
+    const result = await model.executeAsync(input, Object.values(outputs).map((o) => o.name));
+    const tensors = Array.isArray(result) ? result : [result]; // one output (a classifier's probs): one tensor
     const named = {};
     for (const [i, key] of Object.keys(outputs).entries()) named[key] = (await tensors[i].array())[0];
     named.ms = Number(process.hrtime.bigint() - start) / 1e6;

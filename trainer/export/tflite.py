@@ -1,10 +1,12 @@
 """TFLite: model_android/model.tflite (float32), and model_fp16.tflite / model_int8.tflite when asked.
 
 uint8 [1, H, W, 3] at the model's square input in; normalised boxes, label ids, scores
-and count out (the SavedModel's per-class NMS, in TFLite builtin ops). Apps stretch their image to
-that square (TFLite Task Library, MediaPipe), as the model was trained and evaluated.
+and count out (the SavedModel's per-class NMS, in TFLite builtin ops), or a classifier's
+`probs` [1, classes]. Apps stretch their image to that square (TFLite Task Library,
+MediaPipe), as the model was trained and evaluated.
 """
-from trainer.export.common import SCORE_THRESHOLD, network, record_images, require_retinanet, stretch, write_labels
+from trainer.export.common import (SCORE_THRESHOLD, classifier, network, record_images, require_retinanet, stretch,
+                                   write_labels)
 
 FOLDER = "model_android"
 QUANTIZE = ("fp16", "int8")
@@ -20,16 +22,8 @@ def write(job, quantize=None):
     """model_android/model.tflite, or model_QUANTIZE.tflite (fp16 weights, or full int8 calibrated on training images)."""
     import tensorflow as tf
 
-    require_retinanet(job, "TFLite")
-    run_network, model, _ = network(job)
     height, width = job.input_size
-    generator = job.params.task.model.detection_generator
-
-    @tf.function(input_signature=[tf.TensorSpec([1, height, width, 3], tf.uint8, name="image")])
-    def serve(image):
-        scores, boxes = run_network(tf.cast(image, tf.float32))
-        return _per_class_nms(scores, boxes, generator.max_num_detections, generator.nms_iou_threshold)
-
+    serve, model = _classifier_function(job) if job.task == "classification" else _detector_function(job)
     converter = tf.lite.TFLiteConverter.from_concrete_functions([serve.get_concrete_function()], model)
     if quantize == "fp16":
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
@@ -50,6 +44,37 @@ def write(job, quantize=None):
     path = out / filename(quantize)
     path.write_bytes(converter.convert())
     return path
+
+
+def _detector_function(job):
+    """(uint8 image -> the SavedModel's detections, the model holding the weights)."""
+    import tensorflow as tf
+
+    require_retinanet(job, "TFLite")
+    run_network, model, _ = network(job)
+    height, width = job.input_size
+    generator = job.params.task.model.detection_generator
+
+    @tf.function(input_signature=[tf.TensorSpec([1, height, width, 3], tf.uint8, name="image")])
+    def serve(image):
+        scores, boxes = run_network(tf.cast(image, tf.float32))
+        return _per_class_nms(scores, boxes, generator.max_num_detections, generator.nms_iou_threshold)
+
+    return serve, model
+
+
+def _classifier_function(job):
+    """(uint8 image -> {"probs": [1, classes]}, the model holding the weights)."""
+    import tensorflow as tf
+
+    run_classifier, model = classifier(job)
+    height, width = job.input_size
+
+    @tf.function(input_signature=[tf.TensorSpec([1, height, width, 3], tf.uint8, name="image")])
+    def serve(image):
+        return {"probs": run_classifier(tf.cast(image, tf.float32))}
+
+    return serve, model
 
 
 def _per_class_nms(scores, boxes, max_detections, iou_threshold):
@@ -83,8 +108,9 @@ def _per_class_nms(scores, boxes, max_detections, iou_threshold):
 
 
 def run(job, path, images):
-    """Detections and seconds per image through LiteRT's interpreter, each image stretched to the input as apps do."""
+    """Detections (or probabilities) and seconds per image through LiteRT's interpreter, each image stretched to
+    the input as apps do."""
     from trainer.export.saved_model import timed
-    from trainer.predict import load_detector
+    from trainer.predict import load_model
 
-    return timed(load_detector(path, threads=THREADS), images)
+    return timed(load_model(path, threads=THREADS), images)
