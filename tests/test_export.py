@@ -158,3 +158,65 @@ def test_core_ml_nms_keeps_the_top_box_per_label_and_drops_low_scores():
 def test_missing_checkpoint_is_a_user_error(tmp_path):
     with pytest.raises(UserError, match="no checkpoint"):
         export(tmp_path)
+
+
+CLASSIFIER_KEYS = {"accuracy", "delta_accuracy", "bytes", "latency_ms", "split", "images"}
+
+
+def test_a_classifier_exports_every_format_evaluated_by_accuracy_in_its_own_runtime(trained_classifier_run):
+    """The start.sh classification run: each format's accuracy on the whole val split, fed as its users feed it."""
+    result = trained_classifier_run
+    evaluation = json.loads((result / "model_export" / "evaluation.json").read_text())
+    val = json.loads((result / "data" / "report.json").read_text())["splits"]["val"]["images"]
+    assert set(evaluation) == set(FORMATS)
+    for name, entry in evaluation.items():
+        assert set(entry) == CLASSIFIER_KEYS, name  # 3 classes: no top-5
+        assert (entry["split"], entry["images"]) == ("val", val) and entry["latency_ms"] > 0
+    assert evaluation["saved_model"]["delta_accuracy"] == 0
+    predictions = {name: [p["label_id"] for p in json.loads(
+        (result / "model_export" / "evaluation" / f"{name}_predictions.json").read_text())] for name in FORMATS}
+    assert predictions["tfjs"] == predictions["saved_model"]  # the same graph (resize included), in Node
+    for name in ("tflite", "coreml"):  # the image stretched by the app (PIL), not by the graph: one image may flip
+        differ = sum(a != b for a, b in zip(predictions[name], predictions["saved_model"]))
+        assert differ <= 1 and abs(evaluation[name]["delta_accuracy"]) <= 1 / val + 1e-9, (name, differ)
+    truth = [image["label"] for image in json.loads(
+        (result / "model_export" / "evaluation" / "groundtruth.json").read_text())["images"]]
+    hits = sum(p == t for p, t in zip(predictions["saved_model"], truth))
+    assert evaluation["saved_model"]["accuracy"] == pytest.approx(hits / val, abs=1e-4)
+
+
+def test_a_classifiers_formats_take_what_apps_give_and_name_their_labels(trained_classifier_run):
+    import coremltools as ct
+    import tensorflow as tf
+    from ai_edge_litert.interpreter import Interpreter
+
+    result = trained_classifier_run
+    labels = json.loads((result / "data" / "labels.json").read_text())
+    serve = tf.saved_model.load(str(result / "model_export" / "saved_model")).signatures["serving_default"]
+    for shape in ((1, 240, 320, 3), (2, 100, 60, 3)):  # any size and batch, uint8
+        probs = serve(tf.zeros(shape, tf.uint8))["probs"].numpy()
+        assert probs.shape == (shape[0], 3) and np.allclose(probs.sum(axis=1), 1, atol=1e-5)
+    runner = Interpreter(model_path=str(result / "model_android" / "model.tflite")).get_signature_runner()
+    (name, spec), = runner.get_input_details().items()
+    assert (list(spec["shape"]), spec["dtype"]) == ([1, 96, 96, 3], np.uint8)
+    assert runner(**{name: np.zeros([1, 96, 96, 3], np.uint8)})["probs"].shape == (1, 3)
+    assert set(json.loads((result / "model_web" / "model.json").read_text())["signature"]["outputs"]) == {"probs"}
+    spec = ct.utils.load_spec(str(result / "model_ios" / "Model.mlmodel"))
+    assert spec.WhichOneof("Type") == "neuralNetworkClassifier"
+    assert list(spec.neuralNetworkClassifier.stringClassLabels.vector) == labels
+    assert (spec.description.predictedFeatureName, spec.description.predictedProbabilitiesName) == (
+        "classLabel", "classLabelProbs")
+    assert spec.description.input[0].type.imageType.width == 96
+
+
+def test_a_classifiers_int8_tflite_is_calibrated_and_evaluated(trained_classifier_run, tmp_path):
+    result = tmp_path / "run"
+    shutil.copytree(trained_classifier_run, result, symlinks=True)
+    export(result, quantize=["int8"])
+    evaluation = json.loads((result / "model_export" / "evaluation.json").read_text())
+    assert set(evaluation["tflite_int8"]) == CLASSIFIER_KEYS
+    assert evaluation["tflite_int8"]["bytes"] < evaluation["tflite"]["bytes"] / 2
+    from ai_edge_litert.interpreter import Interpreter
+
+    interpreter = Interpreter(model_path=str(result / "model_android" / "model_int8.tflite"))
+    assert any(detail["dtype"] == np.int8 for detail in interpreter.get_tensor_details())

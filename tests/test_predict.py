@@ -104,3 +104,27 @@ def test_min_score_filters_and_a_wrong_model_path_is_a_user_error(exported_run, 
     assert predict(saved_model, [photos / "upright.png"], tmp_path, min_score=1.01)[0]["detections"] == []
     with pytest.raises(UserError, match="not a SavedModel"):
         predict(photos, [photos / "upright.png"], tmp_path)
+
+
+def test_a_classifier_predicts_top_k_labels_into_a_classification_bucket_prepare_accepts(trained_classifier_run,
+                                                                                         tmp_path):
+    from trainer.prepare import prepare
+
+    bucket = trained_classifier_run.parent / "bucket"
+    images = sorted(bucket.glob("*.jpg"))[:6]
+    results = predict(trained_classifier_run, images, tmp_path / "out", min_score=0.0, top_k=2)
+    labels = json.loads((trained_classifier_run / "data" / "labels.json").read_text())
+    assert [len(result["top_k"]) for result in results] == [2] * 6
+    for result in results:
+        scores = [entry["score"] for entry in result["top_k"]]
+        assert scores == sorted(scores, reverse=True) and {e["label"] for e in result["top_k"]} <= set(labels)
+    parsed = parse_annotations((tmp_path / "out" / "_annotations.json").read_bytes())
+    assert (parsed.task, parsed.labels) == ("classification", labels)
+    assert [(image.key, image.boxes[0].label) for image in parsed.images] == [
+        (path.name, result["top_k"][0]["label"]) for path, result in zip(images, results)]
+    report = prepare(tmp_path / "out", tmp_path / "again", model="demo")
+    assert report["task"] == "classification" and sum(s["images"] for s in report["splits"].values()) == 6
+
+    strict = predict(trained_classifier_run, images, tmp_path / "strict", min_score=1.01)  # no label scores above 1
+    document = json.loads((tmp_path / "strict" / "_annotations.json").read_text())
+    assert document["annotations"] == {path.name: [] for path in images} and len(strict[0]["top_k"]) == 3

@@ -42,10 +42,9 @@ def prepared_classes(tmp_path_factory):
     return result_dir / "data"
 
 
-@pytest.mark.parametrize("model", CLASSIFIERS_CHECKPOINTED)
-def test_a_classifier_restores_the_imagenet_backbone_and_starts_its_head_fresh(model, prepared_classes, tmp_path,
-                                                                                monkeypatch):
-    """An archive of Model Garden's ImageNet classifier (1001 classes) restores into our 3-class classifier."""
+def restored_from_zoo(model, data, zoo_classes, tmp_path, monkeypatch):
+    """(model restored as train does, the zoo model, params): MODEL's zoo archive with ZOO_CLASSES and random
+    weights in Model Garden's layout, fetched through config (file:// URL, our cache) onto DATA."""
     from official.core import task_factory
 
     from zoo_archive import tar_folder, write_checkpoint
@@ -54,20 +53,28 @@ def test_a_classifier_restores_the_imagenet_backbone_and_starts_its_head_fresh(m
     zoo_dir, result_dir = tmp_path / "zoo", tmp_path / "result"
     for folder in (zoo_dir, result_dir):
         folder.mkdir()
-        (folder / "data").symlink_to(prepared_classes)
+        (folder / "data").symlink_to(data)
     config.write_params(zoo_dir, model, hardware=config.Hardware("cpu"), init_checkpoint="")
     zoo_params = config.load_params(zoo_dir)
-    zoo_params.override({"task": {"model": {"num_classes": IMAGENET_CLASSES}}})
-    zoo_model, _ = write_checkpoint(zoo_params, tmp_path / f"{model}-imagenet")
-    archive = tar_folder(tmp_path / f"{model}-imagenet", tmp_path / f"{model}-imagenet.tar.gz")
+    zoo_params.override({"task": {"model": {"num_classes": zoo_classes}}})
+    zoo_model, _ = write_checkpoint(zoo_params, tmp_path / f"{model}-zoo")
+    archive = tar_folder(tmp_path / f"{model}-zoo", tmp_path / f"{model}-zoo.tar.gz")
 
     config.write_params(result_dir, model, checkpoint_url=archive.as_uri(), hardware=config.Hardware("cpu"))
     params = config.load_params(result_dir)
-    assert params.task.init_checkpoint_modules == "backbone" and params.task.model.num_classes == 3
+    assert params.task.init_checkpoint.startswith(str(tmp_path / "cache"))
     task = task_factory.get_task(params.task)
     restored = task.build_model()
-    task.initialize(restored)
+    task.initialize(restored)  # what Orbit's checkpoint manager calls when model/ has no checkpoint
+    return restored, zoo_model, params
 
+
+@pytest.mark.parametrize("model", CLASSIFIERS_CHECKPOINTED)
+def test_a_classifier_restores_the_imagenet_backbone_and_starts_its_head_fresh(model, prepared_classes, tmp_path,
+                                                                                monkeypatch):
+    """An archive of Model Garden's ImageNet classifier (1001 classes) restores into our 3-class classifier."""
+    restored, zoo_model, params = restored_from_zoo(model, prepared_classes, IMAGENET_CLASSES, tmp_path, monkeypatch)
+    assert params.task.init_checkpoint_modules == "backbone" and params.task.model.num_classes == 3
     pairs = list(zip(restored.backbone.variables, zoo_model.backbone.variables, strict=True))
     assert pairs
     for ours, zoo in pairs:
@@ -79,29 +86,9 @@ def test_a_classifier_restores_the_imagenet_backbone_and_starts_its_head_fresh(m
 
 @pytest.mark.parametrize("model", CHECKPOINTED)
 def test_the_catalogue_modules_are_restored_and_the_head_starts_fresh(model, prepared_data, tmp_path, monkeypatch):
-    from official.core import task_factory
-
-    from zoo_archive import tar_folder, write_checkpoint
-
-    monkeypatch.setenv("CHECKPOINT_CACHE", str(tmp_path / "cache"))
     modules = catalogue.load_model(model)["checkpoint"]["modules"]
-    zoo_dir, result_dir = tmp_path / "zoo", tmp_path / "result"
-    for folder in (zoo_dir, result_dir):
-        folder.mkdir()
-        (folder / "data").symlink_to(prepared_data)
-    config.write_params(zoo_dir, model, hardware=config.Hardware("cpu"), init_checkpoint="")
-    zoo_params = config.load_params(zoo_dir)
-    zoo_params.override({"task": {"model": {"num_classes": COCO_CLASSES}}})
-    zoo_model, _ = write_checkpoint(zoo_params, tmp_path / f"{model}-coco")
-    archive = tar_folder(tmp_path / f"{model}-coco", tmp_path / f"{model}-coco.tar.gz")
-
-    config.write_params(result_dir, model, checkpoint_url=archive.as_uri(), hardware=config.Hardware("cpu"))
-    params = config.load_params(result_dir)
-    assert params.task.init_checkpoint.startswith(str(tmp_path / "cache"))
+    restored, zoo_model, params = restored_from_zoo(model, prepared_data, COCO_CLASSES, tmp_path, monkeypatch)
     assert list(params.task.init_checkpoint_modules) == modules
-    task = task_factory.get_task(params.task)
-    restored = task.build_model()
-    task.initialize(restored)  # what Orbit's checkpoint manager calls when model/ has no checkpoint
 
     for module in modules:
         pairs = list(zip(getattr(restored, module).variables, getattr(zoo_model, module).variables, strict=True))

@@ -75,7 +75,7 @@ def test_a_classification_bucket_trains_with_model_demo_through_start_sh_to_succ
     assert sum(map(sum, matrix)) == val["images"]
     # Model Garden's own accuracy metric and train's separate pass over the same split agree.
     assert sum(matrix[i][i] for i in range(len(labels))) / val["images"] == pytest.approx(metrics["accuracy"], abs=1e-6)
-    assert metrics["accuracy"] >= 0.5  # chance is 1/3; about 0.8 was measured at these steps
+    assert metrics["accuracy"] >= 0.7  # chance is 1/3; 0.95 and 1.0 were measured at these steps
     for label in labels:
         assert metrics["per_class"][label]["images"] == val["per_class"][label]
     assert json.loads((result / "model" / "dataset.json").read_text()) == {

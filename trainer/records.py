@@ -33,12 +33,7 @@ def detection_features(key, jpeg, size, boxes, source_id):
     """The keys Model Garden's TfExampleDecoder reads; BOXES are (x, y, x2, y2, label id, label name), normalised."""
     width, height = size
     return {
-        "image/encoded": ("bytes", [jpeg]),
-        "image/format": ("bytes", [b"jpeg"]),
-        "image/height": ("int64", [height]),
-        "image/width": ("int64", [width]),
-        "image/source_id": ("bytes", [str(source_id).encode()]),
-        "image/filename": ("bytes", [key.encode()]),
+        **_image_features(key, jpeg, size, source_id),
         "image/object/bbox/xmin": ("float", [box[0] for box in boxes]),
         "image/object/bbox/ymin": ("float", [box[1] for box in boxes]),
         "image/object/bbox/xmax": ("float", [box[2] for box in boxes]),
@@ -52,6 +47,15 @@ def detection_features(key, jpeg, size, boxes, source_id):
 
 def classification_features(key, jpeg, size, label_id, label, source_id):
     """The keys Model Garden's image-classification decoder reads (image/encoded, image/class/label: 0-based)."""
+    return {
+        **_image_features(key, jpeg, size, source_id),
+        "image/class/label": ("int64", [label_id]),
+        "image/class/text": ("bytes", [label.encode()]),
+    }
+
+
+def _image_features(key, jpeg, size, source_id):
+    """The keys both tasks' records share: the JPEG, its size, COCO evaluation's image id, the bucket key."""
     width, height = size
     return {
         "image/encoded": ("bytes", [jpeg]),
@@ -60,8 +64,6 @@ def classification_features(key, jpeg, size, label_id, label, source_id):
         "image/width": ("int64", [width]),
         "image/source_id": ("bytes", [str(source_id).encode()]),
         "image/filename": ("bytes", [key.encode()]),
-        "image/class/label": ("int64", [label_id]),
-        "image/class/text": ("bytes", [label.encode()]),
     }
 
 

@@ -145,15 +145,7 @@ def _dataset_section(page, result_dir):
     page.table(["split", *(f"{label} boxes" for label in labels)],
                [[split, *(counts["per_class"].get(label, 0) for label in labels)]
                 for split, counts in report["splits"].items()], "dataset-boxes")
-    fig, ax = _figure()
-    width = 0.8 / max(len(report["splits"]), 1)
-    for index, (split, counts) in enumerate(report["splits"].items()):
-        ax.bar(np.arange(len(labels)) + index * width, [counts["per_class"].get(label, 0) for label in labels],
-               width, label=f"{split} boxes")
-    ax.set_xticks(np.arange(len(labels)) + width * (len(report["splits"]) - 1) / 2, labels, rotation=30, ha="right")
-    ax.set_ylabel("boxes")
-    ax.legend()
-    page.figure(fig, "dataset_classes", "Boxes per class and split")
+    _class_bars(page, report, "boxes")
     everything = [record for split in records.values() for record in split]
     if everything:
         _box_statistics(page, result_dir, everything)
@@ -168,19 +160,25 @@ def _classes_section(page, report, records):
     page.table(["split", "images", *(f"{label} images" for label in labels)],
                [[split, counts["images"], *(counts["per_class"].get(label, 0) for label in labels)]
                 for split, counts in report["splits"].items()], "dataset-counts")
-    fig, ax = _figure()
-    width = 0.8 / max(len(report["splits"]), 1)
-    for index, (split, counts) in enumerate(report["splits"].items()):
-        ax.bar(np.arange(len(labels)) + index * width, [counts["per_class"].get(label, 0) for label in labels],
-               width, label=f"{split} images")
-    ax.set_xticks(np.arange(len(labels)) + width * (len(report["splits"]) - 1) / 2, labels, rotation=30, ha="right")
-    ax.set_ylabel("images")
-    ax.legend()
-    page.figure(fig, "dataset_classes", "Images per class and split")
+    _class_bars(page, report, "images")
     if records.get("train"):
         page.picture(_grid([(record, record["boxes"], []) for record in records["train"][:SAMPLE_IMAGES]], labels),
                      "dataset_samples", "Training images with their labels")
     _issues(page, report)
+
+
+def _class_bars(page, report, counted):
+    """A bar chart of report.json's per-class counts (COUNTED: boxes, or a classifier's images) per split."""
+    labels = report["labels"]
+    fig, ax = _figure()
+    width = 0.8 / max(len(report["splits"]), 1)
+    for index, (split, counts) in enumerate(report["splits"].items()):
+        ax.bar(np.arange(len(labels)) + index * width, [counts["per_class"].get(label, 0) for label in labels],
+               width, label=f"{split} {counted}")
+    ax.set_xticks(np.arange(len(labels)) + width * (len(report["splits"]) - 1) / 2, labels, rotation=30, ha="right")
+    ax.set_ylabel(counted)
+    ax.legend()
+    page.figure(fig, "dataset_classes", f"{counted.capitalize()} per class and split")
 
 
 def _issues(page, report):
