@@ -194,3 +194,33 @@ def tail(log_path):
 
 def latest_step(state):
     return int(re.search(r'^model_checkpoint_path: "ckpt-(\d+)"', state.read_text(), re.MULTILINE).group(1))
+
+
+def test_classifier_metrics_read_model_gardens_accuracy_and_top_5_by_its_own_names():
+    """metrics.json of a 7-class classifier from the metrics Model Garden's classification task evaluates with."""
+    import numpy as np
+    from official.vision.configs import image_classification
+    from official.vision.tasks.image_classification import ImageClassificationTask
+
+    from trainer.train import _classification_metrics
+
+    params = image_classification.ImageClassificationTask(
+        model=image_classification.ImageClassificationModel(num_classes=7, input_size=[32, 32, 3]),
+        evaluation=image_classification.Evaluation(top_k=5))
+    metrics = ImageClassificationTask(params).build_metrics(training=False)
+    rng = np.random.default_rng(5)
+    labels = rng.integers(0, 7, size=30)
+    probabilities = rng.dirichlet(np.ones(7), size=30).astype(np.float32)
+    for metric in metrics:  # one-hot labels, as the task's validation_step gives them (losses.one_hot)
+        metric.update_state(np.eye(7)[labels], probabilities)
+    output = {metric.name: metric.result().numpy() for metric in metrics}
+    matrix = np.zeros([7, 7], int)
+    np.add.at(matrix, (labels, probabilities.argmax(axis=1)), 1)
+
+    result = _classification_metrics(output, list("abcdefg"), 12, matrix.tolist())
+
+    assert set(result) == {"step", "accuracy", "top_5_accuracy", "per_class", "confusion_matrix", "validation_loss"}
+    assert result["accuracy"] == pytest.approx(np.trace(matrix) / 30, abs=1e-6)  # Model Garden's own accuracy
+    assert result["accuracy"] < result["top_5_accuracy"] == pytest.approx(float(output["top_5_accuracy"]))
+    assert [result["per_class"][name]["images"] for name in "abcdefg"] == np.bincount(labels, minlength=7).tolist()
+    assert result["validation_loss"] is None
