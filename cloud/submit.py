@@ -19,6 +19,7 @@ from google.protobuf import json_format
 
 from trainer.catalogue import load_model
 from trainer.errors import UserError
+from trainer.folders import refuse_overlap
 
 from cloud.clients import job_client, project_id, region_name, storage_client
 from cloud.jobs import describe_job
@@ -44,6 +45,8 @@ def submit_job(args):
         raise UserError(f"--run-name {run_name!r}: use letters, digits, '.', '_' and '-' (at most 128)")
     run_prefix = "/".join(filter(None, [out_prefix, run_name]))
     output_uri = gs_uri(out_bucket, run_prefix)
+    refuse_overlap(fuse_path(data_bucket, data_prefix), fuse_path(out_bucket, run_prefix),
+                   f"--data {gs_uri(data_bucket, data_prefix)}", f"the run folder {output_uri}")
     sdist = _newest_sdist()
     package_uri = f"{output_uri}/package/{sdist.name}" if sdist else None
     package_path = fuse_path(out_bucket, f"{run_prefix}/package/{sdist.name}") if sdist else None

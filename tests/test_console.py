@@ -6,6 +6,8 @@ import subprocess
 import sys
 import textwrap
 
+import pytest
+
 from conftest import REPO, TRAINED_STEPS
 
 MAX_CONSOLE_LINES = 60
@@ -136,3 +138,35 @@ def test_cli_gives_the_file_descriptors_back(tmp_path):
     assert completed.stdout.splitlines() == ["code 1", "after"]
     assert completed.stderr.startswith("error: unknown model 'nonesuch'")
     assert (tmp_path / "logs" / "config.log").is_file()
+
+
+@pytest.mark.parametrize("env, result_dir, message", [
+    ({"TF_CONFIG": "{bad"}, "result", r"^error: TF_CONFIG is not a valid cluster description \(JSONDecodeError: "),
+    ({"TF_CONFIG": '{"cluster": [], "task": {"type": 3}}'}, "result",
+     r"^error: TF_CONFIG is not a valid cluster description \(TypeError: "),
+    ({"CLUSTER_SPEC": '{"cluster": {"workerpool9": ["a:1"]}}'}, "result",
+     r"^error: CLUSTER_SPEC is not a valid cluster description \(KeyError: 'workerpool9'\)"),
+    ({}, "a-file/result", r"^error: cannot write the log .*a-file/result/logs/config\.log: Not a directory$"),
+])
+def test_a_bad_cluster_or_result_dir_is_one_line(tmp_path, env, result_dir, message):
+    """Found while the console starts, before the stage runs: one line, exit 1, no traceback."""
+    (tmp_path / "a-file").write_text("")
+    environ = {key: value for key, value in os.environ.items() if key not in ("TF_CONFIG", "CLUSTER_SPEC")}
+    completed = subprocess.run([sys.executable, "-m", "trainer", "config", "--model", "demo", "--result-dir",
+                                str(tmp_path / result_dir)], cwd=REPO, capture_output=True, text=True,
+                               env={**environ, **env})
+    assert completed.returncode == 1
+    assert len(completed.stderr.splitlines()) == 1 and re.match(message, completed.stderr), completed.stderr
+
+
+def test_a_native_crash_leaves_its_stack_in_the_stage_log(tmp_path):
+    """faulthandler: a SIGSEGV inside a stage writes the Python stack to logs/STAGE.log."""
+    program = ("import ctypes, sys\nimport trainer.prepare\nfrom trainer.__main__ import main\n"
+               "trainer.prepare.prepare = lambda *args, **kwargs: ctypes.string_at(0)\n"
+               "main(['prepare', '--data-dir', sys.argv[1], '--result-dir', sys.argv[2]])\n")
+    completed = subprocess.run([sys.executable, "-c", program, str(tmp_path / "bucket"), str(tmp_path / "result")],
+                               cwd=REPO, capture_output=True, text=True)
+    assert completed.returncode == -11
+    log = (tmp_path / "result" / "logs" / "prepare.log").read_text()
+    assert "Fatal Python error: Segmentation fault" in log
+    assert 'trainer/prepare.py", line' in log and "in main" in log

@@ -5,6 +5,7 @@ answers without loading TensorFlow. Each stage module defines
 `add_arguments(parser)` and `main(args) -> int`.
 """
 import argparse
+import faulthandler
 import importlib
 import sys
 import traceback
@@ -12,6 +13,7 @@ from pathlib import Path
 
 from trainer import console
 from trainer.errors import UserError
+from trainer.folders import refuse_overlap
 
 STAGES = {
     "prepare": "validate _annotations.json and write sharded TFRecords, label map and report",
@@ -49,9 +51,13 @@ def main(argv=None):
                               help="show every library's output on the console (by default it goes to "
                                    "RESULT_DIR/logs/STAGE.log and the console shows only the trainer's lines)")
     args = stage_parser.parse_args(argv[1:])
-    if getattr(args, "result_dir", None):
-        console.start(Path(args.result_dir) / "logs", name, args.verbose)
+    # A native crash (SIGSEGV in a library) leaves its Python stack in the stage log, which fd 2 points at.
+    faulthandler.enable()
     try:
+        if getattr(args, "result_dir", None):
+            if getattr(args, "data_dir", None):  # before logs/ is made: it would land in an overlapping bucket
+                refuse_overlap(args.data_dir, args.result_dir)
+            console.start(Path(args.result_dir) / "logs", name, args.verbose)
         return module.main(args)
     except UserError as err:
         console.say(f"error: {err}", error=True)

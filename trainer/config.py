@@ -98,10 +98,26 @@ class Hardware:
 def tf_config_from_env(env):
     """TF_CONFIG as a dict: TF_CONFIG itself, else converted from Vertex AI's CLUSTER_SPEC, else {}."""
     if env.get("TF_CONFIG"):
-        return json.loads(env["TF_CONFIG"])
+        return _cluster_json(env, "TF_CONFIG", lambda config: config)
     if not env.get("CLUSTER_SPEC"):
         return {}
-    spec = json.loads(env["CLUSTER_SPEC"])
+    return _cluster_json(env, "CLUSTER_SPEC", _from_cluster_spec)
+
+
+def _cluster_json(env, name, convert):
+    """CONVERT(json of env[NAME]), any malformation one UserError naming the variable."""
+    try:
+        config = convert(json.loads(env[name]))
+        task = config.get("task") or {}
+        if not isinstance(config.get("cluster", {}), dict) or not isinstance(task.get("type", ""), str):
+            raise TypeError("cluster must be an object and task.type a string")
+        return config
+    except (ValueError, TypeError, KeyError, AttributeError) as err:
+        raise UserError(f"{name} is not a valid cluster description ({type(err).__name__}: {err}): "
+                        f"{env[name][:200]!r}") from None
+
+
+def _from_cluster_spec(spec):
     cluster = {WORKER_POOL_ROLES[pool]: hosts for pool, hosts in spec["cluster"].items() if hosts}
     task = spec.get("task", {})
     return {

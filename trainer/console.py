@@ -10,7 +10,10 @@ redirects nothing: `say` is print.
 import os
 import sys
 import time
+import traceback
 from pathlib import Path
+
+from trainer.errors import UserError
 
 # In quiet mode training progress reaches the console about this many times a run (plus the first and last
 # report): each shown progress line comes with its cacli line, and a demo console should fit in 60 lines.
@@ -43,18 +46,25 @@ def start(log_dir, name, verbose=False):
         _state.out = os.fdopen(os.dup(1), "w", buffering=1)
         _state.err = os.fdopen(os.dup(2), "w", buffering=1)
     _state.log_dir = Path(log_dir)
-    switch(name)
+    try:
+        switch(name)
+    except UserError:  # RESULT_DIR not writable, a bad TF_CONFIG: the error goes to the real console
+        stop()
+        raise
 
 
 def switch(name):
     """Send what follows to LOG_DIR/NAME.log (appended: a rerun adds to the same file)."""
     if _state.verbose:
         return
-    _state.log_dir.mkdir(parents=True, exist_ok=True)
     path = _state.log_dir / f"{name}{_replica_suffix()}.log"
+    try:
+        _state.log_dir.mkdir(parents=True, exist_ok=True)
+        log = open(path, "a", buffering=1)
+    except OSError as err:
+        raise UserError(f"cannot write the log {path}: {err.strerror or err}") from None
     sys.stdout.flush()
     sys.stderr.flush()
-    log = open(path, "a", buffering=1)
     log.write(f"--- {time.strftime('%Y-%m-%d %H:%M:%S')} pid {os.getpid()}: {' '.join(sys.argv)}\n")
     os.dup2(log.fileno(), 1)
     os.dup2(log.fileno(), 2)
@@ -71,7 +81,8 @@ def stop():
         os.dup2(_state.out.fileno(), 1)
         os.dup2(_state.err.fileno(), 2)
         for stream in (_state.out, _state.err, _state.log):
-            stream.close()
+            if stream is not None:
+                stream.close()
     _state.out = _state.err = _state.log = _state.log_dir = _state.shown_step = None
     _state.verbose = True
 
@@ -90,6 +101,15 @@ def say(message, error=False):
     sys.stderr.flush()
     (_state.err if error else _state.out).write(message + "\n")
     _state.log.write(message + "\n")
+
+
+def warn_failure(what, err):
+    """A failure after training, as a warning: the traceback to the log, one line to the console; the reason."""
+    traceback.print_exc()
+    reason = f"{type(err).__name__}: {err}".strip().splitlines()[0][:500]
+    where = f" (traceback in {log_path()})" if log_path() else ""
+    say(f"{what}: WARNING: failed, the trained model is kept: {reason}{where}", error=True)
+    return reason
 
 
 def stage(name, what):

@@ -26,6 +26,7 @@ from trainer.annotations import REPAIRED, SKIPPED, parse_annotations
 from trainer.dataset import (DEFAULT_SEED, DEFAULT_VAL_FRACTION, ContentSplit, Item, check_distinct, counted,
                              dataset_warnings, label_ids, seeded_hash, split_counts)
 from trainer.errors import UserError
+from trainer.folders import refuse_overlap
 from trainer.images import load_image, map_images
 from trainer.records import (ShardWriter, clear_outputs, classification_features, complete_report,
                              detection_features, example_record, write_label_files, write_marker)
@@ -52,6 +53,7 @@ def prepare(data_dir, result_dir, val_fraction=DEFAULT_VAL_FRACTION, seed=DEFAUL
     Skips the work when data/report.json holds the fingerprint of the same input and options.
     """
     data_dir, result_dir = Path(data_dir), Path(result_dir)
+    refuse_overlap(data_dir, result_dir)
     options = {"val_fraction": val_fraction, "seed": seed, "max_side": max_side, "num_shards": num_shards}
     _check_options(options)
     annotations_path = data_dir / ANNOTATIONS_FILE

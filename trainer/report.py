@@ -13,7 +13,6 @@ import contextlib
 import html
 import io
 import json
-import traceback
 from pathlib import Path
 
 import numpy as np
@@ -35,21 +34,23 @@ def write_report(result_dir, best_effort=False):
 
     best_effort (while training): a failure is a warning, not the end of the training.
     """
+    import matplotlib
+
     if best_effort:
         try:
             return write_report(result_dir)
-        except Exception as err:  # the report must never stop a training run; the traceback goes to the log
-            traceback.print_exc()
-            console.say(f"report: WARNING: could not refresh report.html: {type(err).__name__}: {err}", error=True)
+        except Exception as err:  # the report must never stop a training run
+            console.warn_failure("report: could not refresh report.html", err)
             return None
     result_dir = Path(result_dir)
     png_dir = result_dir / PNG_DIR
     png_dir.mkdir(exist_ok=True)
     page = _Page(png_dir)
-    _dataset_section(page, result_dir)
-    _training_section(page, result_dir)
-    _model_section(page, result_dir)
-    _exports_section(page, result_dir)
+    with matplotlib.rc_context({"text.parse_math": False}):  # labels are names: `$`, `$$` are not TeX
+        _dataset_section(page, result_dir)
+        _training_section(page, result_dir)
+        _model_section(page, result_dir)
+        _exports_section(page, result_dir)
     path = result_dir / "report.html"
     path.write_text(page.html(f"Training report: {result_dir.name}"))
     return path

@@ -22,7 +22,8 @@ from pathlib import Path
 from trainer import catalogue, config, console
 from trainer.dataset import DEFAULT_VAL_FRACTION
 from trainer.errors import UserError
-from trainer.export import FORMATS, conversion_exit, export  # imports TensorFlow only when exporting
+from trainer.export import FORMATS, conversion_exit, export, failures  # imports TensorFlow only when exporting
+from trainer.folders import refuse_overlap
 
 CHIEF_WAIT_SECONDS = 3600  # how long a worker waits for the chief's data/ and params.yaml
 CHIEF_POLL_SECONDS = 10
@@ -35,14 +36,16 @@ def run(data_dir, result_dir, model=None, steps=None, batch_size=None, checkpoin
 
     MODEL None: the default of the bucket's type (detection or classification); `demo`:
     the demo model of that type.
-    Returns the conversions that failed, {format: reason}: the model is trained
-    and served by its SavedModel even when a TFLite, TF.js or Core ML conversion fails.
+    Returns what failed after training, {what: reason}: conversions, their evaluations, the
+    report, the summary. The model is trained and served by its SavedModel all the same;
+    the exit status and the cacli markers are a conversion failure's.
     """
     from trainer.prepare import prepare
     from trainer.report import is_up_to_date, write_report
     from trainer.summary import summary
     from trainer.train import train
 
+    refuse_overlap(data_dir, result_dir)
     result_dir = Path(result_dir).absolute()
     if config.is_chief(os.environ):
         (result_dir / READY_FILE).unlink(missing_ok=True)
@@ -61,15 +64,25 @@ def run(data_dir, result_dir, model=None, steps=None, batch_size=None, checkpoin
     failed = {}
     if formats:
         _stage("export", f"{', '.join(formats)} -> {result_dir}")
-        failed = {name: result["error"] for name, result in export(result_dir, formats).items() if "error" in result}
+        failed = failures(export(result_dir, formats))
     if is_up_to_date(result_dir):
         console.say(f"report: {result_dir / 'report.html'} is up to date")
     else:
         _stage("report", f"-> {result_dir / 'report.html'}")
-        write_report(result_dir)
-    for line in summary(result_dir):
+        _after_training("report", write_report, result_dir, failed)
+    lines = _after_training("summary", summary, result_dir, failed)
+    for line in lines or ():
         console.say(line)
     return failed
+
+
+def _after_training(name, work, result_dir, failed):
+    """WORK(RESULT_DIR) once the model is trained: a failure is a warning recorded in FAILED, as a conversion's is."""
+    try:
+        return work(result_dir)
+    except Exception as err:
+        failed[name] = console.warn_failure(name, err)
+        return None
 
 
 def _write_ready(result_dir):

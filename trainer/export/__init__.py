@@ -74,24 +74,18 @@ def _export(job, wanted, evaluate):
         else:
             _step(name, job, results)
     written = {name: r for name, r in results.items() if "path" in r}
-    evaluations = {name: done[name]["evaluation"] for name in written if "evaluation" in done.get(name, {})}
+    previous = {name: done[name].get("evaluation") for name in written if name in done}
+    evaluations = {name: e for name, e in previous.items() if e and "evaluation_failed" not in e}  # failed: retried
     todo = [name for name in written if name not in evaluations] if evaluate else []
     if not todo and all(name in done or "unsupported" in results[name] for name in wanted):
         return results  # an up-to-date rerun leaves every file as it was
+    entries = _write_manifest(job, manifest_path, done, results, evaluations)  # kept should evaluation fail
     if todo:
-        from trainer.export import evaluate as evaluation
-
-        split = evaluation.split_to_evaluate(job.result_dir)
-        images, groundtruth = evaluation.load_split(job.result_dir, split, job.task)
-        evaluations.update(evaluation.evaluate(job, {name: written[name] for name in todo}, TABLE, images,
-                                               groundtruth, split))
-    entries = {**{name: {**r, "path": str(Path(r["path"]).relative_to(job.result_dir))} for name, r in done.items()},
-               **{name: {**r, "path": str(Path(r["path"]).relative_to(job.result_dir))} if "path" in r else r
-                  for name, r in results.items()}}
-    for name, entry in entries.items():
-        if name in evaluations:
-            entry["evaluation"] = evaluations[name]
-    manifest_path.write_text(json.dumps({"checkpoint": Path(job.checkpoint).name, "results": entries}, indent=2))
+        evaluations.update(_evaluate(job, {name: written[name] for name in todo}))
+        for name, evaluation in evaluations.items():
+            if "evaluation_failed" in evaluation and name in results:
+                results[name]["evaluation_failed"] = evaluation["evaluation_failed"]
+        entries = _write_manifest(job, manifest_path, done, results, evaluations)
     if evaluate:
         from trainer.export.evaluate import write_evaluation
 
@@ -99,6 +93,32 @@ def _export(job, wanted, evaluate):
                                                              if key in e} for name, e in entries.items()
                                if "evaluation" in e or "unsupported" in e or "error" in e})
     return results
+
+
+def _evaluate(job, outputs):
+    """{name: evaluation} of OUTPUTS on the validation split; a failure is a warning, the exports stay."""
+    from trainer.export import evaluate as evaluation
+
+    try:
+        split = evaluation.split_to_evaluate(job.result_dir)
+        images, groundtruth = evaluation.load_split(job.result_dir, split, job.task)
+        return evaluation.evaluate(job, outputs, TABLE, images, groundtruth, split)
+    except Exception as err:
+        reason = console.warn_failure("export: evaluation", err)
+        return {name: {"bytes": output["bytes"], "evaluation_failed": reason} for name, output in outputs.items()}
+
+
+def _write_manifest(job, manifest_path, done, results, evaluations):
+    """model_export/export.json: every output written from this checkpoint (paths relative), with its evaluation."""
+    entries = {**{name: {**r, "path": str(Path(r["path"]).relative_to(job.result_dir))} for name, r in done.items()},
+               **{name: {**r, "path": str(Path(r["path"]).relative_to(job.result_dir))} if "path" in r else r
+                  for name, r in results.items()}}
+    for name, entry in entries.items():
+        entry.pop("evaluation_failed", None)
+        if name in evaluations:
+            entry["evaluation"] = evaluations[name]
+    manifest_path.write_text(json.dumps({"checkpoint": Path(job.checkpoint).name, "results": entries}, indent=2))
+    return entries
 
 
 def _step(name, job, results):
@@ -146,11 +166,20 @@ def main(args):
     quantize = [q.strip() for q in args.quantize.split(",") if q.strip() and q.strip() != "none"]
     results = export(args.result_dir, formats=formats, quantize=quantize, keep_versions=args.keep_versions,
                      evaluate=not args.no_evaluation)
-    return conversion_exit({name: r["error"] for name, r in results.items() if "error" in r})
+    return conversion_exit(failures(results))
+
+
+def failures(results):
+    """{what: reason} of the conversions and the evaluations in export's RESULTS that failed."""
+    failed = {name: result["error"] for name, result in results.items() if "error" in result}
+    failed.update({f"{name} evaluation": result["evaluation_failed"] for name, result in results.items()
+                   if "evaluation_failed" in result})
+    return failed
 
 
 def conversion_exit(failed):
-    """Name each failed conversion on stderr; the exit status for `export` and `run`."""
+    """Name each failure after training (conversions, evaluations, report) on stderr; the exit status for `export`
+    and `run`."""
     for name, reason in failed.items():
         console.say(f"CONVERSION-FAILED {name}: {reason}", error=True)
     return CONVERSION_FAILED_EXIT if failed else 0

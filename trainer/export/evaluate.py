@@ -132,6 +132,10 @@ def evaluate(job, outputs, formats, images, groundtruth, split):
             evaluations[name] = {"bytes": output["bytes"], "not_evaluated": str(reason)}
             console.say(f"export: {name}: not evaluated: {reason}", error=True)
             continue
+        except Exception as err:  # a broken runtime: the export stays, the others are still evaluated
+            evaluations[name] = {"bytes": output["bytes"],
+                                 "evaluation_failed": console.warn_failure(f"export: {name}: evaluation", err)}
+            continue
         if job.task == "classification":
             scores = _classifier_scores(found, groundtruth, details / f"{name}_predictions.json")
         else:
@@ -193,8 +197,9 @@ def format_table(table):
             rows.append(f"{name:<13} {entry['bytes'] / 1e6:>7.2f}MB {entry[first]:>8.3f} {other} {change} "
                         f"{latency:>10}")
         else:
-            reason = entry.get("unsupported") or entry.get("not_evaluated")
-            kind = "unsupported" if "unsupported" in entry else "not evaluated"
+            kind = next(key for key in ("unsupported", "not_evaluated", "evaluation_failed", "error") if key in entry)
+            reason = entry[kind]
+            kind = kind.replace("_", " ")
             rows.append(f"{name:<13} {kind}: {reason}")
     split = next((e["split"] for e in table.values() if "split" in e), None)
     images = next((e["images"] for e in table.values() if "images" in e), None)
