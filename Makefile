@@ -13,7 +13,7 @@ RESULT_DIR ?= runs/local
 SPEC ?= configs/jobs/gpu.yaml
 
 .DEFAULT_GOAL := help
-.PHONY: help setup test demo demo-classification sample run report browser package image submit status logs cancel list stage tensorboard benchmark constraints clean
+.PHONY: help setup image-env test demo demo-classification sample run report browser package image submit status logs cancel list stage tensorboard benchmark constraints clean
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-20s %s\n", $$1, $$2}'
@@ -22,12 +22,22 @@ help: ## list the targets
 setup: $(STAMP) ## create .venv and install the project with pinned versions (quick when nothing changed)
 
 # packaging/install.sh is the one install, also run by both Dockerfiles (there without the test tools).
-$(STAMP): setup.py constraints.txt packaging/install.sh
+$(STAMP): setup.py constraints.txt packaging/install.sh packaging/js/package-lock.json
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	bash packaging/install.sh $(BIN)/python dev --editable
 	touch $@
 
-test: setup ## run the test suite
+# The training images' environment (packaging/image-env.sh, as the Dockerfiles build it, without CUDA's
+# libraries): the tests run the job in it.
+IMAGE_VENV := .venv-image
+IMAGE_STAMP := $(IMAGE_VENV)/.installed
+image-env: $(IMAGE_STAMP) ## create .venv-image: the Python environment of the training images (the tests run the job in it)
+
+$(IMAGE_STAMP): setup.py constraints.txt packaging/install.sh packaging/image-env.sh packaging/js/package-lock.json
+	PYTHON=$(PYTHON) bash packaging/image-env.sh $(IMAGE_VENV)
+	touch $@
+
+test: setup image-env ## run the test suite
 	$(BIN)/python -m pytest tests
 
 sample: setup ## write the synthetic sample bucket to DATA_DIR
@@ -57,7 +67,7 @@ package: setup ## build dist/trainer.zip (cacli / unzip && bash start.sh) and th
 	$(BIN)/python packaging/build.py
 
 IMAGE ?=
-image: ## build and push the GPU and TPU training images: IMAGE=REGION-docker.pkg.dev/PROJECT/REPO/trainer
+image: package ## build and push the GPU and TPU training images: IMAGE=REGION-docker.pkg.dev/PROJECT/REPO/trainer
 	@test -n "$(IMAGE)" || { echo "set IMAGE=REGION-docker.pkg.dev/PROJECT/REPO/trainer"; exit 2; }
 	docker build -f packaging/Dockerfile -t $(IMAGE):gpu . && docker push $(IMAGE):gpu
 	docker build -f packaging/Dockerfile.tpu -t $(IMAGE):tpu . && docker push $(IMAGE):tpu

