@@ -45,15 +45,19 @@ def check_bucket(client, bucket_name, prefix, model=None, strict=False):
         raise UserError(f"{where}: {err}") from None
 
     listed_prefix = f"{prefix}/" if prefix else ""
-    digests = {blob.name[len(listed_prefix):]: _md5_hex(blob)
-               for blob in client.list_blobs(bucket_name, prefix=listed_prefix)}
+    listing = list(client.list_blobs(bucket_name, prefix=listed_prefix))
+    # An empty object is no image (prepare skips it); all of them share one MD5, so they must not count as copies.
+    empty = {blob.name[len(listed_prefix):] for blob in listing if not blob.size}
+    digests = {blob.name[len(listed_prefix):]: _md5_hex(blob) for blob in listing if blob.size}
     keys = [image.key for image in annotation_set.images]
-    missing = [key for key in keys if key not in digests]
+    missing = [key for key in keys if key not in digests and key not in empty]
+    empties = [key for key in keys if key in empty]
     images = [image for image in annotation_set.images if image.key in digests]
     boxes = sum(len(image.boxes) for image in images)
-    if not keys or len(missing) == len(keys):
+    if not images:
         raise UserError(f"{where}: none of the {len(keys)} usable annotated images is in the bucket"
-                        + _examples(missing))
+                        + _examples(missing) + (f"; {len(empties)} are empty files{_examples(empties)}"
+                                                if empties else ""))
     if boxes == 0:  # a classification image's label is one whole-image box
         raise UserError(f"{where}: no image in the bucket has a box to learn from")
     check_distinct(len(images), len({digests[image.key] for image in images}), where)
@@ -65,6 +69,10 @@ def check_bucket(client, bucket_name, prefix, model=None, strict=False):
         warnings.append(warning("missing_images", f"{len(missing)} of {len(keys)} annotated images are not in "
                                 f"{where} and will be skipped{_examples(missing)}",
                                 missing=len(missing), annotated=len(keys), examples=missing[:SHOWN_NAMES]))
+    if empties:
+        warnings.append(warning("empty_images", f"{len(empties)} of {len(keys)} annotated images in {where} are "
+                                f"empty files (0 bytes) and will be skipped{_examples(empties)}",
+                                empty=len(empties), annotated=len(keys), examples=empties[:SHOWN_NAMES]))
     task = annotation_set.task
     input_size = catalogue.input_side(catalogue.load_model(catalogue.resolve_model(model, task)))
     warnings += dataset_warnings(items, labels, input_size, DEFAULT_VAL_FRACTION, task)

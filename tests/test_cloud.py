@@ -391,3 +391,52 @@ def test_submit_checks_a_classification_bucket_and_refuses_a_detection_model_for
         "error: model 'retinanet_resnet50_fpn' is a detection model, but this bucket is for classification: use one of "
         "demo_classification, mobilenet_v2, resnet50")
     assert [request[:2] for request in vertex.requests] == [("POST", JOBS_PATH)]
+
+
+@pytest.mark.parametrize("data, output, run_name, relation", [
+    ("gs://b-1/proj/data", "gs://b-1", "proj", "overlap: the bucket is inside the result folder"),
+    ("gs://b-1", "gs://b-1/runs", "r1", "overlap: the result folder is inside the bucket"),
+    ("gs://b-1/proj", "gs://b-1", "proj", "are the same folder"),
+])
+def test_submit_refuses_a_run_folder_overlapping_the_data(vertex, capsys, data, output, run_name, relation):
+    """Before any request: the job would prepare into (and so delete) the bucket, or write into it."""
+    argv = ["submit", str(REPO / "configs/jobs/gpu.yaml"), "--data", data, "--output", output, "--run-name", run_name,
+            "--image", IMAGE, "--project", PROJECT, "--region", REGION]
+    assert cloud_main(argv) == 1
+    run_uri = f"{output}/{run_name}"
+    assert capsys.readouterr().err.startswith(f"error: the run folder {run_uri} and --data {data} {relation}; ")
+    assert vertex.requests == []
+
+
+def test_submit_warns_about_empty_images_and_does_not_call_them_copies(gcs_client, local_bucket, vertex, capsys):
+    """10 zero-byte images of 12 share one MD5: they are empty files that prepare skips, not byte-identical images."""
+    bucket = new_bucket(gcs_client)
+    stage(local_bucket, f"gs://{bucket}/kangaroo", capsys)
+    annotations = json.loads((local_bucket / "_annotations.json").read_text())
+    keys = sorted(annotations["annotations"])
+    empty = [f"empty-{index:02d}.jpg" for index in range(10)]
+    for key in empty:
+        gcs_client.bucket(bucket).blob(f"kangaroo/{key}").upload_from_string(b"")
+        annotations["annotations"][key] = annotations["annotations"][keys[0]]
+    gcs_client.bucket(bucket).blob("kangaroo/_annotations.json").upload_from_string(json.dumps(annotations))
+
+    assert cloud_main(submit_argv(bucket)) == 0
+    err = capsys.readouterr().err
+    assert f"warning: 10 of {len(keys) + 10} annotated images in gs://{bucket}/kangaroo are empty files (0 bytes) " \
+           "and will be skipped (e.g. empty-00.jpg, empty-01.jpg, empty-02.jpg)\n" in err
+    assert "byte-identical" not in err
+    assert f"checked gs://{bucket}/kangaroo: detection, {len(keys)} images" in err
+
+
+def test_submit_refuses_a_bucket_whose_images_are_all_empty(gcs_client, vertex, capsys):
+    bucket = new_bucket(gcs_client)
+    entry = [{"x": 0.1, "y": 0.1, "x2": 0.5, "y2": 0.5, "label": "cat"}]
+    for key in ("a.jpg", "b.jpg"):
+        gcs_client.bucket(bucket).blob(f"kangaroo/{key}").upload_from_string(b"")
+    gcs_client.bucket(bucket).blob("kangaroo/_annotations.json").upload_from_string(json.dumps(
+        {"version": "1.0", "labels": ["cat"], "annotations": {"a.jpg": entry, "b.jpg": entry}}))
+
+    assert cloud_main(submit_argv(bucket)) == 1
+    assert capsys.readouterr().err == (f"error: gs://{bucket}/kangaroo: none of the 2 usable annotated images is in "
+                                       "the bucket; 2 are empty files (a.jpg, b.jpg)\n")
+    assert vertex.requests == []
