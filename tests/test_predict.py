@@ -128,3 +128,50 @@ def test_a_classifier_predicts_top_k_labels_into_a_classification_bucket_prepare
     strict = predict(trained_classifier_run, images, tmp_path / "strict", min_score=1.01)  # no label scores above 1
     document = json.loads((tmp_path / "strict" / "_annotations.json").read_text())
     assert document["annotations"] == {path.name: [] for path in images} and len(strict[0]["top_k"]) == 3
+
+
+def bomb_png(width=20000, height=10000):
+    """A PNG of a few bytes whose header declares WIDTH x HEIGHT (200 Mpx): Pillow refuses to decode it."""
+    import struct
+    import zlib
+
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))
+            + chunk(b"IDAT", zlib.compress(b"\0")) + chunk(b"IEND", b""))
+
+
+def test_a_decompression_bomb_is_one_line_and_the_other_images_are_kept(exported_run, photos, tmp_path, capsys):
+    result_dir, _ = exported_run
+    inputs = tmp_path / "inputs"
+    inputs.mkdir()
+    (inputs / "a-bomb.png").write_bytes(bomb_png())
+    (inputs / "b-second.jpg").write_bytes((photos / "second.jpg").read_bytes())
+    results = predict(result_dir, [inputs], tmp_path / "out", min_score=0.0)
+    assert [r["image"].rsplit("/", 1)[-1] for r in results] == ["a-bomb.png", "b-second.jpg"]
+    assert results[0]["error"].startswith("cannot read image: too large to decode safely (Image size (200000000 "
+                                          "pixels) exceeds limit")
+    assert "detections" in results[1]
+    [line] = [line for line in capsys.readouterr().err.splitlines() if "a-bomb.png" in line]
+    assert "too large to decode safely" in line
+    bucket = parse_annotations((tmp_path / "out" / "_annotations.json").read_bytes())
+    assert [image.key for image in bucket.images] == ["b-second.jpg"]
+
+
+def test_out_may_not_be_the_input_folder_nor_another_bucket(exported_run, photos, tmp_path):
+    """Predicting into the photos' own folder would copy each image onto itself; into a bucket, replace its labels."""
+    result_dir, _ = exported_run
+    before = {path.name: path.read_bytes() for path in photos.iterdir()}
+    with pytest.raises(UserError, match="is the folder of the input images"):
+        predict(result_dir, [photos], photos)
+    with pytest.raises(UserError, match="is the folder of the input images"):
+        predict(result_dir, [photos / "second.jpg"], photos)
+    assert {path.name: path.read_bytes() for path in photos.iterdir()} == before
+    bucket = tmp_path / "bucket"
+    bucket.mkdir()
+    (bucket / "_annotations.json").write_text('{"version": "1.0", "labels": [], "annotations": {}}')
+    with pytest.raises(UserError, match="already holds an _annotations.json that predict did not write"):
+        predict(result_dir, [photos / "second.jpg"], bucket)
+    assert predict(result_dir, [photos / "second.jpg"], tmp_path / "again")  # a rerun into its own output is fine
+    assert predict(result_dir, [photos / "second.jpg"], tmp_path / "again")

@@ -28,42 +28,62 @@ def predict(model_path, inputs, out_dir, min_score=0.5, top_k=5):
     detect = load_model(model_path)
     labels = _labels(Path(model_path))
     out_dir = Path(out_dir)
+    images = list(_images(inputs))
+    _refuse_overwrite(out_dir, images)
     (out_dir / "boxed").mkdir(parents=True, exist_ok=True)
     results, written, annotations = [], set(), {}
-    for path in _images(inputs):
-        try:
-            image = _read_image(path)
-        except (OSError, ValueError) as err:
-            print(f"predict: {path}: cannot read image: {err}", file=sys.stderr)
-            results.append({"image": str(path), "error": f"cannot read image: {err}"})
-            continue
-        found = detect(np.asarray(image))
-        name = _free_name(written, path)
-        shutil.copyfile(path, out_dir / name)  # the bytes as they were: prepare applies the same EXIF turn
-        if "probs" in found:  # a classifier
-            best = np.argsort(-found["probs"])[:min(top_k, len(labels))]
-            ranked = [{"label": labels[index], "score": round(float(found["probs"][index]), 4)} for index in best]
-            annotations[name] = [{"label": ranked[0]["label"]}] if ranked[0]["score"] >= min_score else []
-            _caption(image, ranked[0]).save(out_dir / "boxed" / f"{Path(name).stem}.jpg")
-            results.append({"image": str(path), "top_k": ranked})
-            print(f"predict: {path}: {ranked[0]['label']} {ranked[0]['score']:.2f}", flush=True)
-            continue
-        detections = [
-            {"label": _label(labels, label),
-             "score": round(float(score), 4),
-             "x": float(box[1]), "y": float(box[0]), "x2": float(box[3]), "y2": float(box[2])}
-            for box, score, label in zip(found["boxes"], found["scores"], found["classes"])
-            if score >= min_score and box[2] > box[0] and box[3] > box[1]]  # zero-area boxes are no annotation
-        annotations[name] = [{key: d[key] for key in ("x", "y", "x2", "y2", "label")} for d in detections]
-        _draw(image, detections).save(out_dir / "boxed" / f"{Path(name).stem}.jpg")
-        results.append({"image": str(path), "detections": detections})
-        print(f"predict: {path}: {len(detections)} detections", flush=True)
-    (out_dir / "detections.json").write_text(json.dumps(results, indent=2, ensure_ascii=False))
-    kind = "classification" if any("top_k" in result for result in results) else "localization"
-    (out_dir / "_annotations.json").write_text(json.dumps(
-        {"version": "1.0", "type": kind, "labels": labels, "annotations": annotations},
-        indent=2, ensure_ascii=False))
+    try:
+        for path in images:
+            _predict_one(detect, labels, path, out_dir, min_score, top_k, results, written, annotations)
+    finally:  # whatever stops it, the images done so far are in the bucket
+        (out_dir / "detections.json").write_text(json.dumps(results, indent=2, ensure_ascii=False))
+        kind = "classification" if any("top_k" in result for result in results) else "localization"
+        (out_dir / "_annotations.json").write_text(json.dumps(
+            {"version": "1.0", "type": kind, "labels": labels, "annotations": annotations},
+            indent=2, ensure_ascii=False))
     return results
+
+
+def _predict_one(detect, labels, path, out_dir, min_score, top_k, results, written, annotations):
+    """Predict PATH into OUT_DIR; its entries go into RESULTS and ANNOTATIONS (its name into WRITTEN)."""
+    try:
+        image = _read_image(path)
+    except (OSError, ValueError) as err:
+        print(f"predict: {path}: cannot read image: {err}", file=sys.stderr)
+        results.append({"image": str(path), "error": f"cannot read image: {err}"})
+        return
+    found = detect(np.asarray(image))
+    name = _free_name(written, path)
+    shutil.copyfile(path, out_dir / name)  # the bytes as they were: prepare applies the same EXIF turn
+    if "probs" in found:  # a classifier
+        best = np.argsort(-found["probs"])[:min(top_k, len(labels))]
+        ranked = [{"label": labels[index], "score": round(float(found["probs"][index]), 4)} for index in best]
+        annotations[name] = [{"label": ranked[0]["label"]}] if ranked[0]["score"] >= min_score else []
+        _caption(image, ranked[0]).save(out_dir / "boxed" / f"{Path(name).stem}.jpg")
+        results.append({"image": str(path), "top_k": ranked})
+        print(f"predict: {path}: {ranked[0]['label']} {ranked[0]['score']:.2f}", flush=True)
+        return
+    detections = [
+        {"label": _label(labels, label),
+         "score": round(float(score), 4),
+         "x": float(box[1]), "y": float(box[0]), "x2": float(box[3]), "y2": float(box[2])}
+        for box, score, label in zip(found["boxes"], found["scores"], found["classes"])
+        if score >= min_score and box[2] > box[0] and box[3] > box[1]]  # zero-area boxes are no annotation
+    annotations[name] = [{key: d[key] for key in ("x", "y", "x2", "y2", "label")} for d in detections]
+    _draw(image, detections).save(out_dir / "boxed" / f"{Path(name).stem}.jpg")
+    results.append({"image": str(path), "detections": detections})
+    print(f"predict: {path}: {len(detections)} detections", flush=True)
+
+
+def _refuse_overwrite(out_dir, images):
+    """--out must not be where the images are, nor another bucket: predict writes images and _annotations.json."""
+    out = out_dir.resolve()
+    if any(path.resolve().parent == out for path in images):
+        raise UserError(f"--out {out_dir} is the folder of the input images: predict copies each image and writes "
+                        "_annotations.json there; choose another folder")
+    if (out_dir / "_annotations.json").is_file() and not (out_dir / "detections.json").is_file():
+        raise UserError(f"--out {out_dir} already holds an _annotations.json that predict did not write (a bucket?); "
+                        "choose another folder")
 
 
 def load_model(model_path, threads=None):
@@ -153,6 +173,10 @@ def _read_image(path):
             return ImageOps.exif_transpose(image).convert("RGB")
     except UnidentifiedImageError as err:
         raise ValueError("not an image Pillow can read") from err
+    except Image.DecompressionBombError as err:  # a header declaring 200 Mpx: refused before decoding
+        raise ValueError(f"too large to decode safely ({err})") from err
+    except SyntaxError as err:  # Pillow's word for a broken PNG or GIF structure
+        raise ValueError(f"broken image file ({err})") from err
 
 
 def _draw(image, detections):
