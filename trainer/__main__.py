@@ -5,6 +5,7 @@ answers without loading TensorFlow. Each stage module defines
 `add_arguments(parser)` and `main(args) -> int`.
 """
 import argparse
+import contextlib
 import faulthandler
 import importlib
 import sys
@@ -52,7 +53,8 @@ def main(argv=None):
                                    "RESULT_DIR/logs/STAGE.log and the console shows only the trainer's lines)")
     args = stage_parser.parse_args(argv[1:])
     # A native crash (SIGSEGV in a library) leaves its Python stack in the stage log, which fd 2 points at.
-    faulthandler.enable()
+    with contextlib.suppress(AttributeError, OSError, ValueError):  # in-process callers may have no real stderr
+        faulthandler.enable()
     try:
         if getattr(args, "result_dir", None):
             if getattr(args, "data_dir", None):  # before logs/ is made: it would land in an overlapping bucket
