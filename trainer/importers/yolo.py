@@ -41,21 +41,20 @@ def read_yolo(source, images_dir=None):
     if not found:
         raise UserError(f"no image folder found for {source}: " + "; ".join(i["reason"] for i in issues))
     base = Path(os.path.commonpath([str(root.resolve()), *(str(folder) for _, folder in found)]))
-    records = {}
+    records, refused = {}, set()
     for split, folder in found:
         for image in sorted(path for path in folder.rglob("*") if path.suffix.lower() in IMAGE_SUFFIXES):
             key = image.relative_to(base).as_posix()
-            if key in records:  # one folder named by two splits: held out if either holds it out
-                records[key].split = "val" if "val" in (split, records[key].split) else records[key].split
+            if key in records or key in refused:  # one folder named by two splits: val if either says val
+                if split == "val" and key in records:
+                    records[key].split = split
                 continue
             try:
-                boxes = _read_labels(_label_path(image), names)
+                records[key] = Record(key, image, _read_labels(_label_path(image), names), key, split)
             except ValueError as err:
                 issues.skip(key, str(err))
-                records[key] = None
-                continue
-            records[key] = Record(key, image, boxes, key, split)
-    return [names[key] for key in sorted(names)], [r for r in records.values() if r is not None], issues
+                refused.add(key)
+    return [names[key] for key in sorted(names)], list(records.values()), issues
 
 
 def _load(source):
