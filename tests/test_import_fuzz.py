@@ -139,7 +139,8 @@ VOC_OBJECT = st.tuples(st.one_of(NAMES, NAMES, st.none()), st.lists(st.one_of(
 VOC_SIZE = st.one_of(st.just("right"), st.just("right"), st.tuples(
     st.one_of(st.sampled_from([40, 30, 20]), NUMBER_TEXT), st.one_of(st.sampled_from([20, 30, 40]), NUMBER_TEXT)))
 VOC_FILE = st.tuples(st.sampled_from(["a", "b", "写真 $'q\"", "zz"]), st.one_of(st.none(), st.none(), PATHS), VOC_SIZE,
-                     st.lists(VOC_OBJECT, max_size=3), st.one_of(st.none(), st.none(), st.none(), st.text(max_size=20)))
+                     st.lists(VOC_OBJECT, max_size=3),
+                     st.one_of(st.none(), st.none(), st.none(), st.text(max_size=20)))  # mostly XML; sometimes not
 SIZES = {Path(name).stem: size for name, size in POOL.items()}
 
 

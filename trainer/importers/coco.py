@@ -49,20 +49,20 @@ def _read_file(source, images_dir, prefix, split, issues):
     """(labels, records, issues) of one COCO JSON; keys PREFIX + file_name, each record's split SPLIT."""
     document = _load(source)
     categories = {}
-    for number_, category in enumerate(document["categories"]):
+    for index, category in enumerate(document["categories"]):
         key = _id(category.get("id")) if isinstance(category, dict) else None
         name = category.get("name") if isinstance(category, dict) else None
         if key is None or not isinstance(name, (str, int, float)) or isinstance(name, bool) or name == "":
-            issues.skip(f"{prefix}categories[{number_}]", "malformed category: needs an integer id and a name")
+            issues.skip(f"{prefix}categories[{index}]", "malformed category: needs an integer id and a name")
             continue
         categories[key] = str(name)
     labels = list(dict.fromkeys(categories[key] for key in sorted(categories, key=lambda k: (isinstance(k, str), k))))
 
     records, sizes = {}, {}
-    for number_, image in enumerate(document["images"]):
+    for index, image in enumerate(document["images"]):
         image_id = _id(image.get("id")) if isinstance(image, dict) else None
         if image_id is None or not isinstance(image.get("file_name"), str):
-            issues.skip(f"{prefix}images[{number_}]", "malformed image entry: needs an integer id and a file_name")
+            issues.skip(f"{prefix}images[{index}]", "malformed image entry: needs an integer id and a file_name")
             continue
         item = f"image {prefix}{image_id} ({image['file_name']})"
         if image_id in records:
@@ -106,12 +106,13 @@ def _load(source):
 def _read_boxes(annotations, records, categories, issues, prefix):
     """Add each annotation's (x, y, w, h, label) to its record; return {image id: why it is skipped}."""
     bad = {}
-    for number_, annotation in enumerate(annotations):
+    for index, annotation in enumerate(annotations):
         image_id = _id(annotation.get("image_id")) if isinstance(annotation, dict) else None
         if image_id not in records:
-            issues.skip(f"{prefix}annotations[{number_}]", "annotation of no listed image (image_id missing or unknown)")
+            issues.skip(f"{prefix}annotations[{index}]",
+                        "annotation of no listed image (image_id missing or unknown)")
             continue
-        name = f"annotation {annotation.get('id', f'[{number_}]')}"
+        name = f"annotation {annotation.get('id', f'[{index}]')}"
         box, category = annotation.get("bbox"), _id(annotation.get("category_id"))
         values = [number(value) for value in box] if isinstance(box, list) and len(box) == 4 else [None]
         if number(annotation.get("iscrowd")) not in (None, 0):
