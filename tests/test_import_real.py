@@ -385,3 +385,14 @@ def test_listed_split_keeps_copies_together_and_warns():
     assert placed == ["train", "train", "val", "val"]  # each copy follows the first of its content placed
     (warning,) = splitter.warnings()
     assert (warning["code"], warning["numbers"]) == ("split_copies", {"images": 2, "examples": ["b", "d"]})
+
+
+@pytest.mark.parametrize("content", ['{"version": 2, "val": []}', '{"val": ["a.jpg"]}', '{"version": 1, "val": [1]}',
+                                     "[", '"x"'])
+def test_a_malformed_split_file_is_one_line(tmp_path, content):
+    from trainer.dataset import read_split_file
+
+    (tmp_path / SPLIT_FILE).write_text(content)
+    with pytest.raises(UserError, match=r"_split.json is not a (readable )?split file"):
+        read_split_file(tmp_path)
+    assert read_split_file(tmp_path / "none") is None
