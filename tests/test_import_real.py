@@ -69,7 +69,7 @@ def roboflow_yolo(root, names="names: ['cat', 'dog']\n"):
 
 @pytest.mark.parametrize("names", ["names: ['cat', 'dog']\n", "names:\n  0: cat\n  1: dog\n",
                                    "names:\n  - cat\n  - dog\n"])
-def test_roboflow_yolov8_export_imports_with_its_split(tmp_path, names):
+def test_roboflow_yolov8_export_imports_with_its_split(tmp_path, names, capsys):
     source = roboflow_yolo(tmp_path / "pets", names)
     report = import_dataset("yolo", source, tmp_path / "bucket")
     document, _ = read_bucket(tmp_path / "bucket")
@@ -82,6 +82,7 @@ def test_roboflow_yolov8_export_imports_with_its_split(tmp_path, names):
     assert (report["skipped"], report["repaired"]) == ([], [])
     assert split_keys(tmp_path / "bucket") == ["test/images/x1.jpg", "valid/images/v1.jpg", "valid/images/v2.jpg"]
     assert report["split"] == {"train": 3, "val": 3}
+    assert "; the dataset's split kept in _split.json: 3 train, 3 val; see " in capsys.readouterr().err
 
 
 def test_ultralytics_yaml_with_path_and_dict_names_keeps_its_split(tmp_path):

@@ -248,6 +248,8 @@ def _print_summary(out_dir, report):
     if len(lines) > PRINTED_ISSUES:
         print(f"import: ... and {len(lines) - PRINTED_ISSUES} more", file=sys.stderr)
     left_out = f", {report['left_out']} left out by --classes/--limit" if report["left_out"] else ""
+    split = (f"; the dataset's split kept in {SPLIT_FILE}: {report['split']['train']} train, "
+             f"{report['split']['val']} val" if report["split"] else "")
     print(f"import: wrote {report['images']} images ({report['boxes']} boxes, {len(report['per_class'])} classes, "
           f"{report['negatives']} without boxes) to {out_dir}; skipped {len(report['skipped'])}, repaired "
-          f"{len(report['repaired'])}{left_out}; see {out_dir / REPORT_FILE}", file=sys.stderr)
+          f"{len(report['repaired'])}{left_out}{split}; see {out_dir / REPORT_FILE}", file=sys.stderr)
