@@ -29,9 +29,10 @@ NUMBER_TEXT = st.sampled_from(["0", "1", "10", "0.5", "-3", "1e400", "nan", "NaN
                                "99999999999999999999", "0x10", "1_0", "٣"])
 NUMBERS = st.one_of(st.integers(-10, 100), st.floats(allow_nan=True, allow_infinity=True),
                     st.integers(-10**30, 10**30), NUMBER_TEXT, st.none(), st.booleans(), st.just([1]), st.just({}))
+BAIT = "@BAIT@"  # replaced by the absolute path of an image outside the source, which must never be imported
 PATHS = st.one_of(st.sampled_from(list(POOL)), st.sampled_from(list(POOL)), st.sampled_from(
     ["../a.jpg", "/etc/passwd", "sub/../a.jpg", "a.jpg/..", "..", ".", "", "missing.jpg", "A.JPG", "a.jpg\0",
-     "C:\\a.jpg", "\\\\server\\a.jpg", "images/a.jpg"]), st.text(max_size=12))
+     "C:\\a.jpg", "\\\\server\\a.jpg", "images/a.jpg", BAIT, "../bait.jpg", "../../bait.jpg"]), st.text(max_size=12))
 
 
 def snapshot(root):
@@ -40,12 +41,17 @@ def snapshot(root):
             for p in sorted(root.rglob("*"))}
 
 
-def check_import(fmt, make_source):
-    """Build a source with MAKE_SOURCE(src) in a fresh folder, import it, and check the outcome's contract."""
+def check_import(fmt, make_source, bait=None):
+    """Build a source with MAKE_SOURCE(src) in a fresh folder, import it, and check the outcome's contract.
+
+    BAIT: an image put beside the source (as ../bait.jpg) that the import must not reach.
+    """
     with tempfile.TemporaryDirectory() as scratch:
         top = Path(scratch)
         src, out = top / "src", top / "out"
         src.mkdir()
+        if bait:
+            os.link(bait, top / "bait.jpg")
         source = make_source(src)
         before = snapshot(src)
         try:
@@ -54,7 +60,11 @@ def check_import(fmt, make_source):
             assert str(err) and "\n" not in str(err), repr(str(err))
             report = None
         assert snapshot(src) == before, "the source changed"
-        assert sorted(p.name for p in top.iterdir()) == (["out", "src"] if out.exists() else ["src"])
+        written = sorted(p.name for p in top.iterdir())
+        assert written == sorted(["src"] + ["out"] * out.exists() + ["bait.jpg"] * bool(bait))
+        if bait:
+            bait_bytes = Path(bait).read_bytes()
+            assert not any(p.is_file() and p.read_bytes() == bait_bytes for p in out.rglob("*")), "reached the bait"
         if report is None:
             assert not (out / "_annotations.json").exists()
             return "error"
@@ -75,7 +85,12 @@ def pool(tmp_path_factory):
     folder = tmp_path_factory.mktemp("pool")
     for number, (name, size) in enumerate(POOL.items()):
         Image.new("RGB", size, (30 * number, 90, 200)).save(folder / name)
+    Image.new("RGB", (40, 20), (250, 0, 0)).save(folder / "bait.jpg")  # a.jpg's size: only its path keeps it out
     return folder
+
+
+def with_bait(src, text):
+    return text.replace(BAIT, str(src.parent / "bait.jpg"))
 
 
 def put_images(pool, folder, names=POOL):
@@ -110,22 +125,22 @@ COCO_DOCUMENT = st.one_of(
     JSON_VALUES)
 
 
-@FUZZ_N(700)
+@FUZZ_N(600)
 @given(documents=st.lists(COCO_DOCUMENT, min_size=1, max_size=3), layout=st.sampled_from(["file", "roboflow"]),
        raw=st.one_of(st.none(), st.none(), st.none(), st.binary(max_size=30), st.text(max_size=30)))
 def test_coco_fuzz(pool, documents, layout, raw):
     def make_source(src):
         put_images(pool, src / "images")
         if layout == "file":
-            text = raw if raw is not None else json.dumps(documents[0])  # NaN and Infinity as Python writes them
+            text = raw if raw is not None else with_bait(src, json.dumps(documents[0]))  # NaN, Infinity as Python
             (src / "images" / "instances.json").write_bytes(text if isinstance(text, bytes) else text.encode())
             return src / "images" / "instances.json"
         for split, document in zip(("train", "valid", "test"), documents):
             put_images(pool, src / split)
-            (src / split / "_annotations.coco.json").write_text(json.dumps(document))
+            (src / split / "_annotations.coco.json").write_text(with_bait(src, json.dumps(document)))
         return src
 
-    OUTCOMES["coco"][check_import("coco", make_source)] += 1
+    OUTCOMES["coco"][check_import("coco", make_source, pool / "bait.jpg")] += 1
 
 
 # ---------------------------------------------------------------- Pascal VOC
@@ -156,7 +171,7 @@ def voc_document(filename, size, objects, garbage):
             f"<height>{xml_text(size[1])}</height></size>{parts}</annotation>")
 
 
-@FUZZ_N(700)
+@FUZZ_N(600)
 @given(files=st.lists(VOC_FILE, min_size=1, max_size=4, unique_by=lambda f: f[0]),
        layout=st.sampled_from(["flat", "vocdevkit", "VOC2007", "Annotations", "side by side"]),
        lists=st.dictionaries(st.sampled_from(["train", "val", "test", "trainval"]),
@@ -170,13 +185,13 @@ def test_voc_fuzz(pool, files, layout, lists):
         xml_folder.mkdir(parents=True, exist_ok=True)
         for stem, filename, size, objects, garbage in files:
             size = SIZES.get(stem, (1, 1)) if size == "right" else size
-            (xml_folder / f"{stem}.xml").write_text(voc_document(filename, size, objects, garbage))
+            (xml_folder / f"{stem}.xml").write_text(with_bait(src, voc_document(filename, size, objects, garbage)))
         for name, stems in lists.items():
             (voc / "ImageSets" / "Main").mkdir(parents=True, exist_ok=True)
             (voc / "ImageSets" / "Main" / f"{name}.txt").write_text("".join(f"{stem}\n" for stem in stems))
         return {"flat": src, "vocdevkit": src / "VOCdevkit", "VOC2007": voc}.get(layout, xml_folder)
 
-    OUTCOMES["voc"][check_import("voc", make_source)] += 1
+    OUTCOMES["voc"][check_import("voc", make_source, pool / "bait.jpg")] += 1
 
 
 # ---------------------------------------------------------------- YOLO
@@ -196,7 +211,7 @@ LABEL_LINE = st.one_of(
     st.lists(st.one_of(NUMBER_TEXT, st.integers(-2, 4).map(str)), max_size=7).map(" ".join), st.text(max_size=10))
 
 
-@FUZZ_N(700)
+@FUZZ_N(600)
 @given(config=st.one_of(USABLE_YAML, USABLE_YAML, st.fixed_dictionaries({}, optional={
            "path": st.one_of(st.sampled_from([".", "..", "", "data"]), NUMBERS), "train": st.one_of(
                FOLDER_ENTRIES, st.lists(FOLDER_ENTRIES, max_size=2), NUMBERS), "val": FOLDER_ENTRIES,

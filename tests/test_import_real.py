@@ -16,6 +16,7 @@ from test_import import assert_boxes, boxes_of, fast_retries, make_image, read_b
 
 from trainer.dataset import SPLIT_FILE, ListedSplit
 from trainer.errors import UserError
+from trainer.importers.coco import ROBOFLOW_FILE
 from trainer.importers import import_dataset
 
 REPO = Path(__file__).resolve().parent.parent
@@ -190,6 +191,21 @@ def test_roboflow_coco_export_with_string_numbers_imports_with_its_split(tmp_pat
     single = import_dataset("coco", tmp_path / "export" / "valid" / "_annotations.coco.json", tmp_path / "one")
     assert (single["images"], single["split"]) == (1, None)
     assert list(read_bucket(tmp_path / "one")[0]["annotations"]) == ["v1_jpg.rf.4e5f.jpg"]
+
+
+def test_roboflow_coco_split_folder_still_refuses_unsafe_paths_unopened(tmp_path):
+    root = roboflow_coco(tmp_path / "export")
+    outside = shaded_image(tmp_path / "outside.jpg", 9, (2400, 1800))
+    document = json.loads((root / "valid" / ROBOFLOW_FILE).read_text())
+    document["images"] += [{"id": 7, "file_name": str(outside), "width": 2400, "height": 1800},
+                           {"id": 8, "file_name": "../train/t1_jpg.rf.0a1b.jpg", "width": 2400, "height": 1800}]
+    (root / "valid" / ROBOFLOW_FILE).write_text(json.dumps(document))
+    report = import_dataset("coco", root, tmp_path / "bucket")
+    assert report["images"] == 4
+    assert [(i["item"], i["reason"]) for i in report["skipped"]] == [
+        (f"image valid/7 ({outside})", f"unsafe path {str(outside)!r}: absolute or outside the images folder, not opened"),
+        ("image valid/8 (../train/t1_jpg.rf.0a1b.jpg)", "unsafe path '../train/t1_jpg.rf.0a1b.jpg': absolute or "
+                                                        "outside the images folder, not opened")]
 
 
 def test_coco_strings_for_sizes_and_ids_and_bad_values_per_image(tmp_path):

@@ -68,7 +68,8 @@ def _read_file(source, images_dir, prefix, split, issues):
         if image_id in records:
             issues.skip(item, f"duplicate image id {image_id}")
             continue
-        records[image_id] = Record(prefix + image["file_name"], images_dir / image["file_name"], [], item, split)
+        key = prefix + image["file_name"] if is_safe_key(image["file_name"]) else image["file_name"]  # unsafe: refused
+        records[image_id] = Record(key, images_dir / image["file_name"], [], item, split)
         sizes[image_id] = (image.get("width"), image.get("height"))
 
     bad = _read_boxes(document["annotations"], records, categories, issues, prefix)
