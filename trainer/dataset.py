@@ -4,8 +4,10 @@ Pure Python on typed values (no images, no TensorFlow), so the user's machine
 runs the same rules on a bucket listing as the job runs on the images.
 """
 import hashlib
+import json
 from collections import Counter
 from dataclasses import dataclass
+from pathlib import Path
 
 from trainer.errors import UserError
 
@@ -16,6 +18,7 @@ MAX_CLASS_RATIO = 50
 MIN_BOX_PIXELS = 8
 MIN_BOX_FRACTION = 0.01
 SHOWN_EXAMPLES = 3
+SPLIT_FILE = "_split.json"  # beside _annotations.json: the dataset's own val keys, written by `import`
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,8 +60,10 @@ class ContentSplit:
         self.decided = {}                               # digest -> split
         self.held = {"train": None, "val": None}         # split -> (score, digest)
 
-    def place(self, digest):
-        """(split of DIGEST or None while held, [(digest, split)] released from hold by this one)."""
+    source = "content hash"
+
+    def place(self, digest, key=None):
+        """(split of DIGEST or None while held, [(digest, split)] released from hold by this one); KEY is unused."""
         if digest in self.decided:
             return self.decided[digest], []
         if any(held and held[1] == digest for held in self.held.values()):
@@ -92,6 +97,64 @@ class ContentSplit:
             self.decided[held[1]] = released[-1][1]
             self.held[split] = None
         return released
+
+
+    def warnings(self):
+        return []
+
+
+class ListedSplit:
+    """Train or val as the bucket's _split.json says: its keys in val, every other image in train.
+
+    It is the dataset's own split, kept through `import`. Copies of one content
+    still never straddle the split: a copy follows the first of them placed
+    (prepare reads in a seeded order of keys), and those moved are a warning.
+    """
+    source = SPLIT_FILE
+
+    def __init__(self, val_keys, keys):
+        self.val_keys = frozenset(val_keys)
+        self.decided, self.moved = {}, []
+        self.val_fraction = sum(key in self.val_keys for key in keys) / max(1, len(keys))
+
+    def place(self, digest, key):
+        split = "val" if key in self.val_keys else "train"
+        if self.decided.setdefault(digest, split) != split:
+            self.moved.append((key, split))
+        return self.decided[digest], []
+
+    def finish(self):
+        return []
+
+    def warnings(self):
+        if not self.moved:
+            return []
+        keys = [key for key, _ in self.moved]
+        return [warning("split_copies", f"{counted(len(keys), 'image')} listed in one split of {SPLIT_FILE} "
+                        f"byte-identical to an image of the other; each is kept with its copy, so copies never "
+                        f"straddle train and val (e.g. {', '.join(keys[:SHOWN_EXAMPLES])})",
+                        images=len(keys), examples=keys[:SHOWN_EXAMPLES])]
+
+
+def read_split_file(data_dir):
+    """The val keys DATA_DIR/_split.json lists, or None without one; a malformed one is a UserError."""
+    path = Path(data_dir) / SPLIT_FILE
+    try:
+        document = json.loads(path.read_bytes())
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as err:
+        raise UserError(f"{path} is not a readable split file: {err}") from None
+    val = document.get("val") if isinstance(document, dict) and document.get("version") == 1 else None
+    if not isinstance(val, list) or not all(isinstance(key, str) for key in val):
+        raise UserError(f'{path} is not a split file: it needs {{"version": 1, "val": [image keys]}}')
+    return val
+
+
+def choose_split(data_dir, keys, seed, val_fraction):
+    """The bucket's own split (ListedSplit) when DATA_DIR has _split.json, else the content-hash split."""
+    val = read_split_file(data_dir)
+    return ContentSplit(seed, val_fraction) if val is None else ListedSplit(val, keys)
 
 
 def assign_splits(digests, seed, val_fraction):

@@ -4,7 +4,8 @@ One pass over the images: each is read and decoded once (trainer.images), by
 a pool of processes that return the finished record. Bad images and boxes are
 skipped or repaired, never fatal, and each one is listed in report.json. The
 split comes from each image's content hash (trainer.dataset), so it is known
-as the image is read and copies of one image never straddle train and val.
+as the image is read and copies of one image never straddle train and val;
+a bucket with `_split.json` (an imported dataset's own split) keeps that one.
 
 Records are written in place in data/ and report.json is written last as the
 marker of a complete run (trainer.records): RESULT_DIR may be a Cloud Storage
@@ -23,8 +24,8 @@ from PIL import ImageFile
 
 from trainer import catalogue, console
 from trainer.annotations import REPAIRED, SKIPPED, parse_annotations
-from trainer.dataset import (DEFAULT_SEED, DEFAULT_VAL_FRACTION, ContentSplit, Item, check_distinct, counted,
-                             dataset_warnings, label_ids, seeded_hash, split_counts)
+from trainer.dataset import (DEFAULT_SEED, DEFAULT_VAL_FRACTION, SPLIT_FILE, Item, check_distinct, choose_split,
+                             counted, dataset_warnings, label_ids, seeded_hash, split_counts)
 from trainer.errors import UserError
 from trainer.folders import refuse_overlap
 from trainer.images import load_image, map_images
@@ -33,7 +34,7 @@ from trainer.records import (ShardWriter, clear_outputs, classification_features
 
 ANNOTATIONS_FILE = "_annotations.json"
 OUTPUT_DIR = "data"
-FORMAT_VERSION = 3            # part of the fingerprint: bump when the records or report change
+FORMAT_VERSION = 4            # part of the fingerprint: bump when the records or report change
 DEFAULT_MAX_SIDE = 1024       # the largest model input in configs/models/: every model sees full resolution
 SHARD_BYTES = 100 * 2**20     # TensorFlow's guidance: shards of 100-200 MB read efficiently
 # Detectors count background as Model Garden's class 0; classifiers have no background.
@@ -80,7 +81,12 @@ def prepare(data_dir, result_dir, val_fraction=DEFAULT_VAL_FRACTION, seed=DEFAUL
 def _write(data_dir, output_dir, annotation_set, options, input_size, file_sizes, fingerprint):
     """Read every image once and write records, label files and, last, the report; return the report."""
     ImageFile.LOAD_TRUNCATED_IMAGES = False  # tensorflow_datasets turns it on process-wide; verifying needs it off
-    seed, val_fraction = options["seed"], options["val_fraction"]
+    seed = options["seed"]
+    splitter = choose_split(data_dir, [image.key for image in annotation_set.images], seed, options["val_fraction"])
+    val_fraction = splitter.val_fraction
+    if splitter.source == SPLIT_FILE:
+        _log(f"train/val split from {SPLIT_FILE} (the dataset's own, kept by import): "
+             f"{val_fraction:.0%} of the images in val; --val-fraction does not apply")
     labels, warnings = label_ids(annotation_set.labels, annotation_set.images)
     task = annotation_set.task
     first_id = FIRST_LABEL_ID[task]
@@ -100,7 +106,6 @@ def _write(data_dir, output_dir, annotation_set, options, input_size, file_sizes
     items, held = [], {}
     clear_outputs(output_dir)
     writer = ShardWriter(output_dir, planned)
-    splitter = ContentSplit(seed, val_fraction)
 
     def emit(released):
         for digest, split in released:
@@ -114,7 +119,7 @@ def _write(data_dir, output_dir, annotation_set, options, input_size, file_sizes
                 skipped.append({"image": image.key, "reason": loaded.skip})
                 continue
             repaired.extend({"image": image.key, "reason": reason} for reason in loaded.changes)
-            split, released = splitter.place(loaded.digest)
+            split, released = splitter.place(loaded.digest, image.key)
             held.setdefault(loaded.digest, []).append((image, loaded.size, record))
             emit(released + ([(loaded.digest, split)] if split else []))
         emit(splitter.finish())
@@ -138,13 +143,14 @@ def _write(data_dir, output_dir, annotation_set, options, input_size, file_sizes
     report = {
         "task": task,
         "labels": labels,
+        "split_from": splitter.source,
         "splits": {split: split_counts(items, labels, split, task) for split in ("train", "val")},
         "files": files,
         "max_boxes_per_image": max(len(item.boxes) for item in items),
         "input_size": input_size,
         "skipped": [{"image": i["image"], "reason": i["reason"]} for i in sorted(skipped, key=_issue_order)],
         "repaired": [{"image": i["image"], "reason": i["reason"]} for i in sorted(repaired, key=_issue_order)],
-        "warnings": warnings + dataset_warnings(items, labels, input_size, val_fraction, task),
+        "warnings": warnings + splitter.warnings() + dataset_warnings(items, labels, input_size, val_fraction, task),
         "options": options,
         "fingerprint": fingerprint,
     }
@@ -203,8 +209,10 @@ def _fingerprint(raw, data_dir, annotation_set, options):
             sizes[image.key] = stat.st_size
         except OSError:
             files.append([image.key, None, None])
+    split_file = data_dir / SPLIT_FILE
     state = {"format": FORMAT_VERSION, "options": options, "files": files,
-             "annotations": hashlib.sha256(raw).hexdigest()}
+             "annotations": hashlib.sha256(raw).hexdigest(),
+             "split": hashlib.sha256(split_file.read_bytes()).hexdigest() if split_file.is_file() else None}
     return sizes, hashlib.sha256(json.dumps(state, sort_keys=True).encode()).hexdigest()
 
 

@@ -4,17 +4,21 @@ One module per format reads its files into records (`bucket.Record`); the
 shared `bucket.write_bucket` writes OUT_DIR/_annotations.json with the images
 linked or copied beside it, so prepare and everything after it treat an
 imported dataset exactly as a labelled bucket. Problems are listed in
-OUT_DIR/import_report.json, one line each, and the rest is imported.
+OUT_DIR/import_report.json, one line each, and the rest is imported. The
+dataset's own train/val split, where it has one, goes to OUT_DIR/_split.json.
 """
 import importlib
 
 from trainer.importers.bucket import resolve_classes, select, write_bucket
 
 FORMATS = {
-    "coco": ("coco", "read_coco", "SOURCE: a COCO instances JSON; --images: its images folder (default: the JSON's)"),
-    "voc": ("voc", "read_voc", "SOURCE: a folder of Pascal VOC XMLs; --images: the JPEGs (default: SOURCE/JPEGImages "
+    "coco": ("coco", "read_coco", "SOURCE: a COCO instances JSON, or a Roboflow COCO export's folder of split "
+                                  "folders; --images: the JSON's images folder (default: the JSON's)"),
+    "voc": ("voc", "read_voc", "SOURCE: a folder of Pascal VOC XMLs (VOCdevkit, VOC2007 or its Annotations); "
+                               "--images: the JPEGs (default: JPEGImages or images beside the XMLs' folder, "
                                "or beside each XML)"),
-    "yolo": ("yolo", "read_yolo", "SOURCE: a YOLO data.yaml; --images: the dataset root (default: its `path`)"),
+    "yolo": ("yolo", "read_yolo", "SOURCE: a YOLO data.yaml; --images: the dataset root (default: its `path`, "
+                                  "else the yaml's folder)"),
     "openimages": ("openimages", "import_openimages", "SOURCE: a folder of Open Images CSVs; --images: where the "
                                                       "images are (default: each image's OriginalURL)"),
 }
@@ -47,7 +51,8 @@ def add_arguments(parser):
     parser.add_argument("--copy", action="store_true",
                         help="copy the images (default: hard-link them, copying where linking is impossible)")
     parser.epilog = ("Problems (unsafe paths, missing images, boxes outside the image, unknown class ids, "
-                     "malformed files) are one line each in OUT_DIR/import_report.json; the rest is imported. "
+                     "malformed files) are one line each in OUT_DIR/import_report.json; the rest is imported; "
+                     "no image imported is an error. The dataset's own split is kept in OUT_DIR/_split.json. "
                      "Then: python -m trainer prepare --data-dir OUT_DIR ...")
 
 

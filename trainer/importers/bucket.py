@@ -9,6 +9,7 @@ _annotations.json, so prepare takes the result as any Cloud Annotations bucket.
 """
 import difflib
 import json
+import math
 import os
 import shutil
 import struct
@@ -20,6 +21,7 @@ from pathlib import Path
 from PIL import Image, UnidentifiedImageError
 
 from trainer.annotations import REPAIRED, SKIPPED, is_safe_key, normalise_label, parse_annotations
+from trainer.dataset import SPLIT_FILE, counted
 from trainer.errors import UserError
 
 ANNOTATIONS_FILE = "_annotations.json"
@@ -36,11 +38,13 @@ class Record:
 
     boxes: (x, y, x2, y2, label) normalised by the image's size, as the source says them.
     item: what the report names for it (the source file or entry), default the key.
+    split: "val" when the dataset holds it out (its val or test split), "train" or "" (unsaid) otherwise.
     """
     key: str
     source: Path
     boxes: list = field(default_factory=list)
     item: str = ""
+    split: str = ""
 
 
 class Issues(list):
@@ -51,6 +55,17 @@ class Issues(list):
 
     def repair(self, item, reason):
         self.append({"item": str(item), "reason": reason, "action": REPAIRED})
+
+
+def number(value):
+    """VALUE as a finite float, also when written as a string ("996.0000", as some Roboflow exports do); else None."""
+    if isinstance(value, bool):
+        return None
+    try:
+        value = float(value.strip()) if isinstance(value, str) else value
+        return float(value) if isinstance(value, (int, float)) and math.isfinite(value) else None
+    except (ValueError, OverflowError):
+        return None
 
 
 def image_size(path):
@@ -67,6 +82,8 @@ def image_size(path):
                 orientation = None
     except FileNotFoundError:
         raise UserError("missing image: file not found") from None
+    except Image.DecompressionBombError as err:  # the header alone declares more pixels than PIL will decode
+        raise UserError(f"image too large: {err}") from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
         raise UserError(f"unreadable image: {type(err).__name__}") from None
     return (height, width) if orientation in TURNED_ORIENTATIONS else (width, height)
@@ -162,7 +179,7 @@ def write_bucket(out_dir, fmt, source, labels, records, issues, copy=False, left
     used = {entry["label"] for entries in annotations.values() for entry in entries}
     document = {"version": "1.0", "type": "localization", "labels": [label for label in labels if label in used],
                 "annotations": annotations}
-    (out_dir / ANNOTATIONS_FILE).write_text(json.dumps(document, indent=1, ensure_ascii=False) + "\n")
+    val = sorted({record.key for record in records if record.split == "val"} & set(annotations))
     report = {
         "format": fmt, "source": str(source), "images": len(annotations),
         "boxes": sum(len(entries) for entries in annotations.values()),
@@ -171,10 +188,39 @@ def write_bucket(out_dir, fmt, source, labels, records, issues, copy=False, left
         "left_out": left_out,
         "skipped": [{"item": i["item"], "reason": i["reason"]} for i in issues if i["action"] == SKIPPED],
         "repaired": [{"item": i["item"], "reason": i["reason"]} for i in issues if i["action"] == REPAIRED],
+        "split": {"train": len(annotations) - len(val), "val": len(val)} if 0 < len(val) < len(annotations) else None,
     }
     (out_dir / REPORT_FILE).write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n")
+    if not annotations:
+        raise UserError(_nothing_imported(source, out_dir, report))
+    (out_dir / ANNOTATIONS_FILE).write_text(json.dumps(document, indent=1, ensure_ascii=False) + "\n")
+    _write_split(out_dir, val if report["split"] else None)
     _print_summary(out_dir, report)
     return report
+
+
+def _write_split(out_dir, val):
+    """OUT_DIR/_split.json: the dataset's own val keys, which prepare then keeps (trainer.dataset.ListedSplit).
+
+    _annotations.json has no split field (Cloud Annotations would not keep one), hence a file beside it.
+    Without a usable split (none said, or one side empty) a stale one from an earlier import is removed.
+    """
+    path = out_dir / SPLIT_FILE
+    if val is None:
+        path.unlink(missing_ok=True)
+    else:
+        path.write_text(json.dumps({"version": 1, "val": val}, indent=1, ensure_ascii=False) + "\n")
+
+
+def _nothing_imported(source, out_dir, report):
+    """The one line that says why an import wrote no image: nothing found, all skipped, or all left out."""
+    if report["skipped"]:
+        first = report["skipped"][0]
+        return (f"no image imported from {source}: all {counted(len(report['skipped']), 'entry', 'entries')} "
+                f"skipped (first: {first['item']}: {first['reason']}); all listed in {out_dir / REPORT_FILE}")
+    if report["left_out"]:
+        return f"no image imported from {source}: --classes/--limit left out all {report['left_out']}"
+    return f"no image imported from {source}: it lists no image"
 
 
 def _place(source, target, copy):
@@ -202,6 +248,8 @@ def _print_summary(out_dir, report):
     if len(lines) > PRINTED_ISSUES:
         print(f"import: ... and {len(lines) - PRINTED_ISSUES} more", file=sys.stderr)
     left_out = f", {report['left_out']} left out by --classes/--limit" if report["left_out"] else ""
+    split = (f"; the dataset's split kept in {SPLIT_FILE}: {report['split']['train']} train, "
+             f"{report['split']['val']} val" if report["split"] else "")
     print(f"import: wrote {report['images']} images ({report['boxes']} boxes, {len(report['per_class'])} classes, "
           f"{report['negatives']} without boxes) to {out_dir}; skipped {len(report['skipped'])}, repaired "
-          f"{len(report['repaired'])}{left_out}; see {out_dir / REPORT_FILE}", file=sys.stderr)
+          f"{len(report['repaired'])}{left_out}{split}; see {out_dir / REPORT_FILE}", file=sys.stderr)
