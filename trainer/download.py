@@ -68,7 +68,10 @@ def download(url, target, check=None, progress=True):
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
     partial = target.with_name(target.name + ".part")
-    scheme = urllib.parse.urlparse(url).scheme
+    try:
+        scheme = urllib.parse.urlparse(url).scheme
+    except ValueError as err:  # such as "http://[::1/x"
+        raise UserError(f"cannot download {url!r}: invalid URL ({err})") from None
     fetch_once = {"gs": _gcs_fetch, "http": _http_fetch, "https": _http_fetch}.get(scheme, _file_fetch)
     deadline = _Deadline(url)
 
@@ -206,8 +209,8 @@ def _http_fetch(url, partial, progress, deadline):
         if isinstance(err.reason, (TimeoutError, ConnectionResetError, ConnectionAbortedError)):
             raise _TransientError(str(err.reason)) from None
         raise UserError(f"cannot download {url}: {_reason(err.reason)}") from None
-    except ValueError as err:  # a malformed URL: a bad port, control characters, not ASCII
-        raise UserError(f"cannot download {url!r}: invalid URL ({type(err).__name__})") from None
+    except (ValueError, http.client.InvalidURL) as err:  # a malformed URL: a bad port, control characters
+        raise UserError(f"cannot download {url!r}: invalid URL ({str(err).splitlines()[0][:80]!r})") from None
     except (OSError, http.client.HTTPException) as err:  # the connection broke before the headers came
         raise _TransientError(f"{type(err).__name__}: {err}") from None
     with response:
