@@ -175,12 +175,11 @@ def _read_boxes(paths, wanted, limiter, issues):
             label, image_id = wanted.get(row["LabelName"].strip()), row["ImageID"].strip()
             if label is None or image_id in bad:
                 continue
-            box = _box(row, label)
-            problem = _id_problem(image_id) or (
-                box is None and f"malformed row: {path.name} line {number} has a non-numeric coordinate")
+            box, unsafe = _box(row, label), _id_problem(image_id)
+            problem = unsafe or (box is None and f"malformed row: {path.name} line {number} has a non-numeric coordinate")
             if problem:
                 bad.add(image_id)
-                issues.skip(_shown(image_id), problem)
+                issues.skip(_shown(image_id) if unsafe else image_id, problem)
             elif image_id in taken:  # a file not grouped by image: a later run joins the image if it was taken
                 if taken[image_id] is not None:
                     taken[image_id].append(box)
@@ -213,8 +212,8 @@ def _id_problem(image_id):
 
 
 def _shown(text, limit=80):
-    """TEXT as one short line for the report (repr'd when it holds anything but safe id characters)."""
-    return text if IMAGE_ID.fullmatch(text) else ascii(text[:limit])
+    """TEXT from a CSV as one short line for the report: quoted, escaped, cut at LIMIT characters."""
+    return ascii(text[:limit])
 
 
 def _original_urls(paths, wanted_ids, issues):
@@ -252,10 +251,10 @@ def _url_problem(url):
         parsed = urllib.parse.urlparse(url)
     except ValueError:  # a malformed host, such as "http://[x"
         parsed = None
-    if parsed is None or not (url.isascii() and url.isprintable()) or " " in url or not parsed.netloc:
-        return f"OriginalURL {_shown(url)} is not a URL: nothing fetched"
-    if parsed.scheme not in URL_SCHEMES:
+    if parsed is not None and parsed.scheme not in URL_SCHEMES:
         return f"OriginalURL {_shown(url)} is not http(s):// or gs://: refused (only those are fetched for an image list)"
+    if parsed is None or not parsed.netloc or not (url.isascii() and url.isprintable()) or " " in url:
+        return f"OriginalURL {_shown(url)} is not a URL: nothing fetched"
     return None
 
 
