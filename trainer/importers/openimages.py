@@ -87,7 +87,10 @@ def _find_tables(source):
         if not path.is_file():
             continue
         with _open_csv(path) as file:
-            header = [name.strip() for name in next(csv.reader(file), [])]
+            try:
+                header = _header(csv.reader(file))
+            except csv.Error as err:
+                raise UserError(f"{path} is not CSV: {err}") from None
         if set(BOX_COLUMNS) <= set(header):
             tables["boxes"].append(path)
         elif set(IMAGE_LIST_COLUMNS) <= set(header):
@@ -112,7 +115,7 @@ def _read_class_names(path):
     with _open_csv(path) as file:
         try:
             return {row[0].strip(): row[1].strip() for row in csv.reader(file)
-                    if len(row) == 2 and row[0].strip().startswith("/") and row[1].strip()}
+                    if len(row) == 2 and row[0].strip().startswith("/") and row[1].strip() and not _row_problem(row, 2)}
         except csv.Error as err:
             raise UserError(f"{path.name} is not CSV: {err}") from None
 
@@ -127,7 +130,7 @@ def _rows(path, issues):
     with _open_csv(path) as file:
         reader = csv.reader(file)
         try:
-            header = [name.strip() for name in next(reader, [])]
+            header = _header(reader)
             for fields in reader:
                 problem = _row_problem(fields, len(header))
                 if problem:
@@ -141,6 +144,11 @@ def _rows(path, issues):
         # first, so that the summary on stderr, which prints the first lines only, says it
         issues.insert(0, {"item": path.name, "reason": f"{sum(passed.values())} rows passed over: {counts}",
                           "action": SKIPPED})
+
+
+def _header(reader):
+    """The column names: the first row of READER that is not blank."""
+    return next(([name.strip() for name in row] for row in reader if any(field.strip() for field in row)), [])
 
 
 def _row_problem(fields, columns):
