@@ -119,3 +119,9 @@ def test_a_malformed_content_length_is_one_line(server, tmp_path, length):
 def test_a_malformed_url_is_one_line(tmp_path, url):
     message, _ = timed_failure(url, tmp_path / "x")
     assert message.startswith(f"cannot download {url!r}: invalid URL (") and "\n" not in message
+
+
+@pytest.mark.parametrize("url", ["gs://bucket", "gs://bucket/", "gs:///object"])
+def test_a_gcs_url_without_an_object_is_one_line(tmp_path, url):
+    message, _ = timed_failure(url, tmp_path / "x")
+    assert message == f"cannot download {url}: a gs:// URL needs a bucket and an object name"

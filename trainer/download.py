@@ -327,6 +327,8 @@ def _dns_failure(err):
 def _gcs_fetch(url, partial, progress, deadline):
     """One attempt to complete PARTIAL from the GCS object URL, from where it stopped; checked by size and CRC32C."""
     bucket_name, blob_name = _split_gs_url(url)
+    if not bucket_name or not blob_name:
+        raise UserError(f"cannot download {url}: a gs:// URL needs a bucket and an object name")
     with _gcs_errors(url):
         blob = _gcs_client().bucket(bucket_name).get_blob(blob_name, retry=None, timeout=deadline.timeout())
         if blob is None:
