@@ -52,8 +52,8 @@ def test_a_stalled_server_is_given_up_at_the_deadline(server, short_deadline, tm
     url = server.url("/stall.bin")
     message, elapsed = timed_failure(url, tmp_path / "stall.bin")
     assert elapsed < 2.5, elapsed  # each attempt's wait is cut to what is left, not HTTP_TIMEOUT_SECONDS (60)
-    assert re.match(rf"cannot download {url}: (too slow, \d+ bytes in|connection lost after \d+ bytes \(TimeoutError\))",
-                    message), message
+    assert re.match(rf"cannot download {url}: "
+                    r"(too slow, \d+ bytes in|connection lost after \d+ bytes \(TimeoutError\))", message), message
 
 
 def test_the_deadline_grows_with_the_bytes_received(server, short_deadline, tmp_path):
@@ -68,7 +68,7 @@ def test_the_deadline_grows_with_the_bytes_received(server, short_deadline, tmp_
 def test_a_bad_deadline_setting_is_one_line(server, tmp_path, monkeypatch, value):
     monkeypatch.setenv(download.DEADLINE_ENV, value)
     server.files["/a.bin"] = b"abc"
-    with pytest.raises(UserError, match=f"^TRAINER_DOWNLOAD_DEADLINE_SECONDS must be a positive number, not '{value}'$"):
+    with pytest.raises(UserError, match=f"^{download.DEADLINE_ENV} must be a positive number, not '{value}'$"):
         download.download(server.url("/a.bin"), tmp_path / "a.bin")
     assert server.requests == []
 

@@ -78,8 +78,8 @@ def test_a_worker_never_takes_another_jobs_marker(result_dir, other):
 def test_the_job_identity_is_the_same_on_every_replica_of_vertex_ai():
     """The chief's CLUSTER_SPEC/TF_CONFIG and the worker's differ in their task only."""
     spec = {"cluster": {"workerpool0": ["cmle-chief:2222"], "workerpool1": ["cmle-worker-0:2222"]}}
-    chief = {"CLOUD_ML_JOB_ID": "42", "CLUSTER_SPEC": json.dumps({**spec, "task": {"type": "workerpool0", "index": 0}})}
-    worker = {"CLOUD_ML_JOB_ID": "42", "CLUSTER_SPEC": json.dumps({**spec, "task": {"type": "workerpool1", "index": 0}})}
+    chief, worker = ({"CLOUD_ML_JOB_ID": "42", "CLUSTER_SPEC": json.dumps({**spec, "task": {"type": pool, "index": 0}})}
+                     for pool in ("workerpool0", "workerpool1"))
     assert run_stage._job_identity(chief) == run_stage._job_identity(worker)
     assert run_stage._job_identity(chief) != run_stage._job_identity({**chief, "CLOUD_ML_JOB_ID": "43"})
 

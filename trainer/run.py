@@ -111,7 +111,7 @@ def _digest(path):
 
 
 def _chief_ready(result_dir, wanted, env=os.environ):
-    """The marker when it is this attempt's, every file matches its digest and experiment.json matches WANTED; else None.
+    """The marker when it is this attempt's, its files match its digests and experiment.json WANTED; else None.
 
     This attempt's: of this job (ENV's identity) and not the one this worker already started from.
     """

@@ -184,7 +184,8 @@ def _read_boxes(paths, wanted, limiter, issues):
             if label is None or image_id in bad:
                 continue
             box, unsafe = _box(row, label), _id_problem(image_id)
-            problem = unsafe or (box is None and f"malformed row: {path.name} line {number} has a non-numeric coordinate")
+            malformed = box is None and f"malformed row: {path.name} line {number} has a non-numeric coordinate"
+            problem = unsafe or malformed
             if problem:
                 bad.add(image_id)
                 issues.skip(_shown(image_id) if unsafe else image_id, problem)
@@ -260,7 +261,8 @@ def _url_problem(url):
     except ValueError:  # a malformed host, such as "http://[x"
         parsed = None
     if parsed is not None and parsed.scheme not in URL_SCHEMES:
-        return f"OriginalURL {_shown(url)} is not http(s):// or gs://: refused (only those are fetched for an image list)"
+        return (f"OriginalURL {_shown(url)} is not http(s):// or gs://: refused "
+                "(only those are fetched for an image list)")
     if parsed is None or not parsed.netloc or not (url.isascii() and url.isprintable()) or " " in url:
         return f"OriginalURL {_shown(url)} is not a URL: nothing fetched"
     return None
