@@ -2,6 +2,7 @@
 that records every request, honours Range and misbehaves on cue."""
 import http.server
 import threading
+import time
 
 
 class LocalServer:
@@ -44,6 +45,11 @@ class FileServer(LocalServer):
         self.files = {}
         self.faults = {}
         self.requests = []
+        self.hangup = threading.Event()  # ends every "stall" at once (set when the server stops)
+
+    def __exit__(self, *exc_info):
+        self.hangup.set()
+        super().__exit__(*exc_info)
 
 
 class _Handler(http.server.BaseHTTPRequestHandler):
@@ -67,7 +73,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         if range_header:
             self.send_header("Content-Range", f"bytes {start}-{len(body) - 1}/{len(body)}")
         payload = body[start:]
-        if isinstance(fault, tuple) and fault[0] == "no-length":
+        if _kind(fault) == "no-length":
             self.end_headers()
             self.wfile.write(payload[: fault[1]])
             return
@@ -77,9 +83,26 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             half = payload[: len(payload) // 2]
             self.wfile.write(f"{len(half):x}\r\n".encode() + half + b"\r\n")
             return
-        self.send_header("Content-Length", str(len(payload)))
+        self.send_header("Content-Length", fault[1] if _kind(fault) == "length" else str(len(payload)))
         self.end_headers()
-        self.wfile.write(payload[: len(payload) // 2] if fault == "cut" else payload)
+        try:
+            if _kind(fault) == "slow":
+                for start in range(0, len(payload), fault[1]):
+                    self.wfile.write(payload[start:start + fault[1]])
+                    self.wfile.flush()
+                    time.sleep(fault[2])
+            elif _kind(fault) == "stall":
+                self.wfile.write(payload[: fault[1]])
+                self.wfile.flush()
+                owner.hangup.wait(60)
+            else:
+                self.wfile.write(payload[: len(payload) // 2] if fault == "cut" else payload)
+        except (BrokenPipeError, ConnectionResetError):  # the client gave up
+            pass
 
     def log_message(self, *args):
         pass
+
+
+def _kind(fault):
+    return fault[0] if isinstance(fault, tuple) else None

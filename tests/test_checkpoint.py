@@ -463,3 +463,25 @@ def test_gcs_resume_onto_a_corrupt_partial_file_is_caught_by_crc32c_and_starts_o
     prefix = checkpoint.fetch_checkpoint(url, cache)
     assert f"{url}: CRC32C mismatch with the object's; starting over" in capsys.readouterr().err
     assert read_values(prefix) == SAVED_VALUES
+
+
+def test_sharing_another_checkpoint_of_the_same_size_replaces_the_copy(tmp_path):
+    """config copies the checkpoint into RESULT_DIR/pretrained for the workers; a different checkpoint under the
+    same file names and sizes (another --checkpoint-url, a rebuilt archive) must not keep the old copy."""
+    from trainer import config
+
+    def checkpoint_files(folder, content):
+        folder.mkdir()
+        for suffix in ("index", "data-00000-of-00001"):
+            (folder / f"ckpt-7.{suffix}").write_bytes(content + suffix.encode())
+        return folder / "ckpt-7"
+
+    shared = tmp_path / "result" / "pretrained"
+    first, second = checkpoint_files(tmp_path / "a", b"AAAA"), checkpoint_files(tmp_path / "b", b"BBBB")
+    assert config._share_checkpoint(str(first), shared) == str(shared / "ckpt-7")
+    kept = (shared / "ckpt-7.index").stat().st_mtime_ns
+    config._share_checkpoint(str(first), shared)  # the same checkpoint again: nothing copied
+    assert (shared / "ckpt-7.index").stat().st_mtime_ns == kept
+    assert config._share_checkpoint(str(second), shared) == str(shared / "ckpt-7")
+    assert {path.name: path.read_bytes() for path in shared.iterdir()} == {
+        "ckpt-7.index": b"BBBBindex", "ckpt-7.data-00000-of-00001": b"BBBBdata-00000-of-00001"}

@@ -454,3 +454,162 @@ def test_a_classification_bucket_does_not_export_to_coco_instances(tmp_path):
                                         "localization buckets export to it"):
         export_annotations("coco", tmp_path / "bucket", tmp_path / "out.json")
     assert not (tmp_path / "out.json").exists()
+
+
+def add_rows(folder, boxes=(), images=(), boxes_text="", images_text=""):
+    """Append rows to the open_images fixture's CSVs: boxes (ImageID, LabelName, XMin, XMax, YMin, YMax) and
+    image-list rows (ImageID, OriginalURL, OriginalMD5), or raw text."""
+    with open(folder / "validation-annotations-bbox.csv", "a", newline="") as file:
+        file.write("".join(f"{i},xclick,{label},1,{x},{x2},{y},{y2},0,0,0,0,0\n" for i, label, x, x2, y, y2 in boxes)
+                   + boxes_text)
+    with open(folder / "validation-images-with-rotation.csv", "a", newline="") as file:
+        file.write("".join(f"{i},validation,{url},,CC BY 2.0,,,,1,{md5},,0\n" for i, url, md5 in images) + images_text)
+
+
+def tree(folder):
+    """{relative path: bytes} of every file under FOLDER."""
+    return {str(path.relative_to(folder)): path.read_bytes() for path in sorted(folder.rglob("*")) if path.is_file()}
+
+
+def skipped(report):
+    return {issue["item"]: issue["reason"] for issue in report["skipped"]}
+
+
+UNSAFE_IDS = ["../../escaped", "/tmp/absolute", "sub/dir", "..", "a b", "-", "x" * 65, "c:evil", ""]
+
+
+def test_openimages_unsafe_image_ids_are_skipped_before_any_download(open_images, tmp_path):
+    folder, data, server = open_images
+    for number, image_id in enumerate(UNSAFE_IDS):
+        server.files[f"/unsafe/{number}.jpg"] = data["0002b"]
+    add_rows(folder, boxes=[(image_id, DOG, "0.1", "0.2", "0.1", "0.2") for image_id in UNSAFE_IDS],
+             images=[(image_id, server.url(f"/unsafe/{number}.jpg"), "") for number, image_id in enumerate(UNSAFE_IDS)])
+    before = tree(tmp_path)
+    report = import_dataset("openimages", folder, tmp_path / "out" / "bucket", classes="Dog")
+    reason = ("ImageID is not an Open Images id (letters, digits, - and _ only; Open Images' are 16 hex digits): "
+              "nothing fetched")
+    assert {item: why for item, why in skipped(report).items() if why == reason} == {
+        ascii(image_id[:80]): reason for image_id in UNSAFE_IDS}
+    assert not [path for path, _ in server.requests if path.startswith("/unsafe/")]
+    assert sorted(read_bucket(tmp_path / "out" / "bucket")[0]["annotations"]) == [
+        "0001a.jpg", "0002b.jpg", "0008h.jpg"]
+    after = tree(tmp_path)
+    assert {path: content for path, content in after.items() if not path.startswith("out/bucket/")} == before
+
+
+def test_openimages_rows_of_an_image_apart_keep_every_box(open_images, tmp_path):
+    """Rows of one image that are not together (a file sorted by class, say) all count, whatever comes after."""
+    folder, data, _ = open_images
+    add_rows(folder, boxes=[("0002b", CAT, "0.25", "0.75", "0.25", "0.75"), ("0003c", DOG, "0.5", "0.6", "0.5", "0.6"),
+                            ("0001a", CAT, "0.0", "0.1", "0.0", "0.1")])
+    import_dataset("openimages", folder, tmp_path / "b", classes="Dog,Cat")
+    document, _ = read_bucket(tmp_path / "b")
+    assert_boxes(document, "0001a.jpg", [(0.1, 0.2, 0.5, 0.6, "Dog"), (0.5, 0.25, 0.9, 0.75, "Cat"),
+                                         (0.0, 0.0, 0.1, 0.1, "Cat")])
+    assert_boxes(document, "0002b.jpg", [(0, 0, 1, 1, "Dog"), (0.25, 0.25, 0.75, 0.75, "Cat")])
+    assert_boxes(document, "0003c.jpg", [(0.125, 0.5, 0.375, 0.625, "Cat"), (0.5, 0.5, 0.6, 0.6, "Dog")])
+
+
+def test_openimages_limit_decides_an_image_when_its_first_rows_end(open_images, tmp_path):
+    """--limit takes or leaves an image when its first run of rows ends; a later row joins it only if it was
+    taken, so memory holds the taken images' boxes, not all of them."""
+    folder, _, _ = open_images
+    add_rows(folder, boxes=[("0002b", CAT, "0.25", "0.75", "0.25", "0.75"), ("0005e", CAT, "0.1", "0.2", "0.1", "0.2")])
+    report = import_dataset("openimages", folder, tmp_path / "b", classes="Dog,Cat", limit=2)
+    document, _ = read_bucket(tmp_path / "b")
+    assert sorted(document["annotations"]) == ["0001a.jpg", "0002b.jpg", "0003c.jpg"]
+    assert_boxes(document, "0002b.jpg", [(0, 0, 1, 1, "Dog"), (0.25, 0.25, 0.75, 0.75, "Cat")])
+    assert report["left_out"] == 4  # 0005e, 0006f, 0008h, 0009i: Dog had 2 images by then
+
+
+def test_openimages_bom_and_bytes_that_are_not_utf8_are_per_row(open_images, tmp_path):
+    """CSVs with a BOM (Excel's "CSV UTF-8") read as without; a row with a byte that is not UTF-8 is passed over."""
+    folder, data, server = open_images
+    for path in folder.glob("*.csv"):
+        path.write_bytes(b"\xef\xbb\xbf" + path.read_bytes())
+    listing = folder / "validation-images-with-rotation.csv"
+    listing.write_bytes(listing.read_bytes().replace(b"0001a,validation,", b"0001a,valid\xe9tion,"))  # Latin-1
+    with open(folder / "validation-annotations-bbox.csv", "ab") as file:
+        file.write(f"0002b\xff,xclick,{DOG},1,0.1,0.2,0.1,0.2,0,0,0,0,0\n".encode("latin-1"))
+        file.write(f"0003c,xclick,{CAT},1,0.1,0.2,0.1,0.2,\xe9,0,0,0,0\n".encode("latin-1"))
+    report = import_dataset("openimages", folder, tmp_path / "b", classes="Dog,Cat")
+    document, _ = read_bucket(tmp_path / "b")
+    assert document["labels"] == ["Dog", "Cat"]  # the first class-descriptions row, after the BOM, is read
+    assert sorted(document["annotations"]) == ["0002b.jpg", "0003c.jpg", "0008h.jpg"]
+    assert_boxes(document, "0003c.jpg", [(0.125, 0.5, 0.375, 0.625, "Cat")])
+    reasons = skipped(report)
+    assert reasons["validation-images-with-rotation.csv"] == "1 rows passed over: 1 not UTF-8"
+    assert reasons["validation-annotations-bbox.csv"] == "2 rows passed over: 2 not UTF-8"
+    assert reasons["0001a"] == "no OriginalURL: the image is in no image-list CSV (or pass --images)"
+
+
+def test_openimages_md5_that_is_not_base64_skips_its_image(open_images, tmp_path):
+    folder, data, server = open_images
+    add_rows(folder, boxes=[("00aaa", DOG, "0.1", "0.2", "0.1", "0.2"), ("00bbb", DOG, "0.1", "0.2", "0.1", "0.2")],
+             images=[("00aaa", server.url("/photos/0002b_o.jpg"), "not*base64!"),
+                     ("00bbb", server.url("/photos/0002b_o.jpg"), "AAAA")])  # base64, but 3 bytes
+    report = import_dataset("openimages", folder, tmp_path / "b", classes="Dog")
+    reasons = skipped(report)
+    assert reasons["00aaa"] == "OriginalMD5 'not*base64!' is not the base64 of an MD5: nothing fetched"
+    assert reasons["00bbb"] == "OriginalMD5 'AAAA' is not the base64 of an MD5: nothing fetched"
+    assert "0002b.jpg" in read_bucket(tmp_path / "b")[0]["annotations"]
+
+
+def test_openimages_malformed_content_length_skips_its_image(open_images, tmp_path):
+    folder, _, server = open_images
+    server.faults["/photos/0002b_o.jpg"] = [("length", "12abc")]
+    report = import_dataset("openimages", folder, tmp_path / "b", classes="Dog")
+    assert skipped(report)["0002b"] == (f"download failed: cannot download {server.url('/photos/0002b_o.jpg')}: "
+                                        "the server sent an invalid Content-Length '12abc'")
+    assert "0001a.jpg" in read_bucket(tmp_path / "b")[0]["annotations"]
+
+
+def test_openimages_original_urls_other_than_http_and_gs_are_refused(open_images, tmp_path):
+    folder, data, server = open_images
+    secret = tmp_path / "secret.jpg"
+    secret.write_bytes(data["0002b"])
+    urls = {"00aaa": secret.as_uri(), "00bbb": str(secret), "00ccc": "ftp://127.0.0.1/x.jpg",
+            "00ddd": "http://[::1/x.jpg", "00eee": "http:///x.jpg"}
+    add_rows(folder, boxes=[(image_id, DOG, "0.1", "0.2", "0.1", "0.2") for image_id in urls],
+             images=[(image_id, url, "") for image_id, url in urls.items()])
+    report = import_dataset("openimages", folder, tmp_path / "b", classes="Dog")
+    reasons = skipped(report)
+    for image_id in ("00aaa", "00bbb", "00ccc"):
+        assert reasons[image_id] == (f"OriginalURL {ascii(urls[image_id])} is not http(s):// or gs://: refused "
+                                     "(only those are fetched for an image list)")
+    for image_id in ("00ddd", "00eee"):
+        assert reasons[image_id] == f"OriginalURL {ascii(urls[image_id])} is not a URL: nothing fetched"
+    assert not [image_id for image_id in urls if (tmp_path / "b" / f"{image_id}.jpg").exists()]
+
+
+def test_openimages_blank_and_malformed_rows_are_counted_once(open_images, tmp_path, capsys):
+    folder, _, _ = open_images
+    add_rows(folder, boxes_text="\n" * 117 + ",,,,,,,,,,,,\n" + f"0002b,xclick,{DOG},1,0.1\n" * 2
+             + f"0002b,xclick,{DOG},1,0.1,0.2,0.1,0.2,0,0,0,0,0,extra\n"
+             + f"0002b,xclick,{DOG},1,0.3,0.4,0.3,0.4,0,0,0,0,0,,\n",  # empty trailing fields are fine
+             images_text="\r\n\r\n")
+    report = import_dataset("openimages", folder, tmp_path / "b", classes="Dog")
+    line = "121 rows passed over: 118 blank, 3 with more or fewer fields than the header"
+    assert skipped(report)["validation-annotations-bbox.csv"] == line
+    assert skipped(report)["validation-images-with-rotation.csv"] == "2 rows passed over: 2 blank"
+    assert capsys.readouterr().err.count(line) == 1
+    assert_boxes(read_bucket(tmp_path / "b")[0], "0002b.jpg", [(0, 0, 1, 1, "Dog"), (0.3, 0.3, 0.4, 0.4, "Dog")])
+
+
+def test_openimages_suggestions_match_words_and_parts_of_names(tmp_path):
+    folder = tmp_path / "oi"
+    folder.mkdir()
+    names = ["Ball", "Football", "Tennis ball", "Golf ball", "Rugby ball", "Cricket ball", "Volleyball (Ball)",
+             "Sports equipment", "Sports uniform", "Basketball", "Balloon", "Dog", "Bat (Animal)", "Baseball bat"]
+    (folder / "class-descriptions-boxable.csv").write_text(  # v6: no header
+        "".join(f"/m/{number:04x},{name}\n" for number, name in enumerate(names)))
+    (folder / "validation-annotations-bbox.csv").write_text(OI_BOX_HEADER + "\n")
+    with pytest.raises(UserError) as raised:
+        import_dataset("openimages", folder, tmp_path / "b", classes="sports_Ball")
+    assert str(raised.value) == ("unknown class 'sports_Ball'; close matches: Ball, Football, Cricket ball, Golf ball, "
+                                 "Rugby ball, Sports equipment, Sports uniform, Tennis ball")
+    with pytest.raises(UserError, match="^unknown class 'baseballBat'; close matches: Baseball bat, Basketball, "
+                                        "Bat \\(Animal\\)$"):
+        import_dataset("openimages", folder, tmp_path / "b", classes="baseballBat")
+    with pytest.raises(UserError, match="^unknown class 'Dgo'; close matches: Dog$"):
+        import_dataset("openimages", folder, tmp_path / "b", classes="Dgo")

@@ -12,6 +12,7 @@ count, so tests cover CPU, GPU, multi-worker and TPU without the hardware.
 TRAINER_SIMULATE_GPUS=N plans for N GPUs and TRAINER_SIMULATE_TPU=1 for a TPU; train
 then runs that plan on this machine's CPU (see trainer/train.py).
 """
+import hashlib
 import json
 import math
 import os
@@ -370,7 +371,8 @@ def _share_checkpoint(prefix, shared_dir):
     """Copy checkpoint PREFIX's files (as plain files) into SHARED_DIR; return the copy's prefix.
 
     The checkpoint cache is this machine's own: the other workers of a multi-worker
-    job cannot read it, but they all read RESULT_DIR. A file already copied whole is kept.
+    job cannot read it, but they all read RESULT_DIR. A file already there with the
+    same content (SHA-256) is kept; another checkpoint's file of the same name is replaced.
     """
     import shutil
 
@@ -381,9 +383,15 @@ def _share_checkpoint(prefix, shared_dir):
     shared_dir.mkdir(parents=True, exist_ok=True)
     for path in files:
         target = shared_dir / path.name
-        if not (target.is_file() and target.stat().st_size == path.stat().st_size):
+        if not (target.is_file() and target.stat().st_size == path.stat().st_size
+                and _sha256(target) == _sha256(path)):
             shutil.copyfile(path, target)
     return str(shared_dir / source.name)
+
+
+def _sha256(path):
+    with open(path, "rb") as file:
+        return hashlib.file_digest(file, "sha256").hexdigest()
 
 
 def _run_overrides(dataset, hardware, plan, checkpoint):

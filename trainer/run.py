@@ -12,10 +12,17 @@ the chief prepares and configures; the other workers wait for its marker
 training. A rerun's chief deletes the marker first, and a worker also checks the
 files against the marker's digests and its own arguments, so it never starts from
 a previous attempt's files or from files the chief is rewriting.
+
+Each marker carries its attempt's identity: a fresh nonce, and the job (Vertex AI's
+CLOUD_ML_JOB_ID and the cluster, which every replica of a job derives alike from
+its environment). A worker records the nonce it started from (`ready-worker-N.json`),
+so after a restart it waits for a marker of a new attempt rather than taking the
+previous one while no chief runs; a marker of another job or cluster is never taken.
 """
 import hashlib
 import json
 import os
+import secrets
 import time
 from pathlib import Path
 
@@ -85,10 +92,24 @@ def _after_training(name, work, result_dir, failed):
         return None
 
 
-def _write_ready(result_dir):
-    """The marker the other workers wait for, written last: the digest of every file they read."""
-    ready = {"files": {name: _digest(result_dir / name) for name in _shared_files(result_dir)}}
+def _write_ready(result_dir, env=os.environ):
+    """The marker the other workers wait for, written last: this attempt's identity, the digest of every file."""
+    ready = {"job": _job_identity(env), "nonce": secrets.token_hex(16),
+             "files": {name: _digest(result_dir / name) for name in _shared_files(result_dir)}}
     (result_dir / READY_FILE).write_text(json.dumps(ready, indent=2) + "\n")
+
+
+def _job_identity(env):
+    """What every replica of the job in ENV derives alike: a digest of CLOUD_ML_JOB_ID and the cluster's addresses."""
+    cluster = config.tf_config_from_env(env).get("cluster", {})
+    text = json.dumps({"job": env.get("CLOUD_ML_JOB_ID"), "cluster": cluster}, sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _started_record(result_dir, env):
+    """Where this worker records the nonce of the marker it started from: RESULT_DIR/ready-TYPE-INDEX.json."""
+    task = config.tf_config_from_env(env).get("task", {})
+    return result_dir / f"ready-{task.get('type', 'worker')}-{int(task.get('index', 0))}.json"
 
 
 def _shared_files(result_dir):
@@ -102,26 +123,40 @@ def _digest(path):
         return hashlib.file_digest(file, "sha256").hexdigest()
 
 
-def _chief_ready(result_dir, wanted):
-    """True when the marker is there, every file matches its digest and experiment.json matches WANTED."""
+def _chief_ready(result_dir, wanted, env=os.environ):
+    """The marker when it is this attempt's, its files match its digests and experiment.json WANTED; else None.
+
+    This attempt's: of this job (ENV's identity) and not the one this worker already started from.
+    """
     try:
         ready = json.loads((result_dir / READY_FILE).read_text())
+        if ready["job"] != _job_identity(env) or ready["nonce"] == _started_from(result_dir, env):
+            return None
         if any(_digest(result_dir / name) != digest for name, digest in ready["files"].items()):
-            return False
+            return None
         record = json.loads((result_dir / "experiment.json").read_text())
-    except (OSError, ValueError, KeyError):  # absent, or being rewritten
-        return False
-    return all(value is None or record.get(key) == value for key, value in wanted.items())
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):  # absent, being rewritten, or an old marker
+        return None
+    return ready if all(value is None or record.get(key) == value for key, value in wanted.items()) else None
 
 
-def _wait_for_chief(result_dir, wanted):
+def _started_from(result_dir, env):
+    """The nonce of the marker this worker last started from, or None."""
+    try:
+        return json.loads(_started_record(result_dir, env).read_text())["nonce"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def _wait_for_chief(result_dir, wanted, env=os.environ):
     """Wait until the chief of this attempt has written its files (WANTED: this run's own arguments)."""
     _stage("wait", f"for the chief to write {result_dir / READY_FILE} (after data/, params.yaml, experiment.json)")
     deadline = time.monotonic() + CHIEF_WAIT_SECONDS
-    while not _chief_ready(result_dir, wanted):
+    while not (ready := _chief_ready(result_dir, wanted, env)):
         if time.monotonic() > deadline:
             raise UserError(f"the chief did not write {result_dir / READY_FILE} within {CHIEF_WAIT_SECONDS} s")
         time.sleep(CHIEF_POLL_SECONDS)
+    _started_record(result_dir, env).write_text(json.dumps({"nonce": ready["nonce"]}) + "\n")
 
 
 def _stage(name, what):

@@ -11,6 +11,7 @@ import difflib
 import json
 import math
 import os
+import re
 import shutil
 import struct
 import sys
@@ -100,13 +101,45 @@ def resolve_classes(requested, known):
     resolved = []
     for name in filter(None, (normalise_label(part) for part in requested.split(","))):
         if name.casefold() not in by_folded:
-            close = difflib.get_close_matches(name.casefold(), list(by_folded), n=5, cutoff=0.6)
-            hint = f"; close matches: {', '.join(by_folded[match] for match in close)}" if close else ""
+            close = close_matches(name, known)
+            hint = f"; close matches: {', '.join(close)}" if close else ""
             raise UserError(f"unknown class {name!r}{hint}")
         resolved.append(by_folded[name.casefold()])
     if not resolved:
         raise UserError("--classes names no class")
     return list(dict.fromkeys(resolved))
+
+
+def close_matches(name, known, limit=8):
+    """The names in KNOWN that NAME may mean, best first, case-insensitively.
+
+    A known name that is one of NAME's words (`sports_Ball` -> Ball), then close spellings
+    (difflib), then names sharing a word with NAME, then names holding one of its words
+    (`Football`); words are split at non-letters and camelCase, and count from 3 letters.
+    """
+    by_folded = {known_name.casefold(): known_name for known_name in known}
+    words = {word for word in _words(name) if len(word) >= 3}
+    spelled = difflib.get_close_matches(name.casefold(), list(by_folded), n=limit, cutoff=0.6)
+
+    def rank(folded):
+        if folded in words:
+            return 0, 0
+        if folded in spelled:
+            return 1, spelled.index(folded)
+        if words & set(_words(folded)):
+            return 2, 0
+        if any(word in folded for word in words):
+            return 3, 0
+        return None
+
+    ranked = sorted((found, folded) for folded in by_folded if (found := rank(folded)) is not None)
+    return [by_folded[folded] for _, folded in ranked[:limit]]
+
+
+def _words(name):
+    """NAME's words, casefolded: split at anything but letters and digits, and where camelCase turns."""
+    spaced = re.sub(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])", " ", name)
+    return [word.casefold() for word in re.split(r"[\W_]+", spaced) if word]
 
 
 class PerClassLimit:
