@@ -14,8 +14,8 @@ from google.api_core.exceptions import NotFound
 
 from trainer import catalogue
 from trainer.annotations import parse_annotations
-from trainer.dataset import (DEFAULT_SEED, DEFAULT_VAL_FRACTION, Item, assign_splits, check_distinct,
-                             dataset_warnings, label_ids, warning)
+from trainer.dataset import (DEFAULT_SEED, DEFAULT_VAL_FRACTION, SPLIT_FILE, Item, assign_splits, check_distinct,
+                             choose_split, dataset_warnings, label_ids, parse_split_file, warning)
 from trainer.errors import UserError
 
 from cloud.uris import gs_uri
@@ -63,7 +63,8 @@ def check_bucket(client, bucket_name, prefix, model=None, strict=False):
     check_distinct(len(images), len({digests[image.key] for image in images}), where)
 
     labels, warnings = label_ids(annotation_set.labels, images)
-    splits = assign_splits([digests[image.key] for image in images], DEFAULT_SEED, DEFAULT_VAL_FRACTION)
+    splitter = choose_split(_split_file(bucket, prefix, where), keys, DEFAULT_SEED, DEFAULT_VAL_FRACTION)
+    splits = assign_splits(splitter, [(digests[image.key], image.key) for image in images])
     items = [Item(image.key, image.boxes, digests[image.key], splits[digests[image.key]]) for image in images]
     if missing:
         warnings.append(warning("missing_images", f"{len(missing)} of {len(keys)} annotated images are not in "
@@ -75,7 +76,7 @@ def check_bucket(client, bucket_name, prefix, model=None, strict=False):
                                 empty=len(empties), annotated=len(keys), examples=empties[:SHOWN_NAMES]))
     task = annotation_set.task
     input_size = catalogue.input_side(catalogue.load_model(catalogue.resolve_model(model, task)))
-    warnings += dataset_warnings(items, labels, input_size, DEFAULT_VAL_FRACTION, task)
+    warnings += splitter.warnings() + dataset_warnings(items, labels, input_size, splitter.val_fraction, task)
     for found in warnings:
         print(f"warning: {found['message']}", file=sys.stderr)
     if strict and warnings:
@@ -83,6 +84,15 @@ def check_bucket(client, bucket_name, prefix, model=None, strict=False):
     objects = "" if task == "classification" else f"{boxes} boxes, "
     return (f"{where}: {task}, {len(images)} images, {objects}{len(labels)} labels, "
             f"{len(annotation_set.issues)} items skipped or repaired by validation, {len(warnings)} warnings")
+
+
+def _split_file(bucket, prefix, where):
+    """The val keys of the bucket's _split.json (an imported dataset's own split, as prepare keeps it), or None."""
+    try:
+        raw = bucket.blob("/".join(filter(None, [prefix, SPLIT_FILE]))).download_as_bytes()
+    except NotFound:
+        return None
+    return parse_split_file(raw, f"{where}/{SPLIT_FILE}")
 
 
 def _md5_hex(blob):

@@ -440,3 +440,22 @@ def test_submit_refuses_a_bucket_whose_images_are_all_empty(gcs_client, vertex, 
     assert capsys.readouterr().err == (f"error: gs://{bucket}/kangaroo: none of the 2 usable annotated images is in "
                                        "the bucket; 2 are empty files (a.jpg, b.jpg)\n")
     assert vertex.requests == []
+
+
+def test_submit_pre_check_splits_as_the_buckets_split_json_says(gcs_client, vertex, capsys, tmp_path):
+    """An imported dataset's own split (_split.json): submit warns about it exactly as prepare does."""
+    from trainer.prepare import prepare
+    from trainer.sample import make_sample_bucket
+
+    local = tmp_path / "local"
+    annotations = make_sample_bucket(local, 8)
+    one_class = next(key for key, boxes in annotations["annotations"].items()
+                     if boxes and len({box["label"] for box in boxes}) == 1)
+    (local / "_split.json").write_text(json.dumps({"version": 1, "val": [one_class]}))
+    report = prepare(local, tmp_path / "result", model="demo")
+    [missing] = [found["message"] for found in report["warnings"] if found["code"] == "val_missing_class"]
+    bucket = new_bucket(gcs_client)
+    stage(local, f"gs://{bucket}/kangaroo", capsys)
+
+    assert cloud_main(submit_argv(bucket, "--model", "demo")) == 0
+    assert f"warning: {missing}\n" in capsys.readouterr().err

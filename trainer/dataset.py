@@ -140,28 +140,35 @@ def read_split_file(data_dir):
     """The val keys DATA_DIR/_split.json lists, or None without one; a malformed one is a UserError."""
     path = Path(data_dir) / SPLIT_FILE
     try:
-        document = json.loads(path.read_bytes())
+        raw = path.read_bytes()
     except FileNotFoundError:
         return None
-    except (OSError, ValueError) as err:
+    except OSError as err:
         raise UserError(f"{path} is not a readable split file: {err}") from None
+    return parse_split_file(raw, path)
+
+
+def parse_split_file(raw, where):
+    """The val keys of a _split.json's bytes RAW (read from WHERE, named in the errors)."""
+    try:
+        document = json.loads(raw)
+    except ValueError as err:
+        raise UserError(f"{where} is not a readable split file: {err}") from None
     val = document.get("val") if isinstance(document, dict) and document.get("version") == 1 else None
     if not isinstance(val, list) or not all(isinstance(key, str) for key in val):
-        raise UserError(f'{path} is not a split file: it needs {{"version": 1, "val": [image keys]}}')
+        raise UserError(f'{where} is not a split file: it needs {{"version": 1, "val": [image keys]}}')
     return val
 
 
-def choose_split(data_dir, keys, seed, val_fraction):
-    """The bucket's own split (ListedSplit) when DATA_DIR has _split.json, else the content-hash split."""
-    val = read_split_file(data_dir)
-    return ContentSplit(seed, val_fraction) if val is None else ListedSplit(val, keys)
+def choose_split(val_keys, keys, seed, val_fraction):
+    """The bucket's own split (ListedSplit) when it lists VAL_KEYS (its _split.json), else the content-hash split."""
+    return ContentSplit(seed, val_fraction) if val_keys is None else ListedSplit(val_keys, keys)
 
 
-def assign_splits(digests, seed, val_fraction):
-    """{digest: split} for DIGESTS in this order, as prepare's stream decides it."""
-    splitter = ContentSplit(seed, val_fraction)
-    for digest in digests:
-        splitter.place(digest)
+def assign_splits(splitter, placements):
+    """{digest: split} for PLACEMENTS [(digest, key)] in this order, as prepare's stream decides it with SPLITTER."""
+    for digest, key in placements:
+        splitter.place(digest, key)
     splitter.finish()
     return splitter.decided
 

@@ -25,7 +25,7 @@ from PIL import ImageFile
 from trainer import catalogue, console
 from trainer.annotations import REPAIRED, SKIPPED, parse_annotations
 from trainer.dataset import (DEFAULT_SEED, DEFAULT_VAL_FRACTION, SPLIT_FILE, Item, check_distinct, choose_split,
-                             counted, dataset_warnings, label_ids, seeded_hash, split_counts)
+                             counted, dataset_warnings, label_ids, read_split_file, seeded_hash, split_counts)
 from trainer.errors import UserError
 from trainer.folders import refuse_overlap
 from trainer.images import load_image, map_images
@@ -82,7 +82,8 @@ def _write(data_dir, output_dir, annotation_set, options, input_size, file_sizes
     """Read every image once and write records, label files and, last, the report; return the report."""
     ImageFile.LOAD_TRUNCATED_IMAGES = False  # tensorflow_datasets turns it on process-wide; verifying needs it off
     seed = options["seed"]
-    splitter = choose_split(data_dir, [image.key for image in annotation_set.images], seed, options["val_fraction"])
+    splitter = choose_split(read_split_file(data_dir), [image.key for image in annotation_set.images], seed,
+                            options["val_fraction"])
     val_fraction = splitter.val_fraction
     if splitter.source == SPLIT_FILE:
         _log(f"train/val split from {SPLIT_FILE} (the dataset's own, kept by import): "
