@@ -92,5 +92,5 @@ def test_the_job_runs_in_the_image_environment_from_the_zip_with_a_gs_checkpoint
     init = yaml.safe_load((result_dir / "params.yaml").read_text())["task"]["init_checkpoint"]
     assert init.startswith(str(tmp_path / "cache")) and os.path.isfile(f"{init}.index"), init
     evaluation = json.loads((result_dir / "model_export" / "evaluation.json").read_text())
-    assert sorted(evaluation) == ["coreml", "saved_model", "tflite", "tfjs"]
+    assert sorted(evaluation) == ["coreml", "saved_model", "tfjs", "tflite"]
     assert all("AP" in entry and entry["images"] > 0 for entry in evaluation.values()), evaluation

@@ -6,6 +6,7 @@ in Node with @tensorflow/tfjs when Node and that package are found (see `node_ru
 """
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -93,8 +94,10 @@ def run(job, path, images):
         (Path(tmp) / "images.json").write_text(json.dumps(listing))
         done = subprocess.run([node, str(RUNNER), str(path), str(Path(tmp) / "images.json")], capture_output=True,
                               text=True, env={**os.environ, "NODE_PATH": str(modules)})
-    if done.returncode:
-        raise RuntimeError(f"TF.js in Node failed: {done.stderr.strip().splitlines()[:1]}")  # the error, not the stack
+    if done.returncode:  # the error's own line, not Node's source excerpt or the stack
+        lines = done.stderr.strip().splitlines() or ["no output"]
+        error = next((line for line in lines if re.match(r"\w*Error\b", line)), lines[0])
+        raise RuntimeError(f"TF.js in Node failed: {error}")
     results = json.loads(done.stdout)["results"]
     if job.task == "classification":
         return [{"probs": np.array(r["probs"], np.float32)} for r in results], [r["ms"] / 1000 for r in results]
