@@ -2,7 +2,8 @@
 
 The user's-machine `cloud` package checks a bucket with this before paying for
 GPU hours, and `predict` writes its detections in the same format, so this
-module must stay importable with only the standard library.
+module must stay importable with only the standard library. `read_annotations`
+streams a file with ijson (and numpy) where they are installed, as in the job.
 
 Both bucket types are read: `localization` (boxes: the detection task) and
 `classification` (one label per image). A classification image is held as one
