@@ -58,7 +58,10 @@ HEADER = {"version": st.sampled_from(["1.0", "1.0", 1.0, "2.0", 1, None, [1], {"
                                    {"a": 1}, 3]),
           "labels": st.one_of(st.lists(LABELS, max_size=4), st.text(max_size=3), st.none(), st.integers(), DEEP),
           "annotations": ANNOTATIONS,
-          "extra": st.one_of(ANNOTATIONS, DEEP)}
+          "extra": st.one_of(ANNOTATIONS, DEEP),
+          # ijson gives a key "" the prefix of the document itself
+          "": objects(st.sampled_from(["version", "type", "labels", "annotations", ""]),
+                      st.one_of(st.sampled_from(["2.0", "classification"]), ANNOTATIONS))}
 # Any top-level keys, repeated or missing, with any values: mostly whole-file errors.
 HOSTILE = st.lists(st.sampled_from(sorted(HEADER) + ["annotations", "version", "type"]), max_size=7).flatmap(
     lambda keys: st.tuples(*(st.tuples(st.just(key), HEADER[key]) for key in keys)).map(Pairs))
@@ -68,7 +71,8 @@ VALID_ISH = st.tuples(
     st.tuples(st.just("type"), st.sampled_from(["localization", "classification"])),
     st.tuples(st.just("labels"), st.lists(LABELS, max_size=4)),
     st.tuples(st.just("annotations"), objects(KEYS, ENTRIES, max_size=8)),
-    st.lists(st.tuples(st.sampled_from(["extra", "labels", "type"]), HEADER["extra"]), max_size=1),
+    st.lists(st.sampled_from(["extra", "labels", "type", ""]).flatmap(lambda key: st.tuples(st.just(key), HEADER[key])),
+             max_size=1),
 ).flatmap(lambda parts: st.permutations([*parts[:4], *parts[4]])).map(Pairs)
 # How the document reaches the disk: as tools write it, or damaged.
 ENCODINGS = ["utf-8"] * 4 + ["ascii"] * 4 + ["indent", "bom", "utf-16", "latin-1", "truncate", "garbage", "flip",
@@ -153,3 +157,11 @@ def test_a_large_file_streams_to_the_same_result():
     raw = json.dumps({"annotations": annotations, "version": "1.0", "labels": ["cat"]}, indent=1).encode()
     parsed = check_same(raw)
     assert len(parsed.images) == 30_000 and len(parsed.issues) == 45_000  # 1.5 clipped boxes an image
+
+
+def test_a_key_named_like_the_document_or_a_header_key_inside_other_values_changes_nothing():
+    """ijson gives the value of a top-level key "" the document's own prefix."""
+    raw = json.dumps({"version": "1.0", "annotations": {"a.jpg": [], "b.jpg": {"annotations": {}}},
+                      "extra": {"version": 3, "annotations": 4}, "": {"type": "classification", "": {"x": 1}}}).encode()
+    parsed = check_same(raw)
+    assert parsed.task == "detection" and [image.key for image in parsed.images] == ["a.jpg"]

@@ -207,9 +207,11 @@ def _header(ijson, file):
         raise _Fallback  # not an object, or not JSON: json says which
     events, prefixes = itertools.tee(events)
     inside = map(operator.methodcaller("startswith", "annotations."), map(operator.itemgetter(0), prefixes))
-    header, key, builder, seen = {}, None, None, 0
+    header, key, builder, seen, depth = {}, None, None, 0, 1
     for prefix, event, value in itertools.compress(events, map(operator.not_, inside)):
-        if prefix == "" and event in ("map_key", "end_map"):
+        if prefix == "":  # the document's own events, or those of the value of a key "" (depth 2)
+            depth += {"start_map": 1, "start_array": 1, "end_map": -1, "end_array": -1}.get(event, 0)
+        if prefix == "" and (depth == 1 and event == "map_key" or depth == 0):
             if builder:
                 header[key] = builder.value
             key, builder = value, ijson.ObjectBuilder() if value in HEADER_KEYS else None
