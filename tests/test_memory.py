@@ -126,6 +126,9 @@ def test_the_report_holds_only_the_jpegs_it_draws(prepared):
     records = {record["id"]: record for record in report._read_records(prepared, "val")}
     report._add_jpegs(prepared, records, {min(records)})
     assert [i for i, record in records.items() if record["jpeg"] is not None] == [min(records)]
+    page = report.write_report(prepared).read_text()  # the dataset section draws from these records
+    assert Image.open(prepared / "report" / "dataset_samples.png").size == (4 * report.TILE, 3 * report.TILE)
+    assert 'id="dataset-counts"' in page
 
 
 def test_the_export_evaluation_decodes_one_image_at_a_time_with_the_same_ground_truth(prepared):
