@@ -14,7 +14,7 @@ from pathlib import Path
 import google_crc32c
 from tqdm import tqdm
 
-from trainer.annotations import parse_annotations
+from trainer.annotations import read_annotations
 from trainer.errors import UserError
 
 from cloud.clients import storage_client
@@ -31,7 +31,7 @@ def stage_folder(client, local_dir, bucket_name, prefix, workers=WORKERS):
     annotations = local_dir / ANNOTATIONS
     if not annotations.is_file():
         raise UserError(f"{local_dir} has no {ANNOTATIONS}: expected a folder exported from Cloud Annotations")
-    parse_annotations(annotations.read_bytes())  # a malformed file stops here, before any upload
+    read_annotations(annotations)  # a malformed file stops here, before any upload
 
     files = sorted(path for path in local_dir.rglob("*")
                    if path.is_file() and not any(part.startswith(".") for part in path.relative_to(local_dir).parts))

@@ -8,7 +8,7 @@ import json
 import sys
 from pathlib import Path
 
-from trainer.annotations import SKIPPED, parse_annotations
+from trainer.annotations import SKIPPED, read_annotations
 from trainer.errors import UserError
 from trainer.importers.bucket import ANNOTATIONS_FILE, image_size
 
@@ -21,7 +21,7 @@ def export_annotations(fmt, bucket, out):
         raise UserError(f"unknown annotation format {fmt!r}; choose from {', '.join(FORMATS)}")
     bucket = Path(bucket)
     try:
-        annotation_set = parse_annotations((bucket / ANNOTATIONS_FILE).read_bytes())
+        annotation_set, _ = read_annotations(bucket / ANNOTATIONS_FILE)
     except FileNotFoundError:
         raise UserError(f"no {ANNOTATIONS_FILE} in {bucket}") from None
     if annotation_set.task != "detection":

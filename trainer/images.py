@@ -24,6 +24,7 @@ from trainer import console
 JPEG_QUALITY = 95
 EXIF_ORIENTATION = 0x0112
 TURNED_ORIENTATIONS = {5, 6, 7, 8}  # EXIF orientations that swap width and height
+ORIENTED_BY_PILLOW = {"TIFF"}       # formats whose Pillow plugin turns the image itself: its size is already upright
 POOL_MIN_IMAGES = 64          # below this, starting worker processes costs more than it saves
 POOL_WINDOW = 256             # images handed to the workers at a time
 POOL_CHUNK = 8                # images per message to a worker
@@ -84,7 +85,7 @@ def _needed_changes(image, max_side):
     orientation = _orientation(image)
     if orientation:
         changes.append(f"rotated: EXIF orientation {orientation}")
-        if orientation in TURNED_ORIENTATIONS:
+        if orientation in TURNED_ORIENTATIONS and image.format not in ORIENTED_BY_PILLOW:
             width, height = height, width
     size = fitted_size(width, height, max_side)
     if size != (width, height):

@@ -23,7 +23,7 @@ from pathlib import Path
 from PIL import ImageFile
 
 from trainer import catalogue, console
-from trainer.annotations import REPAIRED, SKIPPED, parse_annotations
+from trainer.annotations import REPAIRED, SKIPPED, read_annotations
 from trainer.dataset import (DEFAULT_SEED, DEFAULT_VAL_FRACTION, SPLIT_FILE, Item, check_distinct, choose_split,
                              counted, dataset_warnings, label_ids, read_split_file, seeded_hash, split_counts)
 from trainer.errors import UserError
@@ -60,11 +60,10 @@ def prepare(data_dir, result_dir, val_fraction=DEFAULT_VAL_FRACTION, seed=DEFAUL
     annotations_path = data_dir / ANNOTATIONS_FILE
     if not annotations_path.is_file():
         raise UserError(f"no {ANNOTATIONS_FILE} in {data_dir}")
-    raw = annotations_path.read_bytes()
-    annotation_set = parse_annotations(raw)
+    annotation_set, annotations_digest = read_annotations(annotations_path)
     options["model"] = catalogue.resolve_model(model, annotation_set.task)
     input_size = catalogue.input_side(catalogue.load_model(options["model"]))
-    file_sizes, fingerprint = _fingerprint(raw, data_dir, annotation_set, options)
+    file_sizes, fingerprint = _fingerprint(annotations_digest, data_dir, annotation_set, options)
     output_dir = result_dir / OUTPUT_DIR
     report = complete_report(output_dir, fingerprint)
     if report:
@@ -200,8 +199,11 @@ def _check_options(options):
         raise UserError(f"--num-shards must be at least 1, not {options['num_shards']}")
 
 
-def _fingerprint(raw, data_dir, annotation_set, options):
-    """({key: file size}, sha256 of everything the outputs depend on); image files by size and mtime, as make does."""
+def _fingerprint(annotations_digest, data_dir, annotation_set, options):
+    """({key: file size}, sha256 of everything the outputs depend on); image files by size and mtime, as make does.
+
+    ANNOTATIONS_DIGEST: the sha256 hex of _annotations.json's bytes, hashed as they were streamed.
+    """
     files, sizes = [], {}
     for image in annotation_set.images:
         try:
@@ -212,7 +214,7 @@ def _fingerprint(raw, data_dir, annotation_set, options):
             files.append([image.key, None, None])
     split_file = data_dir / SPLIT_FILE
     state = {"format": FORMAT_VERSION, "options": options, "files": files,
-             "annotations": hashlib.sha256(raw).hexdigest(),
+             "annotations": annotations_digest,
              "split": hashlib.sha256(split_file.read_bytes()).hexdigest() if split_file.is_file() else None}
     return sizes, hashlib.sha256(json.dumps(state, sort_keys=True).encode()).hexdigest()
 

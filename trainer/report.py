@@ -133,7 +133,8 @@ def _dataset_section(page, result_dir):
         return
     report = json.loads(report_path.read_text())
     labels = report["labels"]
-    records = {split: _read_records(result_dir, split) for split in report["splits"]}
+    records = {split: _read_records(result_dir, split, lambda index, _: split == "train" and index < SAMPLE_IMAGES)
+               for split in report["splits"]}
     if report.get("task") == "classification":
         _classes_section(page, report, records)
         return
@@ -240,9 +241,12 @@ def _input_size(result_dir):
     return yaml.safe_load(path.read_text())["task"]["model"]["input_size"][:2]
 
 
-def _read_records(result_dir, split):
+def _read_records(result_dir, split, keep_jpeg=lambda index, record: False):
     """[{"id", "filename", "width", "height", "jpeg", "boxes": [(x, y, w, h, label_id) in pixels]}] of a split.
 
+    "jpeg" is None but where KEEP_JPEG(index in the split, record) says to keep it: the
+    report draws a few dozen images, and holding every record's JPEG (this runs inside
+    the training process after each evaluation) grew its memory with the dataset.
     A classifier's record has one "box", the whole image, with its label's id + 1 (the
     1-based ids the drawings use), so its label is drawn as a frame.
     """
@@ -258,11 +262,21 @@ def _read_records(result_dir, split):
             boxes = [(x1 * width, y1 * height, (x2 - x1) * width, (y2 - y1) * height, label)
                      for x1, y1, x2, y2, label in zip(*corners, feature["image/object/class/label"].int64_list.value)]
             boxes += [(0, 0, width, height, label + 1) for label in feature["image/class/label"].int64_list.value]
-            records.append({"id": int(feature["image/source_id"].bytes_list.value[0]),
-                            "filename": feature["image/filename"].bytes_list.value[0].decode(),
-                            "width": width, "height": height, "boxes": boxes,
-                            "jpeg": feature["image/encoded"].bytes_list.value[0]})
+            record = {"id": int(feature["image/source_id"].bytes_list.value[0]),
+                      "filename": feature["image/filename"].bytes_list.value[0].decode(),
+                      "width": width, "height": height, "boxes": boxes, "jpeg": None}
+            if keep_jpeg(len(records), record):
+                record["jpeg"] = feature["image/encoded"].bytes_list.value[0]
+            records.append(record)
     return records
+
+
+def _add_jpegs(result_dir, records, ids):
+    """Read the splits again for the JPEGs of IDS (the images drawn) into RECORDS ({id: record})."""
+    for split in ("val", "train"):
+        for record in _read_records(result_dir, split, lambda _, record: record["id"] in ids):
+            if record["jpeg"] is not None:
+                records[record["id"]]["jpeg"] = record["jpeg"]
 
 
 def _grid(items, labels):
@@ -526,13 +540,14 @@ def _model_grids(page, result_dir, truth, detections, per_image, labels):
         if detection["score"] >= MIN_SCORE and detection["image_id"] in boxes:
             boxes[detection["image_id"]][1].append((*detection["bbox"], detection["category_id"], detection["score"]))
     shown = [image_id for image_id in sorted(per_image) if image_id in records][:SAMPLE_IMAGES]
+    worst = sorted((i for i in per_image if sum(per_image[i]) and i in records), key=lambda i: -sum(per_image[i]))
+    worst = worst[:WORST_IMAGES]
+    _add_jpegs(result_dir, records, set(shown) | set(worst))
     page.picture(_grid([(records[i], *boxes[i]) for i in shown], labels), "model_samples",
                  f"Evaluated images: ground truth in green, predictions scoring >= {MIN_SCORE} in red")
-    worst = sorted((i for i in per_image if sum(per_image[i]) and i in records), key=lambda i: -sum(per_image[i]))
     if not worst:
         page.text("No image has a missed or false box at this score.")
         return
-    worst = worst[:WORST_IMAGES]
     page.table(["image", "missed boxes", "false detections"],
                [[records[i]["filename"], *per_image[i]] for i in worst], "model-worst")
     page.picture(_grid([(records[i], *boxes[i]) for i in worst], labels), "model_worst",

@@ -128,18 +128,22 @@ def stretch(image, size):
     return np.asarray(Image.fromarray(image).resize((size[1], size[0]), Image.BILINEAR))
 
 
-def record_images(result_dir, split, limit):
-    """Up to LIMIT decoded RGB uint8 images from data/SPLIT-*.tfrecord (for int8 calibration)."""
+def record_images(result_dir, split, limit=-1):
+    """The decoded RGB uint8 images of data/SPLIT-*.tfrecord (the first LIMIT), one at a time: a split
+    decoded whole holds width x height x 3 bytes per image."""
     import tensorflow as tf
-    from PIL import Image
 
     files = sorted(str(p) for p in (Path(result_dir) / "data").glob(f"{split}-*.tfrecord"))
     feature = {"image/encoded": tf.io.FixedLenFeature([], tf.string)}
-    images = []
     for record in tf.data.TFRecordDataset(files).take(limit) if files else []:
-        encoded = tf.io.parse_single_example(record, feature)["image/encoded"].numpy()
-        images.append(np.asarray(Image.open(io.BytesIO(encoded)).convert("RGB")))
-    return images
+        yield decoded(tf.io.parse_single_example(record, feature)["image/encoded"].numpy())
+
+
+def decoded(encoded):
+    """An encoded image as an RGB uint8 array, as every format's evaluation is fed."""
+    from PIL import Image
+
+    return np.asarray(Image.open(io.BytesIO(encoded)).convert("RGB"))
 
 
 def classifier(job):

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from trainer import console
-from trainer.export.common import NotEvaluated
+from trainer.export.common import NotEvaluated, record_images
 
 EVALUATION = "evaluation.json"
 DETAILS = "evaluation"
@@ -34,8 +34,25 @@ def split_to_evaluate(result_dir):
     return "train"
 
 
+class SplitImages:
+    """A split's images as RGB uint8 arrays, decoded one at a time on each pass over them.
+
+    The whole split decoded at once held width x height x 3 bytes per image for as
+    long as the export evaluated; each format's run goes over the images once.
+    """
+
+    def __init__(self, result_dir, split, count):
+        self.result_dir, self.split, self.count = result_dir, split, count
+
+    def __len__(self):
+        return self.count
+
+    def __iter__(self):
+        return record_images(self.result_dir, self.split)
+
+
 def load_split(result_dir, split, task="detection"):
-    """(images as RGB uint8 arrays, ground truth) of data/SPLIT-*.tfrecord: a COCO ground truth dict, or for
+    """(SplitImages, ground truth) of data/SPLIT-*.tfrecord: a COCO ground truth dict, or for
     a classifier {"labels": label names, "images": [{"id", "file_name", "label"}]} (label ids from 0)."""
     import tensorflow as tf
     from PIL import Image
@@ -43,17 +60,15 @@ def load_split(result_dir, split, task="detection"):
     labels = json.loads((Path(result_dir) / "data" / "labels.json").read_text())
     files = sorted(str(p) for p in (Path(result_dir) / "data").glob(f"{split}-*.tfrecord"))
     if task == "classification":
-        features = {"image/encoded": tf.io.FixedLenFeature([], tf.string),
-                    "image/source_id": tf.io.FixedLenFeature([], tf.string),
+        features = {"image/source_id": tf.io.FixedLenFeature([], tf.string),
                     "image/filename": tf.io.FixedLenFeature([], tf.string),
                     "image/class/label": tf.io.FixedLenFeature([], tf.int64)}
-        images, truth = [], {"labels": labels, "images": []}
+        truth = {"labels": labels, "images": []}
         for record in tf.data.TFRecordDataset(files):
             value = {key: v.numpy() for key, v in tf.io.parse_single_example(record, features).items()}
-            images.append(np.asarray(Image.open(io.BytesIO(value["image/encoded"])).convert("RGB")))
             truth["images"].append({"id": int(value["image/source_id"]), "file_name": value["image/filename"].decode(),
                                     "label": int(value["image/class/label"])})
-        return images, truth
+        return SplitImages(result_dir, split, len(truth["images"])), truth
     features = {"image/encoded": tf.io.FixedLenFeature([], tf.string),
                 "image/source_id": tf.io.FixedLenFeature([], tf.string),
                 "image/filename": tf.io.FixedLenFeature([], tf.string),
@@ -61,16 +76,15 @@ def load_split(result_dir, split, task="detection"):
                 "image/object/is_crowd": tf.io.VarLenFeature(tf.int64),
                 **{f"image/object/bbox/{key}": tf.io.VarLenFeature(tf.float32)
                    for key in ("xmin", "ymin", "xmax", "ymax")}}
-    images, coco = [], {"images": [], "annotations": [],
-                        "categories": [{"id": index, "name": name} for index, name in enumerate(labels, 1)]}
+    coco = {"images": [], "annotations": [],
+            "categories": [{"id": index, "name": name} for index, name in enumerate(labels, 1)]}
     for record in tf.data.TFRecordDataset(files):
         example = tf.io.parse_single_example(record, features)
         value = {key: (tf.sparse.to_dense(v) if isinstance(v, tf.SparseTensor) else v).numpy()
                  for key, v in example.items()}
-        image = np.asarray(Image.open(io.BytesIO(value["image/encoded"])).convert("RGB"))
-        height, width = image.shape[:2]
+        with Image.open(io.BytesIO(value["image/encoded"])) as image:  # the header: the size as decoded
+            width, height = image.size
         image_id = int(value["image/source_id"])
-        images.append(image)
         coco["images"].append({"id": image_id, "file_name": value["image/filename"].decode(),
                                "width": width, "height": height})
         boxes = zip(value["image/object/bbox/xmin"], value["image/object/bbox/ymin"], value["image/object/bbox/xmax"],
@@ -81,7 +95,7 @@ def load_split(result_dir, split, task="detection"):
             coco["annotations"].append({"id": len(coco["annotations"]) + 1, "image_id": image_id,
                                         "category_id": int(label), "bbox": box, "area": box[2] * box[3],
                                         "iscrowd": int(crowd)})
-    return images, coco
+    return SplitImages(result_dir, split, len(coco["images"])), coco
 
 
 def coco_results(found, groundtruth):
@@ -116,6 +130,8 @@ def coco_ap(groundtruth, results):
 
 def evaluate(job, outputs, formats, images, groundtruth, split):
     """Run each of OUTPUTS ({name: {"path", "bytes"}}) through FORMATS[name].run on IMAGES; {name: evaluation}.
+
+    IMAGES: an iterable decoded afresh on each pass (SplitImages), with len().
 
     The entries hold AP, AP50, bytes, latency_ms (median single-image time on this CPU),
     the split and image count; or not_evaluated with the reason when the runtime is absent.
