@@ -360,18 +360,23 @@ def test_submit_pre_check_warns_like_prepare_and_strict_refuses(gcs_client, vert
     assert [request[:2] for request in vertex.requests] == [("POST", JOBS_PATH)]
 
 
-def test_submit_refuses_a_bucket_of_copies_of_one_image(gcs_client, vertex, capsys):
+@pytest.mark.parametrize("content, message", [
+    (b"same bytes", "all 2 usable images in gs://{bucket}/kangaroo are byte-identical copies of one image: a model "
+                    "cannot learn or be evaluated on one picture; add different images"),
+    (b"", "gs://{bucket}/kangaroo: none of the 2 usable annotated images is in the bucket; 2 are empty files "
+          "(a.jpg, b.jpg)"),
+])
+def test_submit_refuses_a_bucket_of_copies_of_one_image_or_of_empty_files(gcs_client, vertex, capsys, content,
+                                                                            message):
     bucket = new_bucket(gcs_client)
     entry = [{"x": 0.1, "y": 0.1, "x2": 0.5, "y2": 0.5, "label": "cat"}]
     for key in ("a.jpg", "b.jpg"):
-        gcs_client.bucket(bucket).blob(f"kangaroo/{key}").upload_from_string(b"same bytes")
+        gcs_client.bucket(bucket).blob(f"kangaroo/{key}").upload_from_string(content)
     gcs_client.bucket(bucket).blob("kangaroo/_annotations.json").upload_from_string(json.dumps(
         {"version": "1.0", "labels": ["cat"], "annotations": {"a.jpg": entry, "b.jpg": entry}}))
 
     assert cloud_main(submit_argv(bucket)) == 1
-    assert capsys.readouterr().err == (
-        f"error: all 2 usable images in gs://{bucket}/kangaroo are byte-identical copies of one image: a model "
-        "cannot learn or be evaluated on one picture; add different images\n")
+    assert capsys.readouterr().err == f"error: {message.format(bucket=bucket)}\n"
     assert vertex.requests == []
 
 
@@ -426,20 +431,6 @@ def test_submit_warns_about_empty_images_and_does_not_call_them_copies(gcs_clien
            "and will be skipped (e.g. empty-00.jpg, empty-01.jpg, empty-02.jpg)\n" in err
     assert "byte-identical" not in err
     assert f"checked gs://{bucket}/kangaroo: detection, {len(keys)} images" in err
-
-
-def test_submit_refuses_a_bucket_whose_images_are_all_empty(gcs_client, vertex, capsys):
-    bucket = new_bucket(gcs_client)
-    entry = [{"x": 0.1, "y": 0.1, "x2": 0.5, "y2": 0.5, "label": "cat"}]
-    for key in ("a.jpg", "b.jpg"):
-        gcs_client.bucket(bucket).blob(f"kangaroo/{key}").upload_from_string(b"")
-    gcs_client.bucket(bucket).blob("kangaroo/_annotations.json").upload_from_string(json.dumps(
-        {"version": "1.0", "labels": ["cat"], "annotations": {"a.jpg": entry, "b.jpg": entry}}))
-
-    assert cloud_main(submit_argv(bucket)) == 1
-    assert capsys.readouterr().err == (f"error: gs://{bucket}/kangaroo: none of the 2 usable annotated images is in "
-                                       "the bucket; 2 are empty files (a.jpg, b.jpg)\n")
-    assert vertex.requests == []
 
 
 def test_submit_pre_check_splits_as_the_buckets_split_json_says(gcs_client, vertex, capsys, tmp_path):
