@@ -94,8 +94,9 @@ stage: setup ## upload a local bucket folder: DATA_DIR=folder DATA=gs://BUCKET/P
 tensorboard: setup ## TensorBoard on a run's logs: LOGDIR=gs://BUCKET/PREFIX/RUN/model (or a local folder)
 	$(BIN)/python -m cloud tensorboard $(LOGDIR)
 
-benchmark: setup ## run the benchmarks (prepare speed/memory, time to first training step)
+benchmark: setup ## run the benchmarks (prepare speed/memory, memory at 1x/10x and a 200 MB _annotations.json, time to first training step)
 	$(BIN)/python benchmarks/prepare.py
+	$(BIN)/python benchmarks/memory.py
 	$(BIN)/python benchmarks/train_step.py
 
 constraints: ## re-pin constraints.txt from the current .venv
