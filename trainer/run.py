@@ -32,11 +32,12 @@ READY_FILE = "ready.json"
 
 def run(data_dir, result_dir, model=None, steps=None, batch_size=None, checkpoint_url=None,
         formats=FORMATS, val_fraction=DEFAULT_VAL_FRACTION, select_metric=None, patience=best.DEFAULT_PATIENCE,
-        min_delta=best.DEFAULT_MIN_DELTA):
+        min_delta=best.DEFAULT_MIN_DELTA, init_from=None):
     """Prepare DATA_DIR, configure and train MODEL into RESULT_DIR, export FORMATS.
 
     MODEL None: the default of the bucket's type (detection or classification); `demo`:
-    the demo model of that type. SELECT_METRIC, PATIENCE, MIN_DELTA: as `trainer.train.train`'s.
+    the demo model of that type. SELECT_METRIC, PATIENCE, MIN_DELTA: as `trainer.train.train`'s; INIT_FROM:
+    an earlier run folder to warm-start from (`trainer.config.write_params`).
     Returns what failed after training, {what: reason}: conversions, their evaluations, the
     report, the summary. The model is trained and served by its SavedModel all the same;
     the exit status and the cacli markers are a conversion failure's.
@@ -54,7 +55,7 @@ def run(data_dir, result_dir, model=None, steps=None, batch_size=None, checkpoin
         prepare(data_dir, result_dir, val_fraction=val_fraction, model=model)
         _stage("config", f"{model or 'default model'} -> {result_dir / 'params.yaml'} (checkpoint fetched or taken "
                          "from the cache)")
-        config.write_params(result_dir, model, steps, batch_size, checkpoint_url)
+        config.write_params(result_dir, model, steps, batch_size, checkpoint_url, init_from=init_from)
         _write_ready(result_dir)
     else:
         _wait_for_chief(result_dir, {"asked_model": model, "steps": steps, "batch_size": batch_size})
@@ -146,6 +147,7 @@ def add_arguments(parser):
     parser.add_argument("--formats", default=",".join(FORMATS),
                         help="comma-separated export formats after training (default: all), or 'none'")
     best.add_arguments(parser)
+    config.add_init_from(parser)
 
 
 def main(args):
@@ -154,7 +156,8 @@ def main(args):
     formats = [] if args.formats == "none" else [name.strip() for name in args.formats.split(",") if name.strip()]
     try:
         failed = run(args.data_dir, args.result_dir, args.model, args.steps, args.batch_size, args.checkpoint_url,
-                     formats, args.val_fraction, args.select_metric, args.patience, args.min_delta)
+                     formats, args.val_fraction, args.select_metric, args.patience, args.min_delta,
+                     args.init_from)
     except Terminated:
         return TERMINATED_EXIT
     return conversion_exit(failed)

@@ -118,8 +118,10 @@ def _train(result_dir, model_dir, metrics_path, steps, last_step, tracker):
         os.environ["TF_CONFIG"] = json.dumps(config.tf_config_from_env(os.environ))
     performance.set_mixed_precision_policy(params.runtime.mixed_precision_dtype)
     strategy = _distribution_strategy(params, config.load_hardware(result_dir))
+    init = config.load_init_from(result_dir)  # a warm start (trainer/warm_start.py)
     if last_step is None:
         start = f"pretrained {params.task.init_checkpoint}" if params.task.init_checkpoint else "scratch"
+        start = _warm_start_words(init) if init else start
         console.say(f"train: starting from {start}: step 0 of {steps}, {params.runtime.distribution_strategy} "
                     f"strategy over {strategy.num_replicas_in_sync} replica(s)")
     else:
@@ -136,6 +138,8 @@ def _train(result_dir, model_dir, metrics_path, steps, last_step, tracker):
         try:
             with strategy.scope():
                 task = task_factory.get_task(params.task, logging_dir=str(model_dir))
+            if init and not init["same_labels"]:
+                task.initialize = _copying_head(task.initialize, init, labels, params, strategy)
             if evaluation["evaluated"]:
                 mode = "train_and_eval" if (last_step or 0) < steps else "eval"
             else:
@@ -173,6 +177,26 @@ def _train(result_dir, model_dir, metrics_path, steps, last_step, tracker):
         step = int(runner.trainer.global_step.numpy())
         _write_json(metrics_path, {"step": step, "evaluated": False, "reason": evaluation["reason"]})
     return _summary(model_dir, metrics_path)
+
+
+def _warm_start_words(init):
+    """How a warm start begins, in a few words."""
+    start = f"{init['run']}'s {init['checkpoint_name']} (a warm start"
+    if init["same_labels"]:
+        return f"{start}: same labels, everything restored)"
+    return (f"{start}: {', '.join(init['modules'])} restored, the head rows of {', '.join(init['kept']) or 'no label'} "
+            f"copied by name; new: {', '.join(init['added']) or 'none'}; removed: {', '.join(init['removed']) or 'none'})")
+
+
+def _copying_head(initialize, init, labels, params, strategy):
+    """TASK.initialize (Model Garden's restore of INIT's modules), then the kept labels' head rows copied."""
+    from trainer import warm_start
+
+    def run(model):
+        initialize(model)
+        warm_start.copy_head(model, init, labels, params, strategy)
+
+    return run
 
 
 def _train_and_evaluate(runner, strategy, settings, progress):
