@@ -52,9 +52,12 @@ def test_start_sh_console_is_short_and_keeps_the_rest_in_logs(trained_run):
 def test_summary_names_metrics_exports_next_commands_and_report(trained_run):
     lines = _console(trained_run)
     block = lines[lines.index("==> summary"):]
-    metrics = json.loads((trained_run / "metrics.json").read_text())
-    assert block[1].endswith(f"step {TRAINED_STEPS}: AP {metrics['AP']:.3f}, AP50 {metrics['AP50']:.3f} "
-                             f"(validation split)")
+    record = json.loads((trained_run / "metrics.json").read_text())
+    metrics = record["best"]["metrics"]  # the exported evaluation's, the best
+    which = (" and the last, exported)" if metrics["step"] == TRAINED_STEPS else
+             f", exported from best/ckpt-{metrics['step']}; the last, step {TRAINED_STEPS}: AP {record['AP']:.3f})")
+    assert block[1].endswith(f"step {metrics['step']}: AP {metrics['AP']:.3f}, AP50 {metrics['AP50']:.3f} "
+                             f"(validation split; the best by AP{which}")
     for label, values in metrics["per_class"].items():
         assert f"    {label:<20} AP {values['AP']:.3f}  AP50 {values['AP50']:.3f}" in block
     manifest = json.loads((trained_run / "model_export" / "export.json").read_text())

@@ -28,7 +28,9 @@ def test_every_format_is_written_with_labels(exported_run):
     serving = result_dir / "model_export" / "serving" / "demo"
     versions = [p.name for p in serving.iterdir()]
     assert len(versions) == 1 and (serving / versions[0] / "saved_model.pb").is_file()
-    assert f"ckpt-{versions[0]}.index" in {p.name for p in (result_dir / "model").iterdir()}
+    best = json.loads((result_dir / "metrics.json").read_text())["best"]  # the best evaluation's checkpoint
+    assert versions == [str(best["step"])] and (result_dir / "model" / f"{best['checkpoint']}.index").is_file()
+    assert json.loads((result_dir / "model_export" / "export.json").read_text())["checkpoint"] == best["checkpoint"]
 
 
 def test_evaluation_json_scores_every_format_on_the_validation_split(exported_run):

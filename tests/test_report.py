@@ -98,6 +98,8 @@ def test_trained_run_report_sections(trained_run):
     for name in sources:
         assert (trained_run / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert [row[0] for row in _table(page, "model-per-class")[1:]] == labels
+    best = json.loads((trained_run / "metrics.json").read_text())["best"]
+    assert f"Exported: the best evaluation by AP, step {best['step']} " in page
     manifest = json.loads((trained_run / "model_export" / "export.json").read_text())
     assert [row[0] for row in _table(page, "exports")[1:]] == list(manifest["results"])
     details = trained_run / "model_export" / "evaluation"

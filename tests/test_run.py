@@ -68,7 +68,9 @@ def test_a_classification_bucket_trains_with_model_demo_through_start_sh_to_succ
     metrics = json.loads((result / "metrics.json").read_text())
     labels = report["labels"]
     # 3 classes: no top-5
-    assert set(metrics) == {"step", "accuracy", "per_class", "confusion_matrix", "validation_loss"}
+    assert set(metrics) == {"step", "accuracy", "per_class", "confusion_matrix", "validation_loss", "best", "last",
+                            "early_stopping"}
+    assert metrics["best"]["metric"] == "accuracy" and metrics["last"]["metrics"]["accuracy"] == metrics["accuracy"]
     matrix = metrics["confusion_matrix"]
     val = report["splits"]["val"]
     assert [sum(row) for row in matrix] == [val["per_class"][label] for label in labels]

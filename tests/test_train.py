@@ -157,6 +157,71 @@ def test_killed_then_preempted_training_resumes_to_the_exact_step(sample_bucket,
     assert_no_directory_renames(tmp_path / "fuse-audit.log", runs=3)  # killed, preempted and resumed: FUSE-safe
 
 
+EARLY_STEPS = 80  # evaluated every 20 steps (a quarter of the run)
+
+
+@pytest.fixture(scope="module")
+def early_stopped_run(tmp_path_factory, sample_bucket):
+    """RESULT_DIR of `PATIENCE=1 MIN_DELTA=1 start.sh 80` (no AP improves by 1): evaluated at steps 20 and 40, stopped
+    at 40, the SavedModel exported; its output is RESULT_DIR/../start.log."""
+    base = tmp_path_factory.mktemp("early-stopped")
+    result_dir = base / "result"
+    env = start_env(sample_bucket, result_dir, PATIENCE="1", MIN_DELTA="1", EXPORT_FORMATS="saved_model")
+    completed = subprocess.run(["bash", str(START_SH), str(EARLY_STEPS)], env=env, cwd=base, stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT, text=True, timeout=900)
+    (base / "start.log").write_text(completed.stdout)
+    assert completed.returncode == 0, completed.stdout[-5000:]
+    return result_dir
+
+
+def test_early_stopping_saves_the_step_says_why_and_exports_the_best_evaluation(early_stopped_run):
+    result_dir = early_stopped_run
+    log = log_of(result_dir)
+    evaluations = re.findall(r"^evaluation: step (\d+): AP ", log, re.MULTILINE)
+    assert evaluations == ["20", "40"]
+    metrics = json.loads((result_dir / "metrics.json").read_text())
+    best, state = metrics["best"], metrics["early_stopping"]
+    stopped = [line for line in log.splitlines() if line.startswith("train: early stopping")]
+    assert stopped == [f"train: early stopping at step 40: 1 evaluations in a row without an improvement of AP by at "
+                       f"least 1 (patience 1); best AP {best['value']:.3f} at step {best['step']}"]
+    assert latest_step(result_dir / "model" / "checkpoint") == 40 == metrics["step"] == metrics["last"]["step"]
+    assert state == {"metric": "AP", "patience": 1, "min_delta": 1.0, "reference": state["reference"],
+                     "evaluations_without_improvement": 1, "stopped": {"step": 40, "reason": stopped[0].split(": ", 2)[2]}}
+    # the best: the higher AP of the two evaluations (the first on a tie)
+    assert best["step"] == (40 if metrics["AP"] > state["reference"] else 20) and best["metric"] == "AP"
+    assert best["value"] == max(state["reference"], metrics["AP"]) == best["metrics"]["AP"]
+    assert best["checkpoint"] == f"best/ckpt-{best['step']}"
+    assert sorted(path.name for path in (result_dir / "model" / "best").iterdir()) == [
+        "checkpoint", f"ckpt-{best['step']}.data-00000-of-00001", f"ckpt-{best['step']}.index"]
+    manifest = json.loads((result_dir / "model_export" / "export.json").read_text())
+    assert manifest["checkpoint"] == best["checkpoint"]
+    assert [p.name for p in (result_dir / "model_export" / "serving" / "demo").iterdir()] == [str(best["step"])]
+    evaluation = json.loads((result_dir / "model_export" / "evaluation.json").read_text())
+    assert evaluation["saved_model"]["AP"] == pytest.approx(best["value"], abs=0.005)
+    assert f"  early stopping at step 40: {state['stopped']['reason']}" in log  # in the summary too
+    assert log.splitlines()[-1] == "CACLI-TRAINING-SUCCESS"
+
+
+def test_a_rerun_of_an_early_stopped_run_is_complete(early_stopped_run, sample_bucket):
+    result_dir = early_stopped_run
+    env = start_env(sample_bucket, result_dir, PATIENCE="1", MIN_DELTA="1", EXPORT_FORMATS="saved_model")
+    completed = subprocess.run(["bash", str(START_SH), str(EARLY_STEPS)], env=env, stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT, text=True, timeout=300)
+    assert completed.returncode == 0, completed.stdout[-3000:]
+    assert "train: complete: early stopping ended this run at step 40; nothing to do" in completed.stdout
+    assert "progress: step" not in completed.stdout
+    assert re.search(r"^export: saved_model: up to date \(", completed.stdout, re.MULTILINE)
+
+
+def test_start_sh_refuses_a_patience_that_is_not_a_count(tmp_path):
+    env = {**os.environ, "DATA_DIR": "bucket", "RESULT_DIR": "out", "PATIENCE": "two"}
+    completed = subprocess.run(["bash", str(START_SH)], env=env, cwd=tmp_path, capture_output=True, text=True,
+                               timeout=30)
+    assert completed.returncode == 2 and completed.stdout.strip() == "CACLI-TRAINING-FAILED"
+    assert "PATIENCE must be a whole number of evaluations (0: never stop early), not 'two'" in completed.stderr
+    assert "[PATIENCE=" in completed.stderr  # the usage line names it
+
+
 @pytest.mark.parametrize("env, args, message", [
     ({"RESULT_DIR": "out"}, [], "DATA_DIR is not set"),
     ({"DATA_DIR": "bucket"}, [], "RESULT_DIR is not set"),

@@ -28,8 +28,9 @@ STAGES = {
     "sample": "write a synthetic Cloud Annotations bucket for demos and tests",
     "import": "turn a COCO, Pascal VOC, YOLO or Open Images dataset into a Cloud Annotations bucket",
     "export-annotations": "write a bucket's _annotations.json as COCO instances JSON",
+    "merge-buckets": "fold corrected images back into a training bucket (later buckets win)",
 }
-MODULES = {"import": "importers", "export-annotations": "export_annotations"}  # stage names that are not module names
+MODULES = {"import": "importers", "export-annotations": "export_annotations", "merge-buckets": "merge_buckets"}  # stage names that are not module names
 
 
 def main(argv=None):

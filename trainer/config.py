@@ -36,6 +36,12 @@ MIN_DEFAULT_STEPS = 100
 # 256 would be far too long for small datasets), capped at a tenth of the run.
 WARMUP_IMAGES = 8000
 EVALUATIONS_PER_RUN = 4
+# A warm start (--init-from an earlier run) begins from weights already trained on most of
+# these images: a quarter of the default steps and a quarter of the learning rate adapt
+# them to the corrected or added labels without the large early updates that would
+# undo what the earlier run learned (the reason fine-tuning uses a lower rate).
+WARM_START_STEPS_FACTOR = 0.25
+WARM_START_LR_FACTOR = 0.25
 CHECKPOINTS_PER_RUN = 10
 MAX_CHECKPOINTS_KEPT = 3
 # Steps per Orbit loop: one progress line, summary and SIGTERM check each. Short on
@@ -178,13 +184,18 @@ def load_task(result_dir):
     return _load_record(Path(result_dir)).get("task", "detection")
 
 
+def load_init_from(result_dir):
+    """The warm start RESULT_DIR's run begins from (experiment.json's `init_from`, see `_warm_start`), or None."""
+    return _load_record(Path(result_dir)).get("init_from")
+
+
 def load_hardware(result_dir):
     """The Hardware that config planned RESULT_DIR's run for (from experiment.json)."""
     return Hardware(**_load_record(Path(result_dir))["hardware"])
 
 
 def write_params(result_dir, model=None, steps=None, batch_size=None,
-                 checkpoint_url=None, init_checkpoint=None, hardware=None):
+                 checkpoint_url=None, init_checkpoint=None, hardware=None, init_from=None):
     """Write RESULT_DIR/params.yaml (and experiment.json) for MODEL on the dataset prepare wrote; return its path.
 
     MODEL defaults by the dataset's task (detection or classification); `demo` is the
@@ -192,7 +203,8 @@ def write_params(result_dir, model=None, steps=None, batch_size=None,
     STEPS defaults from the dataset size; BATCH_SIZE (global) from the catalogue for
     the hardware, with the learning rate scaled linearly. INIT_CHECKPOINT is a prefix
     from the checkpoint stage; without one, the checkpoint (CHECKPOINT_URL, else the
-    catalogue's) is fetched here. HARDWARE defaults to what this machine has.
+    catalogue's) is fetched here. HARDWARE defaults to what this machine has. INIT_FROM, an earlier
+    run folder of the same model, is a warm start from its best checkpoint (trainer/warm_start.py).
     """
     result_dir = Path(result_dir).absolute()
     if model is not None:
@@ -202,13 +214,16 @@ def write_params(result_dir, model=None, steps=None, batch_size=None,
     entry = catalogue.load_model(model)
     exp_factory, hyperparams = _model_garden()
     hardware = hardware or _this_machine()
-    plan = _plan(entry, dataset, hardware, steps, batch_size)
-    checkpoint = _checkpoint(entry, checkpoint_url, init_checkpoint)
+    warm = _warm_start(init_from, model, dataset, checkpoint_url) if init_from else None
+    plan = _plan(entry, dataset, hardware, steps, batch_size, warm_start=bool(warm))
+    checkpoint = warm["checkpoint"] if warm else _checkpoint(entry, checkpoint_url, init_checkpoint)
     if checkpoint["path"] and hardware.num_workers > 1:
         checkpoint["path"] = _share_checkpoint(checkpoint["path"], result_dir / "pretrained")
 
     params = exp_factory.get_exp_config(entry["experiment"])
     params.override(entry.get("overrides") or {}, is_strict=True)
+    if warm and dataset["task"] == "detection" and params.task.model.decoder.type == "identity":
+        warm["checkpoint"]["modules"] = warm["record"]["modules"] = [m for m in checkpoint["modules"] if m != "decoder"]
     params.override(_run_overrides(dataset, hardware, plan, checkpoint), is_strict=True)
     params.override(_tuples_as_lists(params.as_dict()), is_strict=True)
     params.validate()
@@ -223,7 +238,8 @@ def write_params(result_dir, model=None, steps=None, batch_size=None,
     evaluation = _evaluation_plan(dataset["val_images"], hardware, result_dir / "data")
     record = {"model": model, "asked_model": asked, "task": dataset["task"], "experiment": entry["experiment"],
               "hardware": asdict(hardware), **plan,
-              "init_checkpoint": checkpoint["path"], "evaluation": evaluation}
+              "init_checkpoint": checkpoint["path"], "evaluation": evaluation,
+              **({"init_from": warm["record"]} if warm else {})}
     (result_dir / "experiment.json").write_text(json.dumps(record, indent=2) + "\n")
     state = "unchanged" if path.read_text() == previous else "written"
     console.say(f"config: {path} {state}: {model} ({entry['experiment']}), {dataset['labels']} labels, "
@@ -309,6 +325,7 @@ def _read_dataset(data_dir):
     return {
         "task": task,
         "labels": len(labels),
+        "label_names": labels,
         "num_classes": num_classes,
         "train_images": splits["train"]["images"],
         "val_images": splits["val"]["images"],
@@ -318,8 +335,33 @@ def _read_dataset(data_dir):
     }
 
 
-def _plan(entry, dataset, hardware, steps, batch_size):
-    """Batch size, learning rate (linear scaling rule), steps and the intervals derived from them."""
+def _warm_start(init_from, model, dataset, checkpoint_url):
+    """The checkpoint to restore from run INIT_FROM and experiment.json's record of it.
+
+    Same labels: everything (`all`); else the backbone and decoder (train copies the kept labels' head rows).
+    """
+    from trainer import warm_start
+
+    if checkpoint_url:
+        raise UserError("--init-from and --checkpoint-url both name the weights to start from: give one")
+    init = warm_start.source(init_from)
+    if init["model"] != model:
+        raise UserError(f"--init-from {init_from} trained {init['model']}, this run trains {model}: a warm start "
+                        f"needs the same model (--model {init['model']})")
+    labels = dataset["label_names"]
+    same = init["labels"] == labels
+    modules = ["all"] if same else (["backbone"] if dataset["task"] == "classification" else ["backbone", "decoder"])
+    record = {**init, "same_labels": same, "modules": modules,
+              "kept": [name for name in labels if name in init["labels"]],
+              "added": [name for name in labels if name not in init["labels"]],
+              "removed": [name for name in init["labels"] if name not in labels]}
+    return {"checkpoint": {"path": init["checkpoint"], "modules": modules}, "record": record}
+
+
+def _plan(entry, dataset, hardware, steps, batch_size, warm_start=False):
+    """Batch size, learning rate (linear scaling rule), steps and the intervals derived from them.
+
+    A warm start trains WARM_START_STEPS_FACTOR of the default steps at WARM_START_LR_FACTOR of the rate."""
     try:
         reference = entry["hardware"][hardware.kind]
     except KeyError:
@@ -329,13 +371,16 @@ def _plan(entry, dataset, hardware, steps, batch_size):
     if batch_size % hardware.replicas:
         raise UserError(f"batch size {batch_size} does not split evenly over {hardware.replicas} devices")
     learning_rate = reference["learning_rate"] * batch_size / reference["batch_size"]
+    learning_rate *= WARM_START_LR_FACTOR if warm_start else 1
     if steps:
         steps_reason = "as asked"
     else:
-        epochs = entry.get("epochs", DEFAULT_EPOCHS)
+        epochs = entry.get("epochs", DEFAULT_EPOCHS) * (WARM_START_STEPS_FACTOR if warm_start else 1)
         steps = max(MIN_DEFAULT_STEPS, math.ceil(epochs * dataset["train_images"] / batch_size))
-        steps_reason = (f"default: {epochs} passes over {dataset['train_images']} training images at batch "
-                        f"{batch_size} (at least {MIN_DEFAULT_STEPS}); set STEPS / --steps to change")
+        steps_reason = (f"default: {epochs:g} passes over {dataset['train_images']} training images at batch "
+                        f"{batch_size} (at least {MIN_DEFAULT_STEPS}"
+                        f"{'; a warm start trains a quarter of the usual passes' if warm_start else ''}); "
+                        f"set STEPS / --steps to change")
     steps_per_loop = min(STEPS_PER_LOOP[hardware.kind], steps)
     return {
         "batch_size": batch_size,
@@ -459,7 +504,8 @@ def _task_overrides(dataset, checkpoint, data):
     instances = {"max_num_instances": max(MODEL_GARDEN_MAX_INSTANCES, dataset["max_boxes"])}
     task["train_data"]["parser"] = task["validation_data"]["parser"] = instances
     return {**task,
-            "init_checkpoint_modules": checkpoint["modules"],
+            # Model Garden's detection tasks restore everything only for the string 'all'
+            "init_checkpoint_modules": "all" if checkpoint["modules"] == ["all"] else checkpoint["modules"],
             "annotation_file": "",  # Model Garden builds COCO ground truth from the val records
             "per_category_metrics": True,
             "allow_image_summary": True}  # validation images with predicted boxes in TensorBoard
@@ -502,8 +548,17 @@ def add_arguments(parser):
     parser.add_argument("--checkpoint-url",
                         help="pretrained checkpoint (archive or prefix: http(s)://, gs://, file:// or a path) "
                              "instead of the catalogue's; fetched and cached by the checkpoint stage")
+    add_init_from(parser)
+
+
+def add_init_from(parser):
+    parser.add_argument("--init-from", metavar="RESULT_DIR",
+                        help="warm start from an earlier run folder of the same model (its best checkpoint; a gs:// "
+                             "folder through its /gcs/ mount): everything restored when the labels are the same, "
+                             "else the backbone, decoder and the kept labels' head rows; fewer steps, lower rate")
 
 
 def main(args):
-    write_params(args.result_dir, args.model, args.steps, args.batch_size, args.checkpoint_url)
+    write_params(args.result_dir, args.model, args.steps, args.batch_size, args.checkpoint_url,
+                 init_from=args.init_from)
     return 0

@@ -5,7 +5,12 @@ of the detections (x, y top-left, x2, y2 bottom-right, normalised 0..1), or for 
 of each image's top label, so predictions load into Cloud Annotations for review, and the
 corrected bucket trains the next model. `load_model` is also how `trainer export`
 evaluates its SavedModel and TFLite models.
+
+`--rank uncertainty --top K` is the labelling loop's step: the bucket gets only the K images
+the model is least sure about (`uncertainty`), pre-labelled, leaving out those already in
+a training bucket (`--exclude`); `trainer merge-buckets` folds them back once corrected.
 """
+import hashlib
 import json
 import shutil
 import sys
@@ -18,23 +23,28 @@ from trainer.errors import UserError
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp"}
 
 
-def predict(model_path, inputs, out_dir, min_score=0.5, top_k=5):
+def predict(model_path, inputs, out_dir, min_score=0.5, top_k=5, rank=None, top=None, exclude=()):
     """Detect objects in (or classify) each image of INPUTS (files or folders); return detections.json's list.
 
     OUT_DIR gets each readable image under a unique name, `_annotations.json` (those names ->
     detections at or above MIN_SCORE; for a classifier, its top label when it scores at least
     MIN_SCORE), `boxed/NAME.jpg` previews and `detections.json` (a classifier's TOP_K labels).
+    RANK "uncertainty": only the TOP most uncertain images, most uncertain first, each entry with
+    its `uncertainty`. Images whose bytes are in an EXCLUDE bucket are left out.
     """
     detect = load_model(model_path)
     labels = _labels(Path(model_path))
     out_dir = Path(out_dir)
-    images = list(_images(inputs))
+    images = _without(list(_images(inputs)), exclude)
     _refuse_overwrite(out_dir, images)
     (out_dir / "boxed").mkdir(parents=True, exist_ok=True)
     results, written, annotations = [], set(), {}
+    chosen = _most_uncertain(detect, images, min_score, top) if rank else [(path, None, None) for path in images]
     try:
-        for path in images:
-            _predict_one(detect, labels, path, out_dir, min_score, top_k, results, written, annotations)
+        for path, found, uncertainty in chosen:
+            _predict_one(detect, labels, path, out_dir, min_score, top_k, results, written, annotations, found)
+            if uncertainty is not None:
+                results[-1]["uncertainty"] = round(uncertainty, 4)
     finally:  # whatever stops it, the images done so far are in the bucket
         (out_dir / "detections.json").write_text(json.dumps(results, indent=2, ensure_ascii=False))
         kind = "classification" if any("top_k" in result for result in results) else "localization"
@@ -44,15 +54,15 @@ def predict(model_path, inputs, out_dir, min_score=0.5, top_k=5):
     return results
 
 
-def _predict_one(detect, labels, path, out_dir, min_score, top_k, results, written, annotations):
-    """Predict PATH into OUT_DIR; its entries go into RESULTS and ANNOTATIONS (its name into WRITTEN)."""
+def _predict_one(detect, labels, path, out_dir, min_score, top_k, results, written, annotations, found=None):
+    """Predict PATH (or take FOUND) into OUT_DIR; its entries go into RESULTS and ANNOTATIONS (its name into WRITTEN)."""
     try:
         image = _read_image(path)
     except (OSError, ValueError) as err:
         print(f"predict: {path}: cannot read image: {err}", file=sys.stderr)
         results.append({"image": str(path), "error": f"cannot read image: {err}"})
         return
-    found = detect(np.asarray(image))
+    found = detect(np.asarray(image)) if found is None else found
     name = _free_name(written, path)
     shutil.copyfile(path, out_dir / name)  # the bytes as they were: prepare applies the same EXIF turn
     if "probs" in found:  # a classifier
@@ -73,6 +83,89 @@ def _predict_one(detect, labels, path, out_dir, min_score, top_k, results, writt
     _draw(image, detections).save(out_dir / "boxed" / f"{Path(name).stem}.jpg")
     results.append({"image": str(path), "detections": detections})
     print(f"predict: {path}: {len(detections)} detections", flush=True)
+
+
+def _most_uncertain(detect, images, min_score, top):
+    """[(path, found, uncertainty)] of the TOP readable IMAGES the model is least sure about, most uncertain first
+    (ties in path order); unreadable images follow, to be listed with their error."""
+    scored, unreadable = [], []
+    for path in images:
+        try:
+            image = np.asarray(_read_image(path))
+        except (OSError, ValueError):
+            unreadable.append((path, None, None))
+            continue
+        found = detect(image)
+        scored.append((path, found, uncertainty(found, detect, image, min_score)))
+    scored.sort(key=lambda item: (-item[2], str(item[0])))
+    return scored[:top] + unreadable
+
+
+def uncertainty(found, detect, image, min_score):
+    """0 (sure) .. 1 (unsure). A classifier: 1 - the margin between its two best scores. A detector: the larger
+    of its boxes near MIN_SCORE (each box counts 1 at MIN_SCORE, down to 0 half of MIN_SCORE away; n of them
+    give 1 - e^-n: a box of a missed object or a false one) and how much it disagrees with itself on the
+    horizontally flipped image (the share of boxes at or above MIN_SCORE that find no box of the same label
+    at IoU 0.5 in the other)."""
+    if "probs" in found:
+        best = np.sort(found["probs"])[::-1]
+        return float(1 - (best[0] - (best[1] if len(best) > 1 else 0.0)))
+    window = min_score / 2
+    near = float(np.sum(np.clip(1 - np.abs(np.asarray(found["scores"], float) - min_score) / window, 0, 1)))
+    near = 1 - float(np.exp(-near))
+    flipped = detect(np.ascontiguousarray(image[:, ::-1]))
+    boxes = flipped["boxes"].copy()
+    boxes[:, [1, 3]] = 1 - flipped["boxes"][:, [3, 1]]
+    return max(near, _disagreement(found, {**flipped, "boxes": boxes}, min_score))
+
+
+def _disagreement(first, second, min_score):
+    """The share of FIRST's and SECOND's boxes at or above MIN_SCORE left unmatched by the other (greedy, same
+    label, IoU >= 0.5)."""
+    kept = [[(box, label) for box, score, label in zip(d["boxes"], d["scores"], d["classes"]) if score >= min_score]
+            for d in (first, second)]
+    unmatched = list(kept[1])
+    matched = 0
+    for box, label in kept[0]:
+        match = next((other for other in unmatched if other[1] == label and _iou(box, other[0]) >= 0.5), None)
+        if match is not None:
+            unmatched.remove(match)
+            matched += 1
+    total = len(kept[0]) + len(kept[1])
+    return (total - 2 * matched) / total if total else 0.0
+
+
+def _iou(a, b):
+    """IoU of two (ymin, xmin, ymax, xmax) boxes."""
+    height = min(a[2], b[2]) - max(a[0], b[0])
+    width = min(a[3], b[3]) - max(a[1], b[1])
+    inter = max(height, 0) * max(width, 0)
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return float(inter / union) if union > 0 else 0.0
+
+
+def _without(images, buckets):
+    """IMAGES whose bytes are not those of an image in one of BUCKETS (their _annotations.json keys)."""
+    if not buckets:
+        return images
+    known = set()
+    for bucket in map(Path, buckets):
+        document = bucket / "_annotations.json"
+        if not document.is_file():
+            raise UserError(f"--exclude {bucket} is not a bucket: it has no _annotations.json")
+        for key in json.loads(document.read_text()).get("annotations", {}):
+            if (bucket / key).is_file():
+                known.add(_md5(bucket / key))
+    kept = [path for path in images if not (path.is_file() and _md5(path) in known)]
+    if len(kept) < len(images):
+        print(f"predict: left out {len(images) - len(kept)} images already in {', '.join(map(str, buckets))}",
+              flush=True)
+    return kept
+
+
+def _md5(path):
+    with open(path, "rb") as file:
+        return hashlib.file_digest(file, "md5").hexdigest()
 
 
 def _refuse_overwrite(out_dir, images):
@@ -228,10 +321,20 @@ def add_arguments(parser):
     parser.add_argument("--top-k", type=int, default=5,
                         help="a classifier's best labels per image in detections.json (default 5, at most the "
                              "number of labels)")
+    parser.add_argument("--rank", choices=["uncertainty"],
+                        help="write only the --top images the model is least sure about, most uncertain first "
+                             "(a classifier: a small margin between its two best scores; a detector: scores near "
+                             "--min-score, or boxes that disagree with the horizontally flipped image's)")
+    parser.add_argument("--top", type=int, metavar="K", help="with --rank: how many images (default 100)")
+    parser.add_argument("--exclude", action="append", default=[], metavar="BUCKET",
+                        help="leave out images whose bytes are in this bucket (e.g. the training bucket); repeatable")
 
 
 def main(args):
-    results = predict(args.model, args.inputs, args.out, min_score=args.min_score, top_k=args.top_k)
+    if args.top is not None and (args.top < 1 or not args.rank):
+        raise UserError("--top K needs --rank uncertainty and K of at least 1")
+    results = predict(args.model, args.inputs, args.out, min_score=args.min_score, top_k=args.top_k,
+                      rank=args.rank, top=args.top or 100, exclude=args.exclude)
     errors = sum("error" in r for r in results)
     print(f"predict: {len(results) - errors} images, {errors} unreadable; wrote {Path(args.out) / '_annotations.json'} "
           f"and {Path(args.out) / 'detections.json'}")

@@ -361,6 +361,14 @@ def _scalars(events_dir):
 # --- model -------------------------------------------------------------------------------------------------------
 
 
+def _selection_line(page, metrics):
+    """One line: the evaluation exported (the best by its metric) and the last, whose metrics the section shows."""
+    best = metrics.get("best")
+    if best:
+        page.text(f"Exported: the best evaluation by {best['metric']}, step {best['step']} ({_cell(best['value'])}, "
+                  f"model/{best['checkpoint']}); the metrics below are the last evaluation's, step {metrics['step']}.")
+
+
 def _model_section(page, result_dir):
     page.heading("Model")
     metrics_path = result_dir / "metrics.json"
@@ -370,6 +378,7 @@ def _model_section(page, result_dir):
         return
     metrics = json.loads(metrics_path.read_text())
     labels = json.loads(labels_path.read_text())
+    _selection_line(page, metrics)
     if not metrics.get("evaluated", True):
         page.text(f"No evaluation: {metrics.get('reason', 'trained without a validation split')}.", "warning")
     elif "accuracy" in metrics:  # a classifier: train's own confusion matrix of the validation split

@@ -26,7 +26,7 @@ import secrets
 import time
 from pathlib import Path
 
-from trainer import catalogue, config, console
+from trainer import best, catalogue, config, console
 from trainer.dataset import DEFAULT_VAL_FRACTION
 from trainer.errors import UserError
 from trainer.export import FORMATS, conversion_exit, export, failures  # imports TensorFlow only when exporting
@@ -38,11 +38,13 @@ READY_FILE = "ready.json"
 
 
 def run(data_dir, result_dir, model=None, steps=None, batch_size=None, checkpoint_url=None,
-        formats=FORMATS, val_fraction=DEFAULT_VAL_FRACTION):
+        formats=FORMATS, val_fraction=DEFAULT_VAL_FRACTION, select_metric=None, patience=best.DEFAULT_PATIENCE,
+        min_delta=best.DEFAULT_MIN_DELTA, init_from=None):
     """Prepare DATA_DIR, configure and train MODEL into RESULT_DIR, export FORMATS.
 
     MODEL None: the default of the bucket's type (detection or classification); `demo`:
-    the demo model of that type.
+    the demo model of that type. SELECT_METRIC, PATIENCE, MIN_DELTA: as `trainer.train.train`'s; INIT_FROM:
+    an earlier run folder to warm-start from (`trainer.config.write_params`).
     Returns what failed after training, {what: reason}: conversions, their evaluations, the
     report, the summary. The model is trained and served by its SavedModel all the same;
     the exit status and the cacli markers are a conversion failure's.
@@ -60,12 +62,12 @@ def run(data_dir, result_dir, model=None, steps=None, batch_size=None, checkpoin
         prepare(data_dir, result_dir, val_fraction=val_fraction, model=model)
         _stage("config", f"{model or 'default model'} -> {result_dir / 'params.yaml'} (checkpoint fetched or taken "
                          "from the cache)")
-        config.write_params(result_dir, model, steps, batch_size, checkpoint_url)
+        config.write_params(result_dir, model, steps, batch_size, checkpoint_url, init_from=init_from)
         _write_ready(result_dir)
     else:
         _wait_for_chief(result_dir, {"asked_model": model, "steps": steps, "batch_size": batch_size})
     _stage("train", f"-> {result_dir / 'model'}")
-    train(result_dir)
+    train(result_dir, select_metric, patience, min_delta)
     if not config.is_chief(os.environ):
         return {}
     failed = {}
@@ -179,6 +181,8 @@ def add_arguments(parser):
                              "0 trains without evaluation")
     parser.add_argument("--formats", default=",".join(FORMATS),
                         help="comma-separated export formats after training (default: all), or 'none'")
+    best.add_arguments(parser)
+    config.add_init_from(parser)
 
 
 def main(args):
@@ -187,7 +191,8 @@ def main(args):
     formats = [] if args.formats == "none" else [name.strip() for name in args.formats.split(",") if name.strip()]
     try:
         failed = run(args.data_dir, args.result_dir, args.model, args.steps, args.batch_size, args.checkpoint_url,
-                     formats, args.val_fraction)
+                     formats, args.val_fraction, args.select_metric, args.patience, args.min_delta,
+                     args.init_from)
     except Terminated:
         return TERMINATED_EXIT
     return conversion_exit(failed)

@@ -11,23 +11,26 @@ from pathlib import Path
 def summary(result_dir):
     """The final summary of RESULT_DIR's run, as console lines."""
     result_dir = Path(result_dir).absolute()
-    metrics = _json(result_dir / "metrics.json") or {}
+    record = _json(result_dir / "metrics.json") or {}
     experiment = _json(result_dir / "experiment.json") or {}
     lines = ["==> summary"]
+    metrics = (record.get("best") or {}).get("metrics") or record  # the exported evaluation's
     if "accuracy" in metrics:
         top_k = f", top-5 accuracy {_shown(metrics['top_5_accuracy'])}" if "top_5_accuracy" in metrics else ""
         lines.append(f"  model {experiment.get('model', '?')}, step {metrics['step']}: accuracy "
-                     f"{_shown(metrics['accuracy'])}{top_k} (validation split)")
+                     f"{_shown(metrics['accuracy'])}{top_k} (validation split{_exported(record)})")
         for label, values in metrics.get("per_class", {}).items():
             lines.append(f"    {label:<20} accuracy {_shown(values.get('accuracy'))}  ({values.get('images')} images)")
     elif metrics.get("evaluated", True) and "AP" in metrics:
         lines.append(f"  model {experiment.get('model', '?')}, step {metrics['step']}: AP {_shown(metrics['AP'])}, "
-                     f"AP50 {_shown(metrics['AP50'])} (validation split)")
+                     f"AP50 {_shown(metrics['AP50'])} (validation split{_exported(record)})")
         for label, values in metrics.get("per_class", {}).items():
             lines.append(f"    {label:<20} AP {_shown(values.get('AP'))}  AP50 {_shown(values.get('AP50'))}")
     elif metrics:
         lines.append(f"  model {experiment.get('model', '?')}, step {metrics.get('step')}: NOT EVALUATED: "
                      f"{metrics.get('reason', 'no validation split')}")
+    stopped = (record.get("early_stopping") or {}).get("stopped")
+    lines += [f"  early stopping at step {stopped['step']}: {stopped['reason']}"] if stopped else []
     lines += _exports(result_dir)
     predict = [f"    predict:     python -m trainer predict --model {result_dir} IMAGE_OR_DIR... --out predictions"]
     lines += ["  next:", *(predict if (result_dir / "model_export" / "saved_model").is_dir() else []),
@@ -37,6 +40,23 @@ def summary(result_dir):
               f"  report: {result_dir / 'report.html'}",
               f"  logs:   {result_dir / 'logs'}/"]
     return lines
+
+
+def _exported(record):
+    """What the headline's evaluation is: the best by its metric, exported; and the last, when it is another."""
+    best = record.get("best")
+    if not best:
+        return ""
+    if best["step"] == record["step"]:
+        return f"; the best by {best['metric']} and the last, exported"
+    return (f"; the best by {best['metric']}, exported from {best['checkpoint']}; the last, step {record['step']}: "
+            f"{best['metric']} {_shown(_value(record, best['metric']))}")
+
+
+def _value(record, metric):
+    from trainer.best import metric_value
+
+    return metric_value(record, metric)
 
 
 def _exports(result_dir):

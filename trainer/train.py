@@ -7,20 +7,26 @@ predicted boxes; for classifiers, accuracy). On top of it this stage adds what a
 job needs: resume from the last checkpoint (said in the log), a checkpoint on SIGTERM
 (how Vertex AI preempts), a progress line per loop (step, loss, images/s, ETA), and
 RESULT_DIR/metrics.json with the last evaluation's metrics: COCO and per-class AP for
-detectors; accuracy, top-5, per-class accuracy and the confusion matrix for classifiers. A
-run whose last checkpoint is at the final step and whose metrics.json is from that
-step is complete: a rerun returns at once.
+detectors; accuracy, top-5, per-class accuracy and the confusion matrix for classifiers.
+Each evaluation also saves ckpt-STEP; the best one by the selected metric is copied
+into model/best/ (what export exports) and recorded in metrics.json's `best`, beside
+`last` and the early-stopping count (trainer/best.py), so a resumed run keeps both.
+Training stops early after --patience evaluations without improvement. A run whose
+last checkpoint is at the final step (or where early stopping ended it) and whose
+metrics.json is from that step is complete: a rerun returns at once.
 """
 import contextlib
 import json
 import os
 import re
+import shutil
 import signal
 import time
 from pathlib import Path
 
 import yaml
 
+from trainer import best as selection
 from trainer import config, console
 from trainer.report import write_report
 from trainer.errors import UserError
@@ -37,8 +43,13 @@ class Terminated(BaseException):
     """SIGTERM arrived; a BaseException so that no `except Exception` on the way swallows it."""
 
 
-def train(result_dir):
+def train(result_dir, select_metric=None, patience=selection.DEFAULT_PATIENCE,
+          min_delta=selection.DEFAULT_MIN_DELTA):
     """Train RESULT_DIR's experiment (params.yaml) to its final step; return the final metrics dict.
+
+    SELECT_METRIC (default AP for detectors, accuracy for classifiers; see trainer/best.py)
+    picks the best evaluation, whose checkpoint export exports; PATIENCE evaluations in a row
+    without an improvement of at least MIN_DELTA stop training early (0: never).
 
     The process-wide mixed-precision policy that training sets is put back on return
     and on exceptions, so what runs next in this process (export) does not inherit it.
@@ -55,20 +66,45 @@ def train(result_dir):
         raise UserError(f"{model_dir} already holds ckpt-{last_step}, beyond the {steps} steps asked: "
                         f"ask for more steps, or train into a new result dir")
     _check_dataset(result_dir, model_dir, last_step)
+    record = json.loads(metrics_path.read_text()) if metrics_path.is_file() and last_step is not None else None
     if last_step == steps and _metrics_step(metrics_path) == steps:
         console.say(f"train: complete: ckpt-{steps} and metrics.json are at the final step; nothing to do")
         return _summary(model_dir, metrics_path)
+    stopped = ((record or {}).get("early_stopping") or {}).get("stopped")
+    if stopped and stopped["step"] == last_step == record.get("step"):
+        console.say(f"train: complete: early stopping ended this run at step {last_step}; nothing to do")
+        return _summary(model_dir, metrics_path)
+    tracker = _tracker(result_dir, record, select_metric, patience, min_delta)
 
     import tf_keras
 
     policy = tf_keras.mixed_precision.global_policy()
     try:
-        return _train(result_dir, model_dir, metrics_path, steps, last_step)
+        return _train(result_dir, model_dir, metrics_path, steps, last_step, tracker)
     finally:
         tf_keras.mixed_precision.set_global_policy(policy)
 
 
-def _train(result_dir, model_dir, metrics_path, steps, last_step):
+def _tracker(result_dir, record, select_metric, patience, min_delta):
+    """The best-evaluation and early-stopping tracker, resumed from RECORD (the previous metrics.json)."""
+    if patience < 0 or min_delta < 0:
+        raise UserError(f"--patience and --min-delta must be 0 or more, not {patience} and {min_delta}")
+    task = config.load_task(result_dir)
+    labels = json.loads((result_dir / "data" / "labels.json").read_text())
+    metric = select_metric or selection.DEFAULT_METRIC[task]
+    selection.check_metric(metric, _metric_names(task, labels), labels)
+    return selection.Tracker.resume(record, metric, patience, min_delta)
+
+
+def _metric_names(task, labels):
+    """The metrics --select-metric may name: {"top": metrics.json's own, "per_class": a class's (NAME/LABEL)}."""
+    if task == "classification":
+        top_k = [f"top_{config.TOP_K}_accuracy"] if len(labels) > config.TOP_K else []
+        return {"top": ["accuracy", *top_k, "validation_loss"], "per_class": ["accuracy"]}
+    return {"top": [*COCO_METRICS, "validation_loss"], "per_class": list(CATEGORY_METRICS)}
+
+
+def _train(result_dir, model_dir, metrics_path, steps, last_step, tracker):
     from official.core import task_factory, train_lib
     from official.modeling import performance
     from official.vision.utils import summary_manager
@@ -82,8 +118,10 @@ def _train(result_dir, model_dir, metrics_path, steps, last_step):
         os.environ["TF_CONFIG"] = json.dumps(config.tf_config_from_env(os.environ))
     performance.set_mixed_precision_policy(params.runtime.mixed_precision_dtype)
     strategy = _distribution_strategy(params, config.load_hardware(result_dir))
+    init = config.load_init_from(result_dir)  # a warm start (trainer/warm_start.py)
     if last_step is None:
         start = f"pretrained {params.task.init_checkpoint}" if params.task.init_checkpoint else "scratch"
+        start = _warm_start_words(init) if init else start
         console.say(f"train: starting from {start}: step 0 of {steps}, {params.runtime.distribution_strategy} "
                     f"strategy over {strategy.num_replicas_in_sync} replica(s)")
     else:
@@ -93,12 +131,15 @@ def _train(result_dir, model_dir, metrics_path, steps, last_step):
 
     labels = json.loads((result_dir / "data" / "labels.json").read_text())
     progress = _Progress(steps, params.task.train_data.global_batch_size, labels, model_dir, metrics_path,
-                         write_metrics=strategy.extended.should_checkpoint, task=config.load_task(result_dir))
+                         write_metrics=strategy.extended.should_checkpoint, task=config.load_task(result_dir),
+                         tracker=tracker)
     runner = None
     with _raise_on_sigterm():
         try:
             with strategy.scope():
                 task = task_factory.get_task(params.task, logging_dir=str(model_dir))
+            if init and not init["same_labels"]:
+                task.initialize = _copying_head(task.initialize, init, labels, params, strategy)
             if evaluation["evaluated"]:
                 mode = "train_and_eval" if (last_step or 0) < steps else "eval"
             else:
@@ -111,9 +152,14 @@ def _train(result_dir, model_dir, metrics_path, steps, last_step):
             progress.start(runner.trainer.global_step)
             progress.confusion = lambda: _confusion_matrix(runner.trainer.model, task, params.task.validation_data,
                                                            len(labels))
+            progress.save = lambda step: runner.checkpoint_manager.save(checkpoint_number=step, check_interval=False)
+            progress.agree = lambda stop: _chief_decides(strategy, stop)
             if last_step is not None:
                 console.say(f"train: restored ckpt-{last_step}: continuing at step {progress.step}")
-            runner.run()
+            if mode == "train_and_eval":
+                _train_and_evaluate(runner, strategy, params.trainer, progress)
+            else:
+                runner.run()
         except Terminated:
             if runner is None:
                 console.say("train: SIGTERM before training started: nothing to save")
@@ -131,6 +177,73 @@ def _train(result_dir, model_dir, metrics_path, steps, last_step):
         step = int(runner.trainer.global_step.numpy())
         _write_json(metrics_path, {"step": step, "evaluated": False, "reason": evaluation["reason"]})
     return _summary(model_dir, metrics_path)
+
+
+def _warm_start_words(init):
+    """How a warm start begins, in a few words."""
+    start = f"{init['run']}'s {init['checkpoint_name']} (a warm start"
+    if init["same_labels"]:
+        return f"{start}: same labels, everything restored)"
+    return (f"{start}: {', '.join(init['modules'])} restored, the head rows of {', '.join(init['kept']) or 'no label'} "
+            f"copied by name; new: {', '.join(init['added']) or 'none'}; removed: {', '.join(init['removed']) or 'none'})")
+
+
+def _copying_head(initialize, init, labels, params, strategy):
+    """TASK.initialize (Model Garden's restore of INIT's modules), then the kept labels' head rows copied."""
+    from trainer import warm_start
+
+    def run(model):
+        initialize(model)
+        warm_start.copy_head(model, init, labels, params, strategy)
+
+    return run
+
+
+def _train_and_evaluate(runner, strategy, settings, progress):
+    """Orbit's Controller.train_and_evaluate (train to each evaluation, evaluate), ending early when an
+    evaluation's action says so (progress.stop); then a checkpoint at the step reached, as Orbit saves."""
+    controller, global_step = runner.controller, runner.trainer.global_step
+    with strategy.scope():
+        step = int(global_step.numpy())
+        while step < settings.train_steps and not progress.stop:
+            controller.train(steps=min(settings.train_steps, step + settings.validation_interval),
+                             checkpoint_at_completion=False)
+            controller.evaluate(steps=settings.validation_steps)
+            step = int(global_step.numpy())
+        runner.checkpoint_manager.save(checkpoint_number=step, check_interval=False)
+
+
+def _chief_decides(strategy, flag):
+    """The chief's FLAG on every replica: a multi-worker job's workers evaluate their own share of the
+    validation split, so their metrics (and so their wish to stop) can differ, and a worker that stops
+    alone would leave the others waiting in their collectives."""
+    if not isinstance(strategy, _multi_worker_strategy()):
+        return flag
+    import tensorflow as tf
+
+    value = 1.0 if flag and strategy.extended.should_checkpoint else 0.0
+    local = strategy.experimental_distribute_values_from_function(lambda context: tf.constant(value))
+    return bool(strategy.reduce(tf.distribute.ReduceOp.MAX, local, axis=None).numpy() > 0)
+
+
+def _multi_worker_strategy():
+    import tensorflow as tf
+
+    return tf.distribute.MultiWorkerMirroredStrategy
+
+
+def _keep_best(model_dir, step):
+    """Copy ckpt-STEP's files into model/best/ (plain file copies: FUSE-safe), then drop the previous best's."""
+    best_dir = model_dir / selection.BEST_FOLDER
+    best_dir.mkdir(parents=True, exist_ok=True)
+    files = list(model_dir.glob(f"ckpt-{step}.*"))
+    for path in files:
+        shutil.copyfile(path, best_dir / path.name)
+    (best_dir / "checkpoint").write_text(f'model_checkpoint_path: "ckpt-{step}"\n'
+                                         f'all_model_checkpoint_paths: "ckpt-{step}"\n')
+    for path in best_dir.glob("ckpt-*"):
+        if path.name not in {kept.name for kept in files}:
+            path.unlink()
 
 
 @contextlib.contextmanager
@@ -227,9 +340,12 @@ def _write_json(path, value):
 
 
 def _summary(model_dir, metrics_path):
-    """Print where the run's outputs are and its final AP; return metrics.json's contents."""
+    """Print where the run's outputs are, its final AP and its best evaluation; return metrics.json's contents."""
     metrics = json.loads(metrics_path.read_text())
-    console.say(f"train: checkpoints: {model_dir}/ckpt-{metrics['step']}")
+    best = metrics.get("best")
+    console.say(f"train: checkpoints: {model_dir}/ckpt-{metrics['step']}" + (
+        f"; best: {model_dir}/{best['checkpoint']} (step {best['step']}: {best['metric']} {_shown(best['value'])}), "
+        f"which export exports" if best else ""))
     if "accuracy" in metrics:
         console.say(f"train: metrics:     {metrics_path} (step {metrics['step']}: accuracy "
                     f"{_shown(metrics['accuracy'])})")
@@ -270,7 +386,7 @@ def _raise_on_sigterm():
 class _Progress:
     """Orbit actions: a progress line after each training loop, metrics.json after each evaluation."""
 
-    def __init__(self, steps, batch_size, labels, model_dir, metrics_path, write_metrics, task):
+    def __init__(self, steps, batch_size, labels, model_dir, metrics_path, write_metrics, task, tracker):
         self.steps = steps
         self.batch_size = batch_size
         self.labels = labels
@@ -279,6 +395,10 @@ class _Progress:
         self.write_metrics = write_metrics
         self.task = task
         self.confusion = None  # for classifiers: () -> the val split's confusion matrix (set once training starts)
+        self.tracker = tracker  # the best evaluation and the early-stopping count (trainer/best.py)
+        self.save = None  # step -> save ckpt-STEP (every replica takes part, as in Orbit's saves)
+        self.agree = None  # flag -> the chief's flag, on every replica
+        self.stop = False  # set by an evaluation: early stopping ends the run
 
     def start(self, global_step):
         """Count from GLOBAL_STEP (the trainer's step variable) from now on."""
@@ -311,11 +431,22 @@ class _Progress:
         else:
             metrics = _final_metrics(output, self.labels, step)
             names = ("AP", "AP50", "AP75", "ARmax100")
+        self.save(step)  # the evaluated weights, kept whatever the checkpoint interval
+        improved = self.tracker.update(metrics, f"{selection.BEST_FOLDER}/ckpt-{step}")
+        self.stop = step < self.steps and self.agree(self.tracker.should_stop())  # the same test on every replica
+        stopping = self.tracker.stop(step) if self.stop else None
         if self.write_metrics:
-            _write_json(self.metrics_path, metrics)
+            if improved:
+                _keep_best(self.model_dir, step)
+            _write_json(self.metrics_path, self.tracker.record(metrics, f"ckpt-{step}"))  # after best/ is complete
             write_report(self.metrics_path.parent, best_effort=True)  # the run report follows each evaluation
         shown = " ".join(f"{name} {_shown(metrics[name])}" for name in names if name in metrics)
-        console.say(f"evaluation: step {metrics['step']}: {shown}")
+        best = self.tracker.best
+        console.say(f"evaluation: step {metrics['step']}: {shown} | "
+                    + ("new best" if improved else f"best {best['metric']} {_shown(best['value'])} at step "
+                                                   f"{best['step']}"))
+        if stopping:
+            console.say(stopping)
         self.restart()  # evaluation time is not training speed
 
 
@@ -452,11 +583,12 @@ def _patch_model_garden_coco_evaluation():
 def add_arguments(parser):
     parser.add_argument("--result-dir", required=True,
                         help="the run folder: reads params.yaml and data/, writes model/ and metrics.json")
+    selection.add_arguments(parser)
 
 
 def main(args):
     try:
-        train(args.result_dir)
+        train(args.result_dir, args.select_metric, args.patience, args.min_delta)
     except Terminated:
         return TERMINATED_EXIT
     return 0

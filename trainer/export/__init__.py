@@ -1,4 +1,4 @@
-"""Stage 5, export: the last checkpoint -> SavedModel, TFLite, TF.js and Core ML, each evaluated in its own runtime.
+"""Stage 5, export: the best evaluation's checkpoint -> SavedModel, TFLite, TF.js and Core ML, each evaluated in its own runtime.
 
 One module per format (saved_model, tflite, tfjs, coreml), each with `write(job)` (the
 files, beside labels.json) and `run(job, path, images)` (detections as its users get
@@ -44,7 +44,7 @@ QUANTIZE = tflite.QUANTIZE
 
 
 def export(result_dir, formats=FORMATS, quantize=(), keep_versions=3, evaluate=True):
-    """Export RESULT_DIR's last checkpoint to FORMATS (+ quantised TFLite) and evaluate them.
+    """Export RESULT_DIR's best checkpoint (or its last, for runs without `best` in metrics.json) to FORMATS (+ quantised TFLite) and evaluate them.
 
     Returns {name: {"path", "bytes"} or {"error"} or {"unsupported"}}. Outputs already
     written (and evaluated) from the same checkpoint are kept.
@@ -117,7 +117,7 @@ def _write_manifest(job, manifest_path, done, results, evaluations):
         entry.pop("evaluation_failed", None)
         if name in evaluations:
             entry["evaluation"] = evaluations[name]
-    manifest_path.write_text(json.dumps({"checkpoint": Path(job.checkpoint).name, "results": entries}, indent=2))
+    manifest_path.write_text(json.dumps({"checkpoint": job.checkpoint_name, "results": entries}, indent=2))
     return entries
 
 
@@ -141,7 +141,7 @@ def _reusable(job, manifest_path):
     if not manifest_path.is_file():
         return {}
     manifest = json.loads(manifest_path.read_text())
-    if manifest.get("checkpoint") != Path(job.checkpoint).name:
+    if manifest.get("checkpoint") != job.checkpoint_name:
         return {}
     return {name: {**r, "path": str(job.result_dir / r["path"])} for name, r in manifest["results"].items()
             if "path" in r and (job.result_dir / r["path"]).exists()}

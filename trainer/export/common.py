@@ -20,7 +20,8 @@ class NotEvaluated(Exception):
 
 @dataclass
 class Job:
-    """One export: RESULT_DIR, its last checkpoint and labels, the params with export settings, the catalogue entry."""
+    """One export: RESULT_DIR, the checkpoint it exports (the best evaluation's, see `checkpoint_to_export`) and
+    its labels, the params with export settings, the catalogue entry."""
     result_dir: Path
     checkpoint: str
     labels: list
@@ -29,6 +30,7 @@ class Job:
     unsupported: dict    # {format: why this model cannot have it}, from the catalogue's `export.unsupported`
     task: str = "detection"  # or "classification", from experiment.json
     keep_versions: int = 3
+    checkpoint_name: str = ""  # CHECKPOINT relative to model/: best/ckpt-N or ckpt-N (export.json's `checkpoint`)
     built: dict = field(default_factory=dict, repr=False)  # the restored network, built once for all formats
 
     @property
@@ -50,9 +52,7 @@ def load_job(result_dir, keep_versions=3):
     from trainer import catalogue
 
     result_dir = Path(result_dir)
-    checkpoint = tf.train.latest_checkpoint(str(result_dir / "model"))
-    if not checkpoint:
-        raise UserError(f"no checkpoint in {result_dir}/model: run `trainer train` first")
+    checkpoint, name = checkpoint_to_export(result_dir, tf.train.latest_checkpoint(str(result_dir / "model")))
     labels_path = result_dir / "data" / "labels.json"
     if not labels_path.is_file():
         raise UserError(f"{labels_path} is missing: run `trainer prepare` first")
@@ -66,7 +66,25 @@ def load_job(result_dir, keep_versions=3):
                         f"has {len(labels)} labels (a {task} model has {'labels + 1' if background else 'labels'})")
     unsupported = (catalogue.load_model(record["model"]).get("export") or {}).get("unsupported") or {}
     return Job(result_dir, checkpoint, labels, params, record["model"], dict(unsupported), task=task,
-               keep_versions=keep_versions)
+               keep_versions=keep_versions, checkpoint_name=name)
+
+
+def checkpoint_to_export(result_dir, latest):
+    """(prefix, name under model/) of the checkpoint to export: metrics.json's `best` (model/best/ckpt-N),
+    else LATEST (the last checkpoint: runs trained before the best was kept, or without evaluation)."""
+    from trainer import console
+
+    metrics_path = result_dir / "metrics.json"
+    best = (json.loads(metrics_path.read_text()) if metrics_path.is_file() else {}).get("best")
+    if best:
+        prefix = result_dir / "model" / best["checkpoint"]
+        if Path(f"{prefix}.index").is_file():
+            return str(prefix), best["checkpoint"]
+        console.say(f"export: WARNING: metrics.json's best checkpoint {prefix} is missing: exporting the last "
+                    f"checkpoint instead", error=True)
+    if not latest:
+        raise UserError(f"no checkpoint in {result_dir}/model: run `trainer train` first")
+    return latest, Path(latest).name
 
 
 def load_params(result_dir):

@@ -178,8 +178,9 @@ def select(records, classes, limit):
     return kept, len(records) - len(kept)
 
 
-def write_bucket(out_dir, fmt, source, labels, records, issues, copy=False, left_out=0):
-    """Write OUT_DIR/_annotations.json (type localization) with RECORDS' images linked (or copied) beside it.
+def write_bucket(out_dir, fmt, source, labels, records, issues, copy=False, left_out=0, kind="localization"):
+    """Write OUT_DIR/_annotations.json (type KIND: localization, or classification, whose records carry their
+    label as one box) with RECORDS' images linked (or copied) beside it.
 
     Also OUT_DIR/import_report.json, and a summary on stderr. Returns the report.
     """
@@ -195,7 +196,7 @@ def write_bucket(out_dir, fmt, source, labels, records, issues, copy=False, left
             issues.skip(item, f"duplicate image {record.key!r}: an earlier entry already has it")
             continue
         entries = [{"x": x, "y": y, "x2": x2, "y2": y2, "label": label} for x, y, x2, y2, label in record.boxes]
-        checked = parse_annotations(json.dumps({"version": "1.0", "annotations": {record.key: entries}}))
+        checked = parse_annotations(json.dumps({"version": "1.0", "type": kind, "annotations": {record.key: entries}}))
         if not checked.images:
             issues.extend({**issue, "item": item} for issue in checked.issues)
             continue
@@ -207,10 +208,11 @@ def write_bucket(out_dir, fmt, source, labels, records, issues, copy=False, left
         issues.extend({**issue, "item": item} for issue in checked.issues)
         seen.add(record.key)
         annotations[record.key] = [
-            {"x": box.x, "y": box.y, "x2": box.x2, "y2": box.y2, "label": box.label} for box in checked.images[0].boxes
+            {"x": box.x, "y": box.y, "x2": box.x2, "y2": box.y2, "label": box.label} if kind == "localization"
+            else {"label": box.label} for box in checked.images[0].boxes
         ]
     used = {entry["label"] for entries in annotations.values() for entry in entries}
-    document = {"version": "1.0", "type": "localization", "labels": [label for label in labels if label in used],
+    document = {"version": "1.0", "type": kind, "labels": [label for label in labels if label in used],
                 "annotations": annotations}
     val = sorted({record.key for record in records if record.split == "val"} & set(annotations))
     report = {

@@ -1,0 +1,126 @@
+"""Warm start (`--init-from RESULT_DIR`): begin from an earlier run's best checkpoint instead of the zoo's.
+
+Config records the earlier run (`source`) and restores through Model Garden's own task
+`initialize`: everything (`all`) when the labels are the same, else the backbone and
+decoder; then train copies each kept label's rows of the classification head to its new
+id, matched by name (`copy_head`), so a label added, removed or renamed costs only its
+own rows. The schedule is shorter and lower (config.WARM_START_*).
+"""
+import json
+from pathlib import Path
+
+from trainer.errors import UserError
+
+GCS_MOUNT = Path("/gcs")  # where Vertex AI (Cloud Storage FUSE) mounts gs://BUCKET/...
+
+
+def run_folder(init_from):
+    """INIT_FROM as a local folder: a gs:// path is read through its FUSE mount, /gcs/BUCKET/..."""
+    text = str(init_from)
+    if text.startswith("gs://"):
+        folder = GCS_MOUNT / text[len("gs://"):]
+        if not folder.is_dir():
+            raise UserError(f"--init-from {text}: {folder} is not there; a gs:// run folder is read through its "
+                            f"Cloud Storage FUSE mount (/gcs/BUCKET/..., as Vertex AI mounts it)")
+        return folder
+    return Path(init_from).absolute()
+
+
+def source(init_from):
+    """What a warm start needs from the earlier run folder INIT_FROM: {"run", "checkpoint" (prefix), "model", "task",
+    "labels"}. Its best evaluation's checkpoint (metrics.json's `best`), else its last."""
+    from trainer.export.common import checkpoint_to_export
+    from trainer.train import _last_checkpoint_step
+
+    folder = run_folder(init_from)
+    needed = [folder / "experiment.json", folder / "data" / "labels.json"]
+    missing = [str(path) for path in needed if not path.is_file()]
+    step = _last_checkpoint_step(folder / "model")
+    if missing or step is None:
+        raise UserError(f"--init-from {init_from} is not a trained run folder (missing: "
+                        f"{', '.join(missing) or folder / 'model' / 'checkpoint'})")
+    record = json.loads(needed[0].read_text())
+    prefix, name = checkpoint_to_export(folder, str(folder / "model" / f"ckpt-{step}"))
+    return {"run": str(folder), "checkpoint": prefix, "checkpoint_name": name, "model": record["model"],
+            "task": record.get("task", "detection"), "labels": json.loads(needed[1].read_text())}
+
+
+def kept_ids(old_labels, new_labels, task):
+    """[(old id, new id)] of the labels both runs have, matched by name; a detector's background (0) too."""
+    first = 1 if task == "detection" else 0
+    old = {name: index for index, name in enumerate(old_labels, start=first)}
+    pairs = [(old[name], index) for index, name in enumerate(new_labels, start=first) if name in old]
+    return [(0, 0), *pairs] if task == "detection" else pairs
+
+
+def copy_head(model, init, new_labels, params, strategy):
+    """Copy the classification head's rows of every label kept from INIT's run (matched by name) into MODEL.
+
+    The earlier run's model is rebuilt from its own params.yaml and restored whole; every
+    head weight of the same shape is copied (box regression, class-net convolutions), and
+    the class outputs (the last axis: anchors x classes for a detector, classes for a
+    classifier) are copied label by label. Labels new to this run keep their fresh rows.
+    """
+    import tensorflow as tf
+    from official.core import task_factory
+
+    from trainer import config
+
+    old_params = config.load_params(init["run"])
+    with strategy.scope():
+        old_model = task_factory.get_task(old_params.task).build_model()
+        for built, settings in ((old_model, old_params), (model, params)):
+            _build_head(built, settings, init["task"])
+    tf.train.Checkpoint(model=old_model).read(init["checkpoint"]).expect_partial()
+    pairs = kept_ids(init["labels"], new_labels, init["task"])
+    old_count, new_count = old_params.task.model.num_classes, params.task.model.num_classes
+    new_layer = _class_layer(model, init["task"])
+    outputs = {id(variable) for variable in new_layer.variables if variable.shape[-1] == _width(new_layer)}
+    for old, new in zip(_head_variables(old_model, init["task"]), _head_variables(model, init["task"]), strict=True):
+        if id(new) in outputs:
+            new.assign(_copy_rows(old.numpy(), new.numpy(), old_count, new_count, pairs))
+        elif old.shape == new.shape:
+            new.assign(old)
+
+
+def _class_layer(model, task):
+    """The layer whose outputs are the classes: a RetinaNet head's classifier conv, a classifier's last Dense."""
+    import tf_keras
+
+    if task == "detection":
+        return model.head._classifier  # pylint: disable=protected-access
+    return [layer for layer in model.layers if isinstance(layer, tf_keras.layers.Dense)][-1]
+
+
+def _width(layer):
+    return getattr(layer, "filters", None) or layer.units
+
+
+def _copy_rows(old, new, old_count, new_count, pairs):
+    """NEW with the class outputs of PAIRS (old id, new id) taken from OLD, per anchor (the last axis is
+    anchor-major: anchor a's class c is a * classes + c)."""
+    anchors = old.shape[-1] // old_count
+    result = new.copy()
+    for anchor in range(anchors):
+        for old_id, new_id in pairs:
+            result[..., anchor * new_count + new_id] = old[..., anchor * old_count + old_id]
+    return result
+
+
+def _build_head(model, params, task):
+    """Create MODEL's head variables (SpineNet RetinaNets build theirs on the first call)."""
+    import tensorflow as tf
+
+    if task != "detection" or model.head.variables:
+        return
+    size = params.task.model.input_size[:2]
+    features = model.backbone(tf.zeros([1, *size, 3]), training=False)
+    model.head(model.decoder(features, training=False) if model.decoder else features, training=False)
+
+
+def _head_variables(model, task):
+    """The head's variables in creation order: a detector's head, a classifier's layers after its backbone."""
+    if task == "detection":
+        return model.head.variables
+    backbone = {id(variable) for variable in model.backbone.variables}
+    return [variable for variable in model.variables if id(variable) not in backbone]
