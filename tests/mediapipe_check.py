@@ -1,0 +1,78 @@
+"""MediaPipe Tasks against LiteRT's interpreter on the same model and images (used by test_export)."""
+from collections import Counter
+
+import numpy as np
+
+from trainer.export import evaluate, mediapipe_tasks, metadata
+from trainer.export.common import SCORE_THRESHOLD, stretch
+from trainer.predict import load_model
+
+TOLERANCE = 1e-4
+
+
+def compare(result_dir, path, task, images=None):
+    """Run every validation image, stretched to the input as apps' frames are, through our interpreter and through
+    MediaPipe (which then resizes nothing); assert they agree. Returns (rows compared, rows in exact score ties).
+
+    Detections: the same number; each row whose score ties no other found in MediaPipe's with
+    its score within TOLERANCE, its class and its pixel box (MediaPipe returns whole pixels:
+    ours converted as its C++ does, float32 truncated). Among rows with exactly tied scores
+    (int8 scores are quantised; a barely trained model scores flat background alike)
+    MediaPipe's own TFLite runtime keeps other boxes, and its deduplication (see
+    tflite._box_order) then loses some of their rows, so for those only the score values are
+    compared. Returns (rows, rows with tied scores). Classifier: every class
+    MediaPipe returns (those from 0.001) with our probability within TOLERANCE, none missing.
+    """
+    images = evaluate.load_split(result_dir, "val", task)[0] if images is None else images
+    ours = load_model(path, threads=2)
+    size = _input_size(path)
+    fed = [stretch(image, size) for image in images]
+    found = mediapipe_tasks.detect(task, path, fed)
+    labels = _labels(result_dir)
+    rows = tied = 0
+    for image, result in zip(fed, found):
+        expected = ours(image)
+        if task == "classification":
+            probs = expected["probs"]
+            got = {mediapipe_tasks._label_id(c, labels): c["score"] for c in result["categories"]}
+            assert set(got) == {i for i, p in enumerate(probs) if p >= SCORE_THRESHOLD}
+            assert all(abs(score - probs[i]) <= TOLERANCE for i, score in got.items()), (got, probs)
+            rows += len(got)
+            continue
+        mine = _rows(expected, image.shape)
+        theirs = [(c["score"], mediapipe_tasks._label_id(c, [metadata.BACKGROUND, *labels]), tuple(d["box"]))
+                  for d in result["detections"] for c in d["categories"]]
+        assert len(theirs) == len(mine), (len(theirs), len(mine))
+        scores = Counter(row[0] for row in mine)
+        for row in mine:
+            if scores[row[0]] == 1:  # unique: the same row from MediaPipe
+                assert any(abs(row[0] - other[0]) <= TOLERANCE and row[1:] == other[1:] for other in theirs), row
+        # Tied scores: the same values, how many rows of each may differ (not checked).
+        assert {score for score, n in scores.items() if n > 1} <= {
+            min(scores, key=lambda s: abs(s - other[0])) for other in theirs}
+        tied += sum(n for n in scores.values() if n > 1)
+        rows += len(mine)
+    return rows, tied
+
+
+def _rows(detections, shape):
+    """(score, label id, (x, y, width, height) in whole pixels as MediaPipe converts a 0..1 box), best first."""
+    height, width = (np.float32(side) for side in shape[:2])
+    rows = []
+    for (ymin, xmin, ymax, xmax), score, label in zip(detections["boxes"].astype(np.float32), detections["scores"],
+                                                      detections["classes"]):
+        box = (int(xmin * width), int(ymin * height), int((xmax - xmin) * width), int((ymax - ymin) * height))
+        rows.append((float(score), int(label), box))
+    return sorted(rows, key=lambda r: (-r[0], r[1], r[2]))
+
+
+def _input_size(path):
+    from ai_edge_litert.interpreter import Interpreter
+
+    return tuple(Interpreter(model_path=str(path)).get_input_details()[0]["shape"][1:3])
+
+
+def _labels(result_dir):
+    import json
+
+    return json.loads((result_dir / "data" / "labels.json").read_text())
