@@ -50,7 +50,7 @@ def add(model, task, labels, input_size, score_threshold):
     entry = schema.MetadataT()
     entry.name = NAME
     entry.buffer = len(tree.buffers) - 1
-    tree.metadata = [m for m in (tree.metadata or []) if m.name != NAME] + [entry]
+    tree.metadata = [m for m in (tree.metadata or []) if _text(m.name) != NAME] + [entry]
     out = io.BytesIO(flatbuffer_utils.convert_object_to_bytearray(tree))
     out.seek(0, io.SEEK_END)
     with zipfile.ZipFile(out, "a", compression=zipfile.ZIP_STORED) as archive:  # offsets from the file's start
@@ -63,11 +63,14 @@ def _order_outputs(tree, names):
     lists them in its own order; the signature, which LiteRT's runner uses, maps names to tensors either way)."""
     if len(tree.subgraphs) != 1 or not tree.signatureDefs:
         raise RuntimeError("a TFLite model for MediaPipe needs one subgraph with a signature")
-    by_name = {m.name.decode() if isinstance(m.name, bytes) else m.name: m.tensorIndex
-               for m in tree.signatureDefs[0].outputs}
+    by_name = {_text(m.name): m.tensorIndex for m in tree.signatureDefs[0].outputs}
     if sorted(by_name) != sorted(names) or sorted(tree.subgraphs[0].outputs) != sorted(by_name.values()):
         raise RuntimeError(f"the TFLite model's outputs are {sorted(by_name)}, not {', '.join(names)}")
     tree.subgraphs[0].outputs = [by_name[name] for name in names]
+
+
+def _text(name):
+    return name.decode() if isinstance(name, bytes) else name
 
 
 def build(task, lines, input_size, score_threshold):
