@@ -184,6 +184,42 @@ def test_per_class_nms_puts_each_boxs_rows_together_best_box_first():
     assert empty["num_detections"].numpy().tolist() == [0] and not empty["detection_scores"].numpy().any()
 
 
+def test_metadata_names_labels_and_outputs_for_mediapipe_on_a_small_converted_model(mediapipe_python, tmp_path):
+    """Without a trained run: a tiny detector with our NMS and a tiny classifier, converted and given metadata,
+    load in MediaPipe, which names each label id from labels.json (line 0 of a detector's file is unused)."""
+    import tensorflow as tf
+
+    from trainer.export import mediapipe_tasks, metadata
+    from trainer.export.tflite import _per_class_nms
+
+    labels = ["cat", "dog", "bird"]
+    boxes = tf.constant([[0.1, 0.1, 0.4, 0.5], [0.5, 0.5, 0.9, 0.8], [0.1, 0.6, 0.3, 0.9]], tf.float32)
+    module = tf.Module()
+
+    @tf.function(input_signature=[tf.TensorSpec([1, 32, 32, 3], tf.uint8)])
+    def detect(image):  # box i scores (i + 1) / 10 for label i, scaled by the image's brightness
+        bright = tf.reduce_mean(tf.cast(image, tf.float32)) / 255
+        return _per_class_nms(tf.eye(3) * tf.constant([[0.1], [0.2], [0.3]]) * bright, boxes, 100, 0.5)
+
+    @tf.function(input_signature=[tf.TensorSpec([1, 32, 32, 3], tf.uint8)])
+    def classify(image):
+        return {"probs": tf.nn.softmax(tf.reduce_mean(tf.cast(image, tf.float32), [1, 2]) / 50)}
+
+    image = np.zeros([32, 32, 3], np.uint8)
+    image[..., 2] = 255  # blue: the classifier's label 2, "bird"
+    for task, function in (("detection", detect), ("classification", classify)):
+        converter = tf.lite.TFLiteConverter.from_concrete_functions([function.get_concrete_function()], module)
+        path = tmp_path / f"{task}.tflite"
+        path.write_bytes(metadata.add(converter.convert(), task, labels, (32, 32), 0.001))
+        found, = mediapipe_tasks.detect(task, path, [image])
+        if task == "detection":  # brightness 1/3: scores 0.1, 0.067, 0.033, best box first
+            assert [(d["categories"][0]["name"], d["box"]) for d in found["detections"]] == [
+                ("bird", [19, 3, 9, 6]), ("dog", [16, 16, 9, 12]), ("cat", [3, 3, 12, 9])]
+            assert [d["categories"][0]["score"] for d in found["detections"]] == pytest.approx([0.1, 0.2 / 3, 0.1 / 3])
+        else:
+            assert [c["name"] for c in found["categories"]][0] == "bird"
+
+
 def test_coreml_pipeline_thresholds_are_optional_with_defaults(exported_run):
     import coremltools as ct
 
