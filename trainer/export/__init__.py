@@ -7,7 +7,8 @@ catalogue entry (`export: unsupported:`) and skipped with that reason; a format 
 fails to convert is recorded (the job reports CONVERSION-FAILED) and the others are
 still written; a SavedModel failure raises. Then every format is run on the whole
 validation split and scored with COCO AP, or a classifier's accuracy (`evaluate`):
-model_export/evaluation.json.
+model_export/evaluation.json; `mediapipe` there is model.tflite run through MediaPipe
+Tasks (`mediapipe_tasks`, DERIVED: it writes nothing of its own).
 Models are built in float32 whatever mixed-precision policy training left set.
 """
 import json

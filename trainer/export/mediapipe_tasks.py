@@ -66,12 +66,15 @@ def detect(task, path, images):
             raw.write_bytes(np.ascontiguousarray(image, np.uint8).tobytes())
             listing.append({"path": str(raw), "shape": list(image.shape)})
         (Path(tmp) / "images.json").write_text(json.dumps(listing))
-        done = subprocess.run([python(), str(RUNNER), task, str(path), str(Path(tmp) / "images.json"),
-                               str(SCORE_THRESHOLD), str(MAX_RESULTS)],
-                              capture_output=True, text=True)
-    if done.returncode:
+        command = [python(), str(RUNNER), task, str(path), str(Path(tmp) / "images.json"), str(SCORE_THRESHOLD),
+                   str(MAX_RESULTS)]
+        try:
+            done = subprocess.run(command, capture_output=True, text=True)
+        except OSError as err:  # e.g. $MEDIAPIPE_PYTHON names no program
+            raise NotEvaluated(f"cannot run {command[0]}: {err}") from err
+    if done.returncode:  # a runtime that refuses the model: the export's other formats still count
         lines = [line for line in done.stderr.splitlines() if line.strip()]
-        raise RuntimeError(f"MediaPipe failed: {lines[-1] if lines else done.returncode}")
+        raise NotEvaluated(f"MediaPipe failed: {lines[-1] if lines else done.returncode}")
     return json.loads(done.stdout)["results"]
 
 
