@@ -11,17 +11,17 @@ TOLERANCE = 1e-4
 
 
 def compare(result_dir, path, task, images=None):
-    """Run every validation image, stretched to the input as apps' frames are, through our interpreter and through
-    MediaPipe (which then resizes nothing); assert they agree. Returns (rows compared, rows in exact score ties).
+    """Run IMAGES (default: the validation split), each stretched to the input as an app's frame is, through our
+    interpreter and through MediaPipe (which then resizes nothing); assert they agree.
 
-    Detections: the same number; each row whose score ties no other found in MediaPipe's with
-    its score within TOLERANCE, its class and its pixel box (MediaPipe returns whole pixels:
-    ours converted as its C++ does, float32 truncated). Among rows with exactly tied scores
-    (int8 scores are quantised; a barely trained model scores flat background alike)
+    Detections: the same number of rows; each row whose score ties no other is in MediaPipe's
+    with its score within TOLERANCE, its label id and its pixel box (MediaPipe returns whole
+    pixels: ours converted as its C++ does, float32 truncated). Among rows with exactly tied
+    scores (int8 scores are quantised; a barely trained model scores flat background alike)
     MediaPipe's own TFLite runtime keeps other boxes, and its deduplication (see
     tflite._box_order) then loses some of their rows, so for those only the score values are
-    compared. Returns (rows, rows with tied scores). Classifier: every class
-    MediaPipe returns (those from 0.001) with our probability within TOLERANCE, none missing.
+    compared. Classifier: every class MediaPipe returns (those from SCORE_THRESHOLD) with our
+    probability within TOLERANCE, none missing. Returns (rows compared, rows with tied scores).
     """
     images = evaluate.load_split(result_dir, "val", task)[0] if images is None else images
     ours = load_model(path, threads=2)
