@@ -134,9 +134,12 @@ def test_float16_policy_still_exports_float32_with_parity_and_quantised_deltas(e
     # Both load in MediaPipe's ObjectDetector (their metadata) and detect as LiteRT does.
     noise = _noise(result_dir)
     assert compare_with_mediapipe(tmp_path, tmp_path / "model_android" / "model_fp16.tflite", "detection", noise) == (
-        100 * len(noise), 0)
-    rows, tied = compare_with_mediapipe(tmp_path, tmp_path / "model_android" / "model_int8.tflite", "detection", noise)
-    assert rows == 100 * len(noise)  # int8 scores are quantised: most rows tie, see mediapipe_check
+        100 * len(noise), 100 * len(noise))
+    # int8 scores are quantised, so many rows tie exactly and MediaPipe keeps other boxes among them (measured:
+    # 47% and 59% of the rows identical on two runs); the rest of each row set is the same size.
+    rows, matched = compare_with_mediapipe(tmp_path, tmp_path / "model_android" / "model_int8.tflite", "detection",
+                                           noise)
+    assert rows == 100 * len(noise) and matched >= 0.3 * rows
 
 
 def _noise(result_dir, count=10):
@@ -157,9 +160,11 @@ def test_mediapipe_object_detector_loads_model_tflite_and_detects_as_litert_does
     result_dir, results = exported_run
     path = result_dir / "model_android" / "model.tflite"
     noise = _noise(result_dir)
-    assert compare_with_mediapipe(result_dir, path, "detection", noise) == (100 * len(noise), 0)
-    rows, _ = compare_with_mediapipe(result_dir, path, "detection")  # the validation images too
-    assert rows > 0
+    assert compare_with_mediapipe(result_dir, path, "detection", noise) == (100 * len(noise), 100 * len(noise))
+    # The validation images too, whose flat backgrounds may score alike (ties: 1697 of 1700 rows matched once).
+    rows, matched = compare_with_mediapipe(result_dir, path, "detection")
+    val_images = json.loads((result_dir / "data" / "report.json").read_text())["splits"]["val"]["images"]
+    assert rows == 100 * val_images and matched >= 0.99 * rows
     # The outputs in TFLite_Detection_PostProcess's order, all float32.
     outputs = Interpreter(model_path=str(path)).get_output_details()
     assert [list(o["shape"]) for o in outputs] == [[1, 100, 4], [1, 100], [1, 100], [1]]
@@ -321,8 +326,8 @@ def test_a_classifiers_int8_tflite_is_calibrated_and_evaluated(trained_classifie
     # Both load in MediaPipe's ImageClassifier (labels, `probs` as its scores) and classify as LiteRT does.
     for name in ("model.tflite", "model_int8.tflite"):
         for images in (None, _noise(result)):  # the validation split, and noise
-            rows, _ = compare_with_mediapipe(result, result / "model_android" / name, "classification", images)
-            assert rows >= len(images or ())
+            rows, matched = compare_with_mediapipe(result, result / "model_android" / name, "classification", images)
+            assert matched == rows >= len(images or ())
 
 
 def test_classifier_accuracy_and_top_5_agree_with_keras_metrics(tmp_path):

@@ -1,4 +1,4 @@
-"""Run model.tflite through MediaPipe Tasks as an app does; executed by a Python that has mediapipe (see mediapipe_tasks).
+"""Run model.tflite through MediaPipe Tasks as an app does, in a Python that has mediapipe (see mediapipe_tasks).
 
     python mediapipe_run.py detection|classification MODEL.tflite IMAGES.json SCORE_THRESHOLD MAX_RESULTS
 
