@@ -13,7 +13,7 @@ RESULT_DIR ?= runs/local
 SPEC ?= configs/jobs/gpu.yaml
 
 .DEFAULT_GOAL := help
-.PHONY: help setup image-env test demo demo-classification sample run report browser package image submit status logs cancel list stage tensorboard benchmark constraints clean
+.PHONY: help setup image-env mediapipe test demo demo-classification sample run report browser package image submit status logs cancel list stage tensorboard benchmark constraints clean
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-20s %s\n", $$1, $$2}'
@@ -37,7 +37,16 @@ $(IMAGE_STAMP): setup.py constraints.txt packaging/install.sh packaging/image-en
 	PYTHON=$(PYTHON) bash packaging/image-env.sh $(IMAGE_VENV)
 	touch $@
 
-test: setup image-env ## run the test suite
+# MediaPipe Tasks cannot share .venv (absl-py 2 against our absl-py 1 pin; see the constraints file).
+MEDIAPIPE_VENV := .venv-mediapipe
+mediapipe: $(MEDIAPIPE_VENV)/.installed ## MediaPipe Tasks in .venv-mediapipe (pinned), for export's `mediapipe` evaluation
+
+$(MEDIAPIPE_VENV)/.installed: packaging/mediapipe-constraints.txt
+	test -x $(MEDIAPIPE_VENV)/bin/python || $(PYTHON) -m venv $(MEDIAPIPE_VENV)
+	$(MEDIAPIPE_VENV)/bin/python -m pip install -q --disable-pip-version-check -c $< mediapipe
+	touch $@
+
+test: setup image-env mediapipe ## run the test suite
 	$(BIN)/python -m pytest tests
 
 sample: setup ## write the synthetic sample bucket to DATA_DIR

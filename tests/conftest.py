@@ -74,7 +74,17 @@ def tfjs_node_modules():
 
 
 @pytest.fixture(scope="session")
-def trained_run(tmp_path_factory, sample_bucket, tfjs_node_modules):
+def mediapipe_python():
+    """.venv-mediapipe's Python with the pinned mediapipe (`make mediapipe`), so export evaluates MediaPipe Tasks."""
+    import subprocess
+
+    if not (REPO / ".venv-mediapipe" / ".installed").is_file():
+        assert subprocess.run(["make", "--no-print-directory", "mediapipe"], cwd=REPO).returncode == 0
+    return REPO / ".venv-mediapipe" / "bin" / "python"
+
+
+@pytest.fixture(scope="session")
+def trained_run(tmp_path_factory, sample_bucket, tfjs_node_modules, mediapipe_python):
     """RESULT_DIR of one `start.sh TRAINED_STEPS` run of the demo model on the sample bucket; treat as read-only.
 
     It holds data/, params.yaml, experiment.json, model/ckpt-TRAINED_STEPS (+ TensorBoard events),
@@ -114,7 +124,7 @@ def exported_run(trained_run):
 
 
 @pytest.fixture(scope="session")
-def trained_classifier_run(tmp_path_factory, tfjs_node_modules):
+def trained_classifier_run(tmp_path_factory, tfjs_node_modules, mediapipe_python):
     """RESULT_DIR of `MODEL=demo start.sh CLASSIFIER_STEPS` on a generated 3-class classification bucket, every
     export included; treat as read-only. The script's output is RESULT_DIR/../start.log."""
     import subprocess

@@ -7,7 +7,8 @@ catalogue entry (`export: unsupported:`) and skipped with that reason; a format 
 fails to convert is recorded (the job reports CONVERSION-FAILED) and the others are
 still written; a SavedModel failure raises. Then every format is run on the whole
 validation split and scored with COCO AP, or a classifier's accuracy (`evaluate`):
-model_export/evaluation.json.
+model_export/evaluation.json; `mediapipe` there is model.tflite run through MediaPipe
+Tasks (`mediapipe_tasks`, DERIVED: it writes nothing of its own).
 Models are built in float32 whatever mixed-precision policy training left set.
 """
 import json
@@ -17,7 +18,7 @@ from pathlib import Path
 
 from trainer import console
 from trainer.errors import UserError
-from trainer.export import coreml, saved_model, tfjs, tflite
+from trainer.export import coreml, mediapipe_tasks, saved_model, tfjs, tflite
 from trainer.export.common import float32_policy, load_job, size_of
 
 CONVERSION_FAILED_EXIT = 3  # a conversion failed, the rest worked: start.sh prints CACLI-CONVERSION-FAILED, exits 0
@@ -38,9 +39,11 @@ class Format:
 
 
 TABLE = {"saved_model": Format(saved_model), "tflite": Format(tflite), "tfjs": Format(tfjs), "coreml": Format(coreml),
-         **{f"tflite_{q}": Format(tflite, q) for q in tflite.QUANTIZE}}
+         **{f"tflite_{q}": Format(tflite, q) for q in tflite.QUANTIZE}, "mediapipe": Format(mediapipe_tasks)}
 FORMATS = ("saved_model", "tflite", "tfjs", "coreml")  # --formats; tflite_fp16 / tflite_int8 come from --quantize
 QUANTIZE = tflite.QUANTIZE
+# Evaluated, not written: model.tflite run through MediaPipe Tasks, whenever tflite is exported.
+DERIVED = {"mediapipe": "tflite"}
 
 
 def export(result_dir, formats=FORMATS, quantize=(), keep_versions=3, evaluate=True):
@@ -55,7 +58,8 @@ def export(result_dir, formats=FORMATS, quantize=(), keep_versions=3, evaluate=T
                         f"quantize: {', '.join(QUANTIZE)}")
     with float32_policy():
         job = load_job(result_dir, keep_versions)
-        wanted = list(dict.fromkeys(["saved_model", *formats, *(f"tflite_{q}" for q in quantize)]))
+        wanted = list(dict.fromkeys(["saved_model", *formats, *(f"tflite_{q}" for q in quantize),
+                                     *(name for name, source in DERIVED.items() if source in formats)]))
         return _export(job, wanted, evaluate)
 
 
@@ -64,7 +68,7 @@ def _export(job, wanted, evaluate):
     done = _reusable(job, manifest_path)
     results = {}
     for name in wanted:
-        reason = job.unsupported.get(name.split("_")[0] if name.startswith("tflite") else name)
+        reason = job.unsupported.get(DERIVED.get(name) or (name.split("_")[0] if name.startswith("tflite") else name))
         if reason:
             results[name] = {"unsupported": reason}
             console.say(f"export: {name}: skipped, not supported by {job.model}: {reason}")

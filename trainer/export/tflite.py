@@ -3,8 +3,10 @@
 uint8 [1, H, W, 3] at the model's square input in; normalised boxes, label ids, scores
 and count out (the SavedModel's per-class NMS, in TFLite builtin ops), or a classifier's
 `probs` [1, classes]. Apps stretch their image to that square (TFLite Task Library,
-MediaPipe), as the model was trained and evaluated.
+MediaPipe), as the model was trained and evaluated. Each file carries TFLite Model Metadata
+(metadata.py: input, outputs, labels), so MediaPipe's ObjectDetector / ImageClassifier load it.
 """
+from trainer.export import metadata
 from trainer.export.common import (SCORE_THRESHOLD, classifier, network, record_images, require_retinanet, stretch,
                                    write_labels)
 
@@ -42,7 +44,7 @@ def write(job, quantize=None):
     out = job.result_dir / FOLDER
     write_labels(out, job.labels)
     path = out / filename(quantize)
-    path.write_bytes(converter.convert())
+    path.write_bytes(metadata.add(converter.convert(), job.task, job.labels, (height, width), SCORE_THRESHOLD))
     return path
 
 
@@ -85,6 +87,8 @@ def _per_class_nms(scores, boxes, max_detections, iou_threshold):
     demo's third class never came out), and its fast NMS keeps one class per box (AP 0.08
     below the SavedModel's), so the graph does its own: NON_MAX_SUPPRESSION_V5 per class.
     Outputs as that op's: boxes [1, K, 4], classes (label ids), scores [1, K], count [1].
+    Rows of one box (kept for several classes) come together, boxes by their best score
+    first (`_box_order`).
     """
     import tensorflow as tf
 
@@ -99,12 +103,34 @@ def _per_class_nms(scores, boxes, max_detections, iou_threshold):
     count = tf.minimum(tf.size(scores), max_detections)
     best, top = tf.math.top_k(scores, k=count)
     pad = [[0, max_detections - count]]
-    return {"detection_boxes": tf.reshape(tf.pad(tf.gather(tf.concat(kept_boxes, 0), top), pad + [[0, 0]]),
-                                          [1, max_detections, 4]),
-            "detection_classes": tf.reshape(tf.pad(tf.gather(tf.concat(kept_classes, 0), top), pad),
+    boxes = tf.reshape(tf.pad(tf.gather(tf.concat(kept_boxes, 0), top), pad + [[0, 0]]), [max_detections, 4])
+    order = _box_order(boxes, tf.range(max_detections) < count)
+    return {"detection_boxes": tf.reshape(tf.gather(boxes, order), [1, max_detections, 4]),
+            "detection_classes": tf.reshape(tf.gather(tf.pad(tf.gather(tf.concat(kept_classes, 0), top), pad), order),
                                             [1, max_detections]),
-            "detection_scores": tf.reshape(tf.pad(best, pad), [1, max_detections]),
+            "detection_scores": tf.reshape(tf.gather(tf.pad(best, pad), order), [1, max_detections]),
             "num_detections": tf.reshape(tf.cast(count, tf.float32), [1])}
+
+
+def _box_order(boxes, valid):
+    """The order of the rows BOXES [K, 4] (sorted by score; VALID [K] rows are detections, the rest padding) that
+    puts rows with the same box next to each other, each box at the place of its best row.
+
+    MediaPipe's ObjectDetector folds rows with the same box into one detection with several
+    categories (DetectionsDeduplicateCalculator), and in MediaPipe 1.2.2 it keeps pointers
+    into a vector it is still growing: a row whose box came several rows earlier had its
+    category dropped or given to another box (measured: 2 of 100 rows on one demo image; an
+    int8 model's quantised boxes repeat more). Rows that follow their box's previous row are
+    merged correctly.
+    """
+    import tensorflow as tf
+
+    size = boxes.shape[0]
+    same = tf.reduce_all(tf.equal(boxes[:, None], boxes[None, :]), axis=-1)
+    same = tf.logical_or(tf.logical_and(same, tf.logical_and(valid[:, None], valid[None, :])),
+                         tf.cast(tf.eye(size), tf.bool))
+    first = tf.cast(tf.argmax(tf.cast(same, tf.float32), axis=1), tf.int32)  # the best row with each row's box
+    return tf.math.top_k(-(first * size + tf.range(size)), k=size).indices
 
 
 def run(job, path, images):

@@ -1,0 +1,102 @@
+"""MediaPipe Tasks: model_android/model.tflite (with its metadata) evaluated through ObjectDetector / ImageClassifier.
+
+Not a file of its own: the `mediapipe` entry of evaluation.json is model.tflite as a
+MediaPipe app runs it (the whole frame as an mp.Image; MediaPipe stretches it to the
+input, reads labels and output meaning from the metadata). mediapipe 1.2.2 requires
+absl-py 2 and opencv-contrib-python, and our TensorFlow Model Optimization pin requires
+absl-py < 2 beside opencv-python-headless, so MediaPipe runs in its own environment
+(`make mediapipe`: .venv-mediapipe, pinned by packaging/mediapipe-constraints.txt), through
+mediapipe_run.py in a child process, as TF.js runs in Node.
+"""
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from trainer.export import metadata, tflite
+from trainer.export.common import SCORE_THRESHOLD, NotEvaluated
+
+RUNNER = Path(__file__).with_name("mediapipe_run.py")
+VENV = Path(__file__).resolve().parents[2] / ".venv-mediapipe"
+MAX_RESULTS = 100  # with SCORE_THRESHOLD: what the models return, so every detection or class comes back
+
+
+def python():
+    """A Python with mediapipe: $MEDIAPIPE_PYTHON, .venv-mediapipe beside the code, or this one; else NotEvaluated."""
+    explicit = os.environ.get("MEDIAPIPE_PYTHON")
+    if explicit:
+        return explicit
+    if (VENV / "bin" / "python").is_file():
+        return str(VENV / "bin" / "python")
+    if importlib.util.find_spec("mediapipe"):
+        return sys.executable
+    raise NotEvaluated(f"MediaPipe not found (`make mediapipe` builds {VENV.name}, or set MEDIAPIPE_PYTHON to a "
+                       "Python with mediapipe==1.2.2)")
+
+
+def write(job):
+    """The file MediaPipe loads: model_android/model.tflite, written (with its metadata) by the tflite format."""
+    path = job.result_dir / tflite.FOLDER / tflite.filename()
+    if not path.is_file():
+        raise RuntimeError(f"{path} was not written")
+    return path
+
+
+def run(job, path, images):
+    """Detections (or probabilities) and seconds per image through MediaPipe Tasks, each whole image given."""
+    results = detect(job.task, path, images)
+    if job.task == "classification":
+        return [{"probs": _probabilities(r["categories"], job.labels)} for r in results], [r["ms"] / 1000
+                                                                                           for r in results]
+    return [_detections(r["detections"], image.shape, job.labels) for r, image in zip(results, images)], [
+        r["ms"] / 1000 for r in results]
+
+
+def detect(task, path, images):
+    """mediapipe_run.py's raw results for IMAGES (RGB uint8 arrays) and the model at PATH."""
+    with tempfile.TemporaryDirectory() as tmp:
+        listing = []
+        for index, image in enumerate(images):
+            raw = Path(tmp) / f"{index}.rgb"
+            raw.write_bytes(np.ascontiguousarray(image, np.uint8).tobytes())
+            listing.append({"path": str(raw), "shape": list(image.shape)})
+        (Path(tmp) / "images.json").write_text(json.dumps(listing))
+        command = [python(), str(RUNNER), task, str(path), str(Path(tmp) / "images.json"), str(SCORE_THRESHOLD),
+                   str(MAX_RESULTS)]
+        try:
+            done = subprocess.run(command, capture_output=True, text=True)
+        except OSError as err:  # e.g. $MEDIAPIPE_PYTHON names no program
+            raise NotEvaluated(f"cannot run {command[0]}: {err}") from err
+    if done.returncode:  # a runtime that refuses the model: the export's other formats still count
+        lines = [line for line in done.stderr.splitlines() if line.strip()]
+        raise NotEvaluated(f"MediaPipe failed: {lines[-1] if lines else done.returncode}")
+    return json.loads(done.stdout)["results"]
+
+
+def _detections(found, shape, labels):
+    """MediaPipe's detections (pixel boxes, each with its categories) as the other formats': one row per box and
+    class in MediaPipe's order, boxes ymin, xmin, ymax, xmax in 0..1, label ids from 1."""
+    height, width = shape[:2]
+    rows = [(category, detection["box"]) for detection in found for category in detection["categories"]]
+    return {"boxes": np.array([[y / height, x / width, (y + h) / height, (x + w) / width]
+                               for _, (x, y, w, h) in rows], np.float32).reshape(-1, 4),
+            "scores": np.array([category["score"] for category, _ in rows], np.float32),
+            "classes": np.array([_label_id(category, [metadata.BACKGROUND, *labels]) for category, _ in rows], int)}
+
+
+def _label_id(category, names):
+    """A category's index, or (as MediaPipe 1.2.2 leaves it unset when labels name it) its name's line."""
+    return category["index"] if category["index"] is not None else names.index(category["name"])
+
+
+def _probabilities(categories, labels):
+    """ImageClassifier's categories (those above the threshold) as a probability vector in label order."""
+    probs = np.zeros(len(labels), np.float32)
+    for category in categories:
+        probs[_label_id(category, labels)] = category["score"]
+    return probs
