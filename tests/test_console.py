@@ -10,6 +10,8 @@ import pytest
 
 from conftest import REPO, TRAINED_STEPS
 
+from trainer.export import DERIVED
+
 MAX_CONSOLE_LINES = 60
 # Third-party output that must stay in the logs: TensorFlow/absl C++ and Python logs, pycocotools,
 # coremltools' progress bars, Python warnings.
@@ -61,9 +63,14 @@ def test_summary_names_metrics_exports_next_commands_and_report(trained_run):
     for label, values in metrics["per_class"].items():
         assert f"    {label:<20} AP {values['AP']:.3f}  AP50 {values['AP50']:.3f}" in block
     manifest = json.loads((trained_run / "model_export" / "export.json").read_text())
+    evaluation = json.loads((trained_run / "model_export" / "evaluation.json").read_text())
     for name, entry in manifest["results"].items():
-        shown = next(line for line in block if line.startswith(f"    {name} "))
+        shown = next(line for line in block if line.startswith(f"    {DERIVED.get(name, name)} "))
         assert f"{entry['bytes'] / 1e6:.1f} MB" in shown and entry["path"] in shown
+        assert f"AP {evaluation[name]['AP']:.3f}" in shown
+    tflite = next(line for line in block if line.startswith("    tflite "))
+    assert tflite.endswith(f"AP {evaluation['tflite']['AP']:.3f} (mediapipe AP {evaluation['mediapipe']['AP']:.3f})")
+    assert not any(line.startswith("    mediapipe ") for line in block)  # model.tflite's line says both
     assert any(line.startswith("    predict:     python -m trainer predict --model ") for line in block)
     assert f"    TensorBoard: tensorboard --logdir {trained_run / 'model'}" in block
     assert any(line.startswith("    submit:      make submit ") for line in block)

@@ -60,20 +60,31 @@ def _value(record, metric):
 
 
 def _exports(result_dir):
+    from trainer.export import DERIVED  # a derived format (MediaPipe) shares its source's file: one line for both
+
     manifest = _json(result_dir / "model_export" / "export.json")
     if not manifest:
         return []
     evaluation = _json(result_dir / "model_export" / "evaluation.json") or {}
+    derived = {source: name for name, source in DERIVED.items()}
     lines = ["  exports:"]
     for name, entry in manifest.get("results", {}).items():
+        if name in DERIVED:
+            continue
         if "path" not in entry:
             lines.append(f"    {name:<12} {'FAILED' if 'error' in entry else 'skipped'}: "
                          f"{entry.get('error') or entry.get('unsupported')}")
             continue
-        scored = evaluation.get(name, {})
-        ap = "".join(f"  {key} {_shown(scored[key])}" for key in ("AP", "accuracy") if key in scored)
-        lines.append(f"    {name:<12} {entry['bytes'] / 1e6:6.1f} MB  {entry['path']}{ap}")
+        other = derived.get(name)
+        also = f" ({other} {_score(evaluation[other])})" if _score(evaluation.get(other) or {}) else ""
+        lines.append(f"    {name:<12} {entry['bytes'] / 1e6:6.1f} MB  {entry['path']}"
+                     f"{_score(evaluation.get(name, {}), '  ')}{also}")
     return lines
+
+
+def _score(scored, lead=""):
+    """`AP 0.123` or `accuracy 0.950` of an evaluation entry, after LEAD; empty when it has neither."""
+    return "".join(f"{lead}{key} {_shown(scored[key])}" for key in ("AP", "accuracy") if key in scored)
 
 
 def _json(path):

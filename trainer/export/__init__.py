@@ -1,4 +1,5 @@
-"""Stage 5, export: the best evaluation's checkpoint -> SavedModel, TFLite, TF.js and Core ML, each evaluated in its own runtime.
+"""Stage 5, export: the best evaluation's checkpoint -> SavedModel, TFLite, TF.js and Core ML, each evaluated in its
+own runtime.
 
 One module per format (saved_model, tflite, tfjs, coreml), each with `write(job)` (the
 files, beside labels.json) and `run(job, path, images)` (detections as its users get
@@ -47,7 +48,8 @@ DERIVED = {"mediapipe": "tflite"}
 
 
 def export(result_dir, formats=FORMATS, quantize=(), keep_versions=3, evaluate=True):
-    """Export RESULT_DIR's best checkpoint (or its last, for runs without `best` in metrics.json) to FORMATS (+ quantised TFLite) and evaluate them.
+    """Export RESULT_DIR's best checkpoint (its last, for runs without `best` in metrics.json) to FORMATS
+    (+ quantised TFLite) and evaluate them.
 
     Returns {name: {"path", "bytes"} or {"error"} or {"unsupported"}}. Outputs already
     written (and evaluated) from the same checkpoint are kept.
@@ -137,7 +139,8 @@ def _step(name, job, results):
         console.say(f"export: {name} FAILED: {results[name]['error']}", error=True)
         return
     results[name] = {"path": str(path), "bytes": size_of(path)}
-    console.say(f"export: {name}: {path} ({results[name]['bytes'] / 1e6:.1f} MB, {time.time() - start:.0f} s)")
+    if name not in DERIVED:  # a derived format's file is its source's, said already
+        console.say(f"export: {name}: {path} ({results[name]['bytes'] / 1e6:.1f} MB, {time.time() - start:.0f} s)")
 
 
 def _reusable(job, manifest_path):
