@@ -150,6 +150,13 @@ def test_hostile_nesting_is_one_line_not_a_traceback_or_a_memory_blowup():
     assert check_same(label.encode()).labels == ["[" * 600 + "]" * 600]
 
 
+def test_white_space_yajl_reads_and_json_refuses_gives_jsons_message():
+    """Found by the fuzz: a vertical tab after the document, or a form feed between tokens."""
+    for raw in (b'{"version":"1.0","type":"localization","labels":[],"annotations":{}}\x0b',
+                b'{"version":"1.0",\x0c"annotations":{}}'):
+        assert check_same(raw).startswith("UserError: _annotations.json is not valid JSON: ")
+
+
 def test_a_large_file_streams_to_the_same_result():
     annotations = {f"img/{index:06d}.jpg": [{"x": 0.1, "y": 0.2, "x2": 0.5 + index % 7 / 20, "y2": 1.2,
                                              "label": ["cat", "dog", "猫"][index % 3]}] * (index % 4)

@@ -265,6 +265,8 @@ class _CheckedReader:
         self.tail = window[-SURROGATE_LOOKAHEAD:]
         if not data:
             return
+        if b"\x0b" in data or b"\x0c" in data:  # yajl reads a vertical tab or form feed as white space, json nowhere
+            raise _Fallback
         if data.count(b"[") + data.count(b"{") > 2**14:  # int16 depths below cannot overflow; json has the rest
             raise _Fallback
         depths = np.cumsum(_bracket_steps()[np.frombuffer(data, np.uint8)], dtype=np.int16)
