@@ -317,3 +317,15 @@ def _upsample_rank5(data, scale, use_keras_layer=False):
     width = shape[2]
     data = tf.tile(tf.reshape(data, [-1, 1, width, 1, channels]), [1, scale, 1, scale, 1])
     return tf.reshape(data, [-1 if batch is None else batch, height * scale, width * scale, channels])
+
+
+def write_raw_images(images, folder):
+    """IMAGES (RGB uint8 arrays) as raw files in FOLDER, listed in FOLDER/images.json ({"path", "shape"} each), as the
+    external runtimes' runners (Node for TF.js, MediaPipe's own Python) read them; returns the listing's path."""
+    listing = []
+    for index, image in enumerate(images):
+        raw = Path(folder) / f"{index}.rgb"
+        raw.write_bytes(np.ascontiguousarray(image, np.uint8).tobytes())
+        listing.append({"path": str(raw), "shape": list(image.shape)})
+    (Path(folder) / "images.json").write_text(json.dumps(listing))
+    return Path(folder) / "images.json"

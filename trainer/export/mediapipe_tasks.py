@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from trainer.export import metadata, tflite
-from trainer.export.common import SCORE_THRESHOLD, NotEvaluated
+from trainer.export.common import SCORE_THRESHOLD, NotEvaluated, write_raw_images
 
 RUNNER = Path(__file__).with_name("mediapipe_run.py")
 VENV = Path(__file__).resolve().parents[2] / ".venv-mediapipe"
@@ -60,13 +60,8 @@ def run(job, path, images):
 def detect(task, path, images):
     """mediapipe_run.py's raw results for IMAGES (RGB uint8 arrays) and the model at PATH."""
     with tempfile.TemporaryDirectory() as tmp:
-        listing = []
-        for index, image in enumerate(images):
-            raw = Path(tmp) / f"{index}.rgb"
-            raw.write_bytes(np.ascontiguousarray(image, np.uint8).tobytes())
-            listing.append({"path": str(raw), "shape": list(image.shape)})
-        (Path(tmp) / "images.json").write_text(json.dumps(listing))
-        command = [python(), str(RUNNER), task, str(path), str(Path(tmp) / "images.json"), str(SCORE_THRESHOLD),
+        listing = write_raw_images(images, tmp)
+        command = [python(), str(RUNNER), task, str(path), str(listing), str(SCORE_THRESHOLD),
                    str(MAX_RESULTS)]
         try:
             done = subprocess.run(command, capture_output=True, text=True)

@@ -157,21 +157,20 @@ def _table(b, fields):
 
 
 def _offsets(b, offsets):
-    b.StartVector(4, len(offsets), 4)
-    for offset in reversed(offsets):
-        b.PrependUOffsetTRelative(offset)
-    return b.EndVector()
+    return _vector(b, offsets, b.PrependUOffsetTRelative)
 
 
 def _floats(b, values):
-    b.StartVector(4, len(values), 4)
-    for value in reversed(values):
-        b.PrependFloat32(value)
-    return b.EndVector()
+    return _vector(b, values, b.PrependFloat32)
 
 
 def _uints(b, values):
+    return _vector(b, values, b.PrependUint32)
+
+
+def _vector(b, values, prepend):
+    """A flatbuffers vector of 4-byte VALUES, each written by PREPEND (built back to front)."""
     b.StartVector(4, len(values), 4)
     for value in reversed(values):
-        b.PrependUint32(value)
+        prepend(value)
     return b.EndVector()

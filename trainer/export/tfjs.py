@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from trainer.export.common import NotEvaluated, write_labels
+from trainer.export.common import NotEvaluated, write_labels, write_raw_images
 
 FOLDER = "model_web"
 RUNNER = Path(__file__).with_name("tfjs_detect.js")
@@ -86,13 +86,8 @@ def run(job, path, images):
     browser app feeds it."""
     node, modules = node_runtime()
     with tempfile.TemporaryDirectory() as tmp:
-        listing = []
-        for index, image in enumerate(images):
-            raw = Path(tmp) / f"{index}.rgb"
-            raw.write_bytes(np.ascontiguousarray(image, np.uint8).tobytes())
-            listing.append({"path": str(raw), "shape": list(image.shape)})
-        (Path(tmp) / "images.json").write_text(json.dumps(listing))
-        done = subprocess.run([node, str(RUNNER), str(path), str(Path(tmp) / "images.json")], capture_output=True,
+        listing = write_raw_images(images, tmp)
+        done = subprocess.run([node, str(RUNNER), str(path), str(listing)], capture_output=True,
                               text=True, env={**os.environ, "NODE_PATH": str(modules)})
     if done.returncode:  # the error's own line, not Node's source excerpt or the stack
         lines = done.stderr.strip().splitlines() or ["no output"]
