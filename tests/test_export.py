@@ -17,6 +17,10 @@ PARITY = 0.01  # fp32 TFLite and TF.js fed as apps feed them: AP within this of 
 # threshold, so on a barely trained model whose boxes score for several classes it loses more:
 # measured -0.037 and -0.064 on two runs of the shared 60-step model (training is not bit-reproducible).
 COREML_PARITY = 0.08
+# MediaPipe resizes the image itself (not with the SavedModel's resize) and returns boxes in whole
+# pixels, which costs AP at the high IoU thresholds on the demo's small images: measured -0.002 on
+# kangaroo, 0.0109 on one CI run of the shared 60-step model.
+MEDIAPIPE_PARITY = 0.02
 EVALUATED = (*FORMATS, "mediapipe")  # mediapipe: model.tflite through MediaPipe Tasks
 
 
@@ -51,7 +55,8 @@ def test_evaluation_json_scores_every_format_on_the_validation_split(exported_ru
     for name in ("tflite", "tfjs", "coreml", "mediapipe"):
         assert evaluation[name]["delta_AP"] == pytest.approx(evaluation[name]["AP"] - evaluation["saved_model"]["AP"],
                                                              abs=2e-4)
-        assert abs(evaluation[name]["delta_AP"]) <= (COREML_PARITY if name == "coreml" else PARITY), (name, evaluation)
+        bound = {"coreml": COREML_PARITY, "mediapipe": MEDIAPIPE_PARITY}.get(name, PARITY)
+        assert abs(evaluation[name]["delta_AP"]) <= bound, (name, evaluation)
 
 
 def test_evaluation_files_are_coco_and_rescore_to_the_same_ap(exported_run):
