@@ -18,7 +18,7 @@ DEFAULT_METRIC = {"detection": "AP", "classification": "accuracy"}
 # Evaluations without an improvement of at least DEFAULT_MIN_DELTA before training stops.
 # A run evaluates 4 times (config.EVALUATIONS_PER_RUN), so 2 stops only a run whose
 # evaluations at 50 % and 75 % of its steps are no better than the one at 25 %; the demo
-# curve (README) improved at every evaluation by far more than the delta.
+# curve (docs/stages.md, "train") improved at every evaluation by far more than the delta.
 DEFAULT_PATIENCE = 2
 DEFAULT_MIN_DELTA = 0.001
 BEST_FOLDER = "best"  # under model/: the best evaluation's checkpoint files
