@@ -75,7 +75,7 @@ def check_bucket(client, bucket_name, prefix, model=None, strict=False):
                                 f"empty files (0 bytes) and will be skipped{_examples(empties)}",
                                 empty=len(empties), annotated=len(keys), examples=empties[:SHOWN_NAMES]))
     task = annotation_set.task
-    input_size = catalogue.input_side(catalogue.load_model(catalogue.resolve_model(model, task)))
+    input_size = catalogue.load_model(catalogue.resolve_model(model, task)).input_side
     warnings += splitter.warnings() + dataset_warnings(items, labels, input_size, splitter.val_fraction, task)
     for found in warnings:
         print(f"warning: {found['message']}", file=sys.stderr)

@@ -371,23 +371,29 @@ def models_dir(tmp_path, monkeypatch):
     return tmp_path / "models"
 
 
+def entry_with(checkpoint):
+    """The demo model's catalogue entry with CHECKPOINT (YAML text) as its `checkpoint:`."""
+    return (REPO / "configs" / "models" / "demo.yaml").read_text().replace("checkpoint: null\n", checkpoint)
+
+
 def test_cli_model_takes_url_and_checks_from_the_catalogue(server, archive_bytes, models_dir, cache, capsys):
-    (models_dir / "tiny.yaml").write_text(
+    (models_dir / "tiny.yaml").write_text(entry_with(
         f"checkpoint:\n  url: {server.url('/zoo/ckpt.tar.gz')}\n"
-        f"  sha256: {hashlib.sha256(archive_bytes).hexdigest()}\n  size: {len(archive_bytes)}\n  modules: all\n"
-    )
+        f"  sha256: {hashlib.sha256(archive_bytes).hexdigest()}\n  size: {len(archive_bytes)}\n  modules: [all]\n"
+    ))
     assert cli_main(["checkpoint", "--model", "tiny", "--cache-dir", str(cache)]) == 0
     assert Path(capsys.readouterr().out.splitlines()[-1]).name == "ckpt-2"
 
-    (models_dir / "corrupt.yaml").write_text(  # the same URL, but a hash the cached entry was not checked against
+    # the same URL, but a hash the cached entry was not checked against
+    (models_dir / "corrupt.yaml").write_text(entry_with(
         f"checkpoint:\n  url: {server.url('/zoo/ckpt.tar.gz')}\n  sha256: {'f' * 64}\n  size: null\n"
-    )
+    ))
     assert cli_main(["checkpoint", "--model", "corrupt", "--cache-dir", str(cache)]) == 1
     assert "failed verification: sha256 is" in capsys.readouterr().err
 
 
 def test_cli_model_without_checkpoint_prints_an_empty_line(models_dir, cache, capsys):
-    (models_dir / "scratch.yaml").write_text("checkpoint: null\n")
+    (models_dir / "scratch.yaml").write_text(entry_with("checkpoint: null\n"))
     assert cli_main(["checkpoint", "--model", "scratch", "--cache-dir", str(cache)]) == 0
     output = capsys.readouterr()
     assert output.out == "\n"

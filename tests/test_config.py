@@ -17,8 +17,8 @@ from trainer.__main__ import main as cli
 from trainer.errors import UserError
 
 ALL_MODELS = sorted(path.stem for path in catalogue.MODELS_DIR.glob("*.yaml"))
-MODELS = [name for name in ALL_MODELS if catalogue.task_of(catalogue.load_model(name)) == "detection"]
-CLASSIFIERS = [name for name in ALL_MODELS if catalogue.task_of(catalogue.load_model(name)) == "classification"]
+MODELS = [name for name in ALL_MODELS if catalogue.load_model(name).task == "detection"]
+CLASSIFIERS = [name for name in ALL_MODELS if catalogue.load_model(name).task == "classification"]
 CLUSTER_SPEC = {  # as Vertex AI sets it for a chief and two workers
     "cluster": {"workerpool0": ["cmle-training-workerpool0-0:2222"],
                 "workerpool1": ["cmle-training-workerpool1-0:2222", "cmle-training-workerpool1-1:2222"]},
@@ -87,7 +87,7 @@ def test_every_model_loads_through_exp_factory_for_every_hardware(model, hardwar
     result_dir = run_dir(tmp_path, prepared)
     entry = catalogue.load_model(model)
     report = prepared[1]
-    checkpoint = str(tmp_path / "zoo" / "ckpt-1") if entry["checkpoint"] else ""
+    checkpoint = str(tmp_path / "zoo" / "ckpt-1") if entry.checkpoint else ""
     if checkpoint:  # the checkpoint stage's output; config reads it only to share it with other workers
         (tmp_path / "zoo").mkdir()
         Path(checkpoint + ".index").write_bytes(b"index")
@@ -96,7 +96,7 @@ def test_every_model_loads_through_exp_factory_for_every_hardware(model, hardwar
     params = config.load_params(result_dir)  # exp_factory config + params.yaml, strict, validated
 
     assert path == result_dir / "params.yaml"
-    assert json.loads((result_dir / "experiment.json").read_text())["experiment"] == entry["experiment"]
+    assert json.loads((result_dir / "experiment.json").read_text())["experiment"] == entry.experiment
     assert params.runtime.distribution_strategy == strategy
     assert params.runtime.num_gpus == num_gpus
     assert params.runtime.mixed_precision_dtype == dtype
@@ -112,20 +112,20 @@ def test_every_model_loads_through_exp_factory_for_every_hardware(model, hardwar
         assert task.init_checkpoint == str(shared) and Path(f"{shared}.index").read_bytes() == b"index"
     else:
         assert task.init_checkpoint == checkpoint
-    if entry["checkpoint"]:
-        assert list(task.init_checkpoint_modules) == entry["checkpoint"]["modules"]
+    if entry.checkpoint:
+        assert list(task.init_checkpoint_modules) == list(entry.checkpoint.modules)
     assert task.train_data.parser.max_num_instances >= max(100, report["max_boxes_per_image"])
-    assert task.model.input_size == entry["overrides"]["task"]["model"]["input_size"]
+    assert task.model.input_size == entry.overrides["task"]["model"]["input_size"]
 
-    reference = entry["hardware"][hardware.kind]
-    batch = reference["batch_size"] * (1 if hardware.kind == "tpu" else max(num_gpus, 1) * workers)
+    reference = entry.hardware.of(hardware.kind)
+    batch = reference.batch_size * (1 if hardware.kind == "tpu" else max(num_gpus, 1) * workers)
     assert task.train_data.global_batch_size == batch
     schedule = params.trainer.optimizer_config
     assert schedule.learning_rate.cosine.initial_learning_rate == pytest.approx(
-        reference["learning_rate"] * batch / reference["batch_size"])
+        reference.learning_rate * batch / reference.batch_size)
     steps = params.trainer.train_steps
     assert steps == max(config.MIN_DEFAULT_STEPS,
-                        math.ceil(entry.get("epochs", config.DEFAULT_EPOCHS) * report["splits"]["train"]["images"]
+                        math.ceil(entry.epochs * report["splits"]["train"]["images"]
                                   / batch))
     assert 1 <= schedule.warmup.linear.warmup_steps <= max(1, steps // 10)
     val_images = report["splits"]["val"]["images"]
@@ -144,11 +144,11 @@ def test_steps_and_batch_size_flags_scale_the_learning_rate(prepared, tmp_path):
     result_dir = run_dir(tmp_path, prepared)
     config.write_params(result_dir, "demo", steps=37, batch_size=16, hardware=config.Hardware("cpu"))
     params = config.load_params(result_dir)
-    reference = catalogue.load_model("demo")["hardware"]["cpu"]
+    reference = catalogue.load_model("demo").hardware.cpu
     assert params.trainer.train_steps == 37
     assert params.task.train_data.global_batch_size == 16
     assert params.trainer.optimizer_config.learning_rate.cosine.initial_learning_rate == pytest.approx(
-        reference["learning_rate"] * 16 / reference["batch_size"])
+        reference.learning_rate * 16 / reference.batch_size)
     assert json.loads((result_dir / "experiment.json").read_text())["steps_reason"] == "as asked"
     with pytest.raises(UserError, match="does not split evenly over 2 devices"):
         config.write_params(result_dir, "demo", batch_size=5, hardware=config.Hardware("gpu", num_gpus=2))
@@ -213,12 +213,13 @@ def test_catalogue_entries_are_complete():
     assert CLASSIFIERS == ["demo_classification", "mobilenet_v2", "resnet50"]
     for model in ALL_MODELS:
         entry = catalogue.load_model(model)
-        assert entry["description"] and "\n" not in entry["description"]
-        assert set(entry["hardware"]) == {"cpu", "gpu", "tpu"}
-        if entry["checkpoint"] is not None:
-            assert set(entry["checkpoint"]) == {"url", "sha256", "size", "modules"}
-        assert yaml.safe_dump(entry["overrides"])
-    assert config.DEFAULT_MODEL in MODELS and catalogue.load_model("demo")["checkpoint"] is None
+        assert entry.description and "\n" not in entry.description
+        assert None not in (entry.hardware.cpu, entry.hardware.gpu, entry.hardware.tpu)
+        if entry.checkpoint is not None:
+            assert entry.checkpoint.url and entry.checkpoint.modules
+        assert yaml.safe_dump(entry.overrides)
+    assert sorted(MODELS + CLASSIFIERS) == ALL_MODELS  # so the tests above build every shipped entry
+    assert config.DEFAULT_MODEL in MODELS and catalogue.load_model("demo").checkpoint is None
     assert catalogue.DEFAULT_MODELS == {"detection": config.DEFAULT_MODEL, "classification": "mobilenet_v2"}
 
 
@@ -242,7 +243,7 @@ def test_every_classifier_is_a_model_garden_image_classification_experiment(mode
     (env, gpus), strategy, _, _, dtype = HARDWARE[hardware_name]
     result_dir = run_dir(tmp_path, prepared_classes)
     entry = catalogue.load_model(model)
-    checkpoint = str(tmp_path / "zoo" / "ckpt-1") if entry["checkpoint"] else ""
+    checkpoint = str(tmp_path / "zoo" / "ckpt-1") if entry.checkpoint else ""
     if checkpoint:
         (tmp_path / "zoo").mkdir()
         Path(checkpoint + ".index").write_bytes(b"index")
@@ -250,11 +251,11 @@ def test_every_classifier_is_a_model_garden_image_classification_experiment(mode
     params = config.load_params(result_dir)
     record = json.loads((result_dir / "experiment.json").read_text())
 
-    assert (record["model"], record["task"], record["experiment"]) == (model, "classification", entry["experiment"])
+    assert (record["model"], record["task"], record["experiment"]) == (model, "classification", entry.experiment)
     assert type(params.task).__name__ == "ImageClassificationTask"
     assert (params.runtime.distribution_strategy, params.runtime.mixed_precision_dtype) == (strategy, dtype)
     assert params.task.model.num_classes == 3  # no background class
-    assert params.task.model.input_size == entry["overrides"]["task"]["model"]["input_size"]
+    assert params.task.model.input_size == entry.overrides["task"]["model"]["input_size"]
     assert params.task.train_data.aug_crop and not params.task.validation_data.aug_crop  # evaluation stretches
     assert params.task.evaluation.top_k == 3
     if checkpoint:

@@ -211,7 +211,7 @@ def test_the_python_package_spec_runs_start_sh_with_the_sdists_trainer(dist, tmp
                        .replace("/tmp/sdist", str(tmp_path / "sdist"))
     probe = tmp_path / "probe-python"  # what start.sh runs as $PYTHON: where `trainer` and the catalogue come from
     probe.write_text(f'#!/bin/sh\necho "$@"\nexec {sys.executable} -c "import trainer, trainer.catalogue as c; '
-                     f'print(trainer.__file__); print(c.load_model(\'demo\')[\'experiment\'])"\n')
+                     f'print(trainer.__file__); print(c.load_model(\'demo\').experiment)"\n')
     probe.chmod(0o755)
     [sdist] = dist.glob("*.tar.gz")
     env = {**os.environ, "PACKAGE": str(sdist), "PYTHON": str(probe), "DATA_DIR": "/gcs/b/data",

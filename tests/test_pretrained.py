@@ -12,11 +12,11 @@ import pytest
 from trainer import catalogue, config
 
 CHECKPOINTED = sorted(path.stem for path in catalogue.MODELS_DIR.glob("*.yaml")
-                      if catalogue.load_model(path.stem)["checkpoint"]
-                      and catalogue.task_of(catalogue.load_model(path.stem)) == "detection")
+                      if catalogue.load_model(path.stem).checkpoint
+                      and catalogue.load_model(path.stem).task == "detection")
 CLASSIFIERS_CHECKPOINTED = sorted(path.stem for path in catalogue.MODELS_DIR.glob("*.yaml")
-                                  if catalogue.load_model(path.stem)["checkpoint"]
-                                  and catalogue.task_of(catalogue.load_model(path.stem)) == "classification")
+                                  if catalogue.load_model(path.stem).checkpoint
+                                  and catalogue.load_model(path.stem).task == "classification")
 COCO_CLASSES = 91
 IMAGENET_CLASSES = 1001  # Model Garden's ImageNet classifiers count a background class
 
@@ -86,9 +86,9 @@ def test_a_classifier_restores_the_imagenet_backbone_and_starts_its_head_fresh(m
 
 @pytest.mark.parametrize("model", CHECKPOINTED)
 def test_the_catalogue_modules_are_restored_and_the_head_starts_fresh(model, prepared_data, tmp_path, monkeypatch):
-    modules = catalogue.load_model(model)["checkpoint"]["modules"]
+    modules = catalogue.load_model(model).checkpoint.modules
     restored, zoo_model, params = restored_from_zoo(model, prepared_data, COCO_CLASSES, tmp_path, monkeypatch)
-    assert list(params.task.init_checkpoint_modules) == modules
+    assert list(params.task.init_checkpoint_modules) == list(modules)
 
     for module in modules:
         pairs = list(zip(getattr(restored, module).variables, getattr(zoo_model, module).variables, strict=True))

@@ -292,10 +292,10 @@ def main(args):
     if args.url:
         print(fetch_checkpoint(args.url, args.cache_dir))
         return 0
-    checkpoint = catalogue.load_model(args.model).get("checkpoint")
+    checkpoint = catalogue.load_model(args.model).checkpoint
     if checkpoint is None:
         print(f"model {args.model!r} has no pretrained checkpoint: it trains from scratch", file=sys.stderr)
         print()
         return 0
-    print(fetch_checkpoint(checkpoint["url"], args.cache_dir, checkpoint.get("sha256"), checkpoint.get("size")))
+    print(fetch_checkpoint(checkpoint.url, args.cache_dir, checkpoint.sha256, checkpoint.size))
     return 0

@@ -27,10 +27,6 @@ from trainer.errors import UserError
 # mobile SpineNet-49 RetinaNet, 2.3 M parameters, 1 GFLOP at 384 px, TFLite-friendly
 # ops and a COCO checkpoint, so it fine-tunes well and runs on phones and in browsers.
 DEFAULT_MODEL = catalogue.DEFAULT_MODELS["detection"]
-# cacli's rule of thumb was about 20 steps per image at batch size 1, i.e. 20 passes
-# over the data; in passes it holds at any batch size. Catalogue entries may set
-# `epochs` (models trained from scratch need more).
-DEFAULT_EPOCHS = 20
 MIN_DEFAULT_STEPS = 100
 # Linear warmup over this many images (as Model Garden's COCO recipes: 500 steps of
 # 256 would be far too long for small datasets), capped at a tenth of the run.
@@ -220,8 +216,8 @@ def write_params(result_dir, model=None, steps=None, batch_size=None,
     if checkpoint["path"] and hardware.num_workers > 1:
         checkpoint["path"] = _share_checkpoint(checkpoint["path"], result_dir / "pretrained")
 
-    params = exp_factory.get_exp_config(entry["experiment"])
-    params.override(entry.get("overrides") or {}, is_strict=True)
+    params = exp_factory.get_exp_config(entry.experiment)
+    params.override(entry.overrides, is_strict=True)
     if warm and dataset["task"] == "detection" and params.task.model.decoder.type == "identity":
         warm["checkpoint"]["modules"] = warm["record"]["modules"] = [m for m in checkpoint["modules"] if m != "decoder"]
     params.override(_run_overrides(dataset, hardware, plan, checkpoint), is_strict=True)
@@ -236,13 +232,13 @@ def write_params(result_dir, model=None, steps=None, batch_size=None,
     previous = path.read_text() if path.is_file() else None
     hyperparams.save_params_dict_to_yaml(params, str(path))
     evaluation = _evaluation_plan(dataset["val_images"], hardware, result_dir / "data")
-    record = {"model": model, "asked_model": asked, "task": dataset["task"], "experiment": entry["experiment"],
+    record = {"model": model, "asked_model": asked, "task": dataset["task"], "experiment": entry.experiment,
               "hardware": asdict(hardware), **plan,
               "init_checkpoint": checkpoint["path"], "evaluation": evaluation,
               **({"init_from": warm["record"]} if warm else {})}
     (result_dir / "experiment.json").write_text(json.dumps(record, indent=2) + "\n")
     state = "unchanged" if path.read_text() == previous else "written"
-    console.say(f"config: {path} {state}: {model} ({entry['experiment']}), {dataset['labels']} labels, "
+    console.say(f"config: {path} {state}: {model} ({entry.experiment}), {dataset['labels']} labels, "
                 f"{hardware.describe()}, batch {plan['batch_size']}, learning rate {plan['learning_rate']:g}")
     console.say(f"config: {plan['steps']} steps: {plan['steps_reason']}")
     if not evaluation["evaluated"]:
@@ -362,20 +358,19 @@ def _plan(entry, dataset, hardware, steps, batch_size, warm_start=False):
     """Batch size, learning rate (linear scaling rule), steps and the intervals derived from them.
 
     A warm start trains WARM_START_STEPS_FACTOR of the default steps at WARM_START_LR_FACTOR of the rate."""
-    try:
-        reference = entry["hardware"][hardware.kind]
-    except KeyError:
-        raise UserError(f"configs/models/{entry['name']}.yaml has no hardware.{hardware.kind} settings") from None
-    reference_batch = reference["batch_size"] * hardware.replicas
+    reference = entry.hardware.of(hardware.kind)
+    if reference is None:
+        raise UserError(f"configs/models/{entry.name}.yaml has no hardware.{hardware.kind} settings")
+    reference_batch = reference.batch_size * hardware.replicas
     batch_size = batch_size or reference_batch
     if batch_size % hardware.replicas:
         raise UserError(f"batch size {batch_size} does not split evenly over {hardware.replicas} devices")
-    learning_rate = reference["learning_rate"] * batch_size / reference["batch_size"]
+    learning_rate = reference.learning_rate * batch_size / reference.batch_size
     learning_rate *= WARM_START_LR_FACTOR if warm_start else 1
     if steps:
         steps_reason = "as asked"
     else:
-        epochs = entry.get("epochs", DEFAULT_EPOCHS) * (WARM_START_STEPS_FACTOR if warm_start else 1)
+        epochs = entry.epochs * (WARM_START_STEPS_FACTOR if warm_start else 1)
         steps = max(MIN_DEFAULT_STEPS, math.ceil(epochs * dataset["train_images"] / batch_size))
         steps_reason = (f"default: {epochs:g} passes over {dataset['train_images']} training images at batch "
                         f"{batch_size} (at least {MIN_DEFAULT_STEPS}"
@@ -400,15 +395,15 @@ def _round_up(value, multiple):
 
 def _checkpoint(entry, checkpoint_url, init_checkpoint):
     """The prefix to restore ('' for none) and the modules to restore from it."""
-    zoo = entry.get("checkpoint") or {}
-    modules = zoo.get("modules", ["backbone", "decoder"])
+    zoo = entry.checkpoint
+    modules = list(zoo.modules if zoo else catalogue.DEFAULT_MODULES)
     if init_checkpoint is None and (checkpoint_url or zoo):
         from trainer.checkpoint import fetch_checkpoint
 
         if checkpoint_url:
             init_checkpoint = fetch_checkpoint(checkpoint_url)
         else:
-            init_checkpoint = fetch_checkpoint(zoo["url"], sha256=zoo.get("sha256"), size=zoo.get("size"))
+            init_checkpoint = fetch_checkpoint(zoo.url, sha256=zoo.sha256, size=zoo.size)
     return {"path": str(init_checkpoint or ""), "modules": modules}
 
 
@@ -535,7 +530,7 @@ def _evaluation(val_images, batch_size, hardware):
 
 def add_arguments(parser):
     models = catalogue.MODELS_DIR.glob("*.yaml")
-    listing = "; ".join(f"{p.stem}: {catalogue.load_model(p.stem)['description']}" for p in sorted(models))
+    listing = "; ".join(f"{p.stem}: {catalogue.load_model(p.stem).description}" for p in sorted(models))
     parser.add_argument("--model", default=None, metavar="NAME",
                         help=f"catalogue model (default by the dataset's task: {catalogue.defaults_help()}; "
                              f"demo: the demo model of that task). {listing}")

@@ -62,7 +62,7 @@ def prepare(data_dir, result_dir, val_fraction=DEFAULT_VAL_FRACTION, seed=DEFAUL
         raise UserError(f"no {ANNOTATIONS_FILE} in {data_dir}")
     annotation_set, annotations_digest = read_annotations(annotations_path)
     options["model"] = catalogue.resolve_model(model, annotation_set.task)
-    input_size = catalogue.input_side(catalogue.load_model(options["model"]))
+    input_size = catalogue.load_model(options["model"]).input_side
     file_sizes, fingerprint = _fingerprint(annotations_digest, data_dir, annotation_set, options)
     output_dir = result_dir / OUTPUT_DIR
     report = complete_report(output_dir, fingerprint)

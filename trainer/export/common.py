@@ -64,7 +64,7 @@ def load_job(result_dir, keep_versions=3):
     if params.task.model.num_classes != len(labels) + background:
         raise UserError(f"params.yaml has num_classes {params.task.model.num_classes} but data/labels.json "
                         f"has {len(labels)} labels (a {task} model has {'labels + 1' if background else 'labels'})")
-    unsupported = (catalogue.load_model(record["model"]).get("export") or {}).get("unsupported") or {}
+    unsupported = catalogue.load_model(record["model"]).export.unsupported
     return Job(result_dir, checkpoint, labels, params, record["model"], dict(unsupported), task=task,
                keep_versions=keep_versions, checkpoint_name=name)
 

@@ -1,0 +1,125 @@
+"""The catalogue: entries load as typed values, and a bad key is refused in one line naming file and key."""
+import pytest
+import yaml
+
+from trainer import catalogue
+from trainer.__main__ import main as cli
+from trainer.errors import UserError
+
+SHIPPED = sorted(path.stem for path in catalogue.MODELS_DIR.glob("*.yaml"))
+KNOWN_KEYS = "known keys: description, experiment, checkpoint, hardware, overrides, task, epochs, export"
+DEMO = yaml.safe_load((catalogue.MODELS_DIR / "demo.yaml").read_text())
+
+
+@pytest.fixture
+def write_entry(tmp_path, monkeypatch):
+    """write_entry(CHANGE): the path of models/broken.yaml, demo.yaml's entry after CHANGE(entry) edits it."""
+    monkeypatch.setattr(catalogue, "MODELS_DIR", tmp_path / "models")
+    (tmp_path / "models").mkdir()
+
+    def write(change):
+        entry = yaml.safe_load(yaml.safe_dump(DEMO))  # a deep copy
+        change(entry)
+        path = tmp_path / "models" / "broken.yaml"
+        path.write_text(yaml.safe_dump(entry))
+        return path
+    return write
+
+
+def refusal(path):
+    """The one-line refusal of models/broken.yaml, less the PATH that begins it."""
+    with pytest.raises(UserError) as refused:
+        catalogue.load_model("broken")
+    message = str(refused.value)
+    assert message.startswith(f"{path}: ") and "\n" not in message
+    return message[len(f"{path}: "):]
+
+
+def test_an_entry_loads_as_typed_values():
+    demo = catalogue.load_model("demo")
+    assert (demo.name, demo.task, demo.experiment, demo.epochs, demo.checkpoint) == (
+        "demo", "detection", "retinanet_mobile_coco", 40, None)
+    assert demo.hardware.of("cpu") == catalogue.HardwareReference(batch_size=8, learning_rate=0.08)
+    assert (demo.input_side, demo.export.unsupported) == (128, {})
+    assert demo.overrides == DEMO["overrides"]  # Model Garden's own schema: a dict, validated by Model Garden
+    faster = catalogue.load_model("fasterrcnn_resnet50_fpn")
+    assert faster.checkpoint == catalogue.Checkpoint(
+        url="gs://cloud-tpu-checkpoints/vision-2.0/resnet50_imagenet/ckpt-28080", modules=("backbone",))
+    assert (faster.epochs, sorted(faster.export.unsupported)) == (catalogue.DEFAULT_EPOCHS, ["coreml", "tflite"])
+    assert catalogue.load_model("mobilenet_v2").task == "classification"
+
+
+@pytest.mark.parametrize("model", SHIPPED)
+def test_every_shipped_entry_is_a_valid_model_garden_experiment(model):
+    """Each entry's overrides fit its experiment's schema; test_config builds every entry through config too."""
+    from trainer.config import _model_garden
+
+    entry = catalogue.load_model(model)
+    assert None not in (entry.hardware.cpu, entry.hardware.gpu, entry.hardware.tpu)
+    params = _model_garden()[0].get_exp_config(entry.experiment)
+    params.override(entry.overrides, is_strict=True)
+    params.validate()
+    assert max(params.task.model.input_size[:2]) == entry.input_side
+
+
+def test_an_unknown_key_is_refused_in_one_line_with_the_near_match(write_entry, tmp_path, capsys):
+    path = write_entry(lambda entry: entry.update(epoch=entry.pop("epochs")))
+    assert cli(["checkpoint", "--model", "broken", "--cache-dir", str(tmp_path / "cache")]) == 1
+    assert capsys.readouterr().err == f"error: {path}: unknown key 'epoch' (did you mean 'epochs'?)\n"
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda entry: entry["hardware"]["cpu"].update(batch=8), "unknown key 'hardware.cpu.batch' "
+                                                             "(did you mean 'hardware.cpu.batch_size'?)"),
+    (lambda entry: entry["hardware"].update(gpus=entry["hardware"].pop("gpu")),
+     "unknown key 'hardware.gpus' (did you mean 'hardware.gpu'?)"),
+    (lambda entry: entry.update(colour="red"), f"unknown key 'colour' ({KNOWN_KEYS})"),
+    (lambda entry: entry.update(name="other"), f"unknown key 'name' ({KNOWN_KEYS})"),  # the file's stem names it
+])
+def test_unknown_keys_are_refused_at_any_depth(write_entry, change, message):
+    assert refusal(write_entry(change)) == message
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda entry: entry.update(epochs="forty"), "'epochs' must be a number, not 'forty'"),
+    (lambda entry: entry["hardware"]["cpu"].update(batch_size=8.5), "'hardware.cpu.batch_size' must be an integer, "
+                                                                    "not 8.5"),
+    (lambda entry: entry["hardware"]["tpu"].update(learning_rate=True), "'hardware.tpu.learning_rate' must be a "
+                                                                        "number, not True"),
+    (lambda entry: entry.update(checkpoint={"url": "gs://zoo/ckpt-1", "modules": "all"}),
+     "'checkpoint.modules' must be a list, each a string, not 'all'"),
+    (lambda entry: entry.update(export={"unsupported": {"tflite": 3}}),
+     "'export.unsupported' must be a mapping, each value a string, not {'tflite': 3}"),
+    (lambda entry: entry.update(hardware=None), "'hardware' must be a mapping of keys, not None"),
+    (lambda entry: entry.update(overrides=[1]), "'overrides' must be a mapping, not [1]"),
+    (lambda entry: entry.update(task="detecton"), "'task' must be one of detection, classification, not 'detecton'"),
+])
+def test_a_wrong_type_is_refused(write_entry, change, message):
+    assert refusal(write_entry(change)) == message
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda entry: entry.pop("experiment"), "missing key 'experiment'"),
+    (lambda entry: entry.pop("checkpoint"), "missing key 'checkpoint'"),
+    (lambda entry: entry.update(checkpoint={"sha256": None}), "missing key 'checkpoint.url'"),
+    (lambda entry: entry["hardware"]["gpu"].pop("learning_rate"), "missing key 'hardware.gpu.learning_rate'"),
+])
+def test_a_missing_key_is_refused(write_entry, change, message):
+    assert refusal(write_entry(change)) == message
+
+
+def test_an_empty_file_is_refused(write_entry):
+    write_entry(dict.clear).write_text("")
+    assert refusal(catalogue.MODELS_DIR / "broken.yaml") == "the file must be a mapping of keys, not None"
+
+
+def without_optional_keys(entry):
+    del entry["epochs"]
+    entry["checkpoint"] = {"url": "gs://zoo/ckpt-1"}
+
+
+def test_defaults_fill_the_optional_keys(write_entry):
+    write_entry(without_optional_keys)
+    entry = catalogue.load_model("broken")
+    assert (entry.task, entry.epochs, entry.export.unsupported) == ("detection", 20, {})
+    assert entry.checkpoint == catalogue.Checkpoint("gs://zoo/ckpt-1", None, None, ("backbone", "decoder"))
