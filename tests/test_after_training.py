@@ -10,6 +10,7 @@ from conftest import REPO
 
 from trainer.export import export, failures, tfjs
 from trainer.sample import make_sample_bucket
+from trainer.export.formats import EXPORT_DIR
 
 PRICE_TIERS = {"circle": "$", "square": "$$", "triangle": "$$$"}
 
@@ -60,9 +61,9 @@ def test_a_broken_tfjs_runtime_is_a_warning_and_the_exports_and_manifest_stay(ex
     trained_run, _ = exported_run
     result_dir = tmp_path / "result"
     shutil.copytree(trained_run, result_dir)
-    manifest_path = result_dir / "model_export" / "export.json"
+    manifest_path = result_dir / EXPORT_DIR / "export.json"
     manifest = json.loads(manifest_path.read_text())
-    scored = json.loads((result_dir / "model_export" / "evaluation.json").read_text())
+    scored = json.loads((result_dir / EXPORT_DIR / "evaluation.json").read_text())
     del manifest["results"]["tfjs"]["evaluation"]
     manifest_path.write_text(json.dumps(manifest))
     broken = tmp_path / "node_modules" / "@tensorflow" / "tfjs"
@@ -74,7 +75,7 @@ def test_a_broken_tfjs_runtime_is_a_warning_and_the_exports_and_manifest_stay(ex
     results = export(result_dir)
     [(what, reason)] = failures(results).items()
     assert what == "tfjs evaluation" and reason == "RuntimeError: TF.js in Node failed: Error: a broken runtime", reason
-    evaluation = json.loads((result_dir / "model_export" / "evaluation.json").read_text())
+    evaluation = json.loads((result_dir / EXPORT_DIR / "evaluation.json").read_text())
     assert evaluation["tfjs"] == {"bytes": scored["tfjs"]["bytes"], "evaluation_failed": reason}
     assert {name: entry for name, entry in evaluation.items() if name != "tfjs"} == \
         {name: entry for name, entry in scored.items() if name != "tfjs"}
@@ -86,7 +87,7 @@ def test_a_broken_tfjs_runtime_is_a_warning_and_the_exports_and_manifest_stay(ex
     monkeypatch.undo()
     again = export(result_dir)
     assert failures(again) == {}
-    rescored = json.loads((result_dir / "model_export" / "evaluation.json").read_text())
+    rescored = json.loads((result_dir / EXPORT_DIR / "evaluation.json").read_text())
     assert {**rescored["tfjs"], "latency_ms": None} == {**scored["tfjs"], "latency_ms": None}
     assert {name: entry for name, entry in rescored.items() if name != "tfjs"} == \
         {name: entry for name, entry in scored.items() if name != "tfjs"}

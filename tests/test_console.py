@@ -10,7 +10,7 @@ import pytest
 
 from conftest import REPO, TRAINED_STEPS
 
-from trainer.export import DERIVED
+from trainer.export.formats import EXPORT_DIR, EXPORT_FORMATS
 
 MAX_CONSOLE_LINES = 60
 # Third-party output that must stay in the logs: TensorFlow/absl C++ and Python logs, pycocotools,
@@ -62,10 +62,11 @@ def test_summary_names_metrics_exports_next_commands_and_report(trained_run):
                              f"(validation split; the best by AP{which}")
     for label, values in metrics["per_class"].items():
         assert f"    {label:<20} AP {values['AP']:.3f}  AP50 {values['AP50']:.3f}" in block
-    manifest = json.loads((trained_run / "model_export" / "export.json").read_text())
-    evaluation = json.loads((trained_run / "model_export" / "evaluation.json").read_text())
+    manifest = json.loads((trained_run / EXPORT_DIR / "export.json").read_text())
+    evaluation = json.loads((trained_run / EXPORT_DIR / "evaluation.json").read_text())
     for name, entry in manifest["results"].items():
-        shown = next(line for line in block if line.startswith(f"    {DERIVED.get(name, name)} "))
+        row = EXPORT_FORMATS[name]  # a derived format is shown on its source's line
+        shown = next(line for line in block if line.startswith(f"    {row.source if row.derived else name} "))
         assert f"{entry['bytes'] / 1e6:.1f} MB" in shown and entry["path"] in shown
         assert f"AP {evaluation[name]['AP']:.3f}" in shown
     tflite = next(line for line in block if line.startswith("    tflite "))

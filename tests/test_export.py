@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 
 from trainer.errors import UserError
-from trainer.export import FORMATS, export
+from trainer.export import export
 from trainer.export.coreml import _core_ml_nms
+from trainer.export.formats import EXPORT_DIR, EXPORT_FORMATS, FORMAT_NAMES
 
 from mediapipe_check import compare as compare_with_mediapipe
 
@@ -21,7 +22,7 @@ COREML_PARITY = 0.08
 # pixels, which costs AP at the high IoU thresholds on the demo's small images: measured -0.002 on
 # kangaroo, 0.0109 on one CI run of the shared 60-step model.
 MEDIAPIPE_PARITY = 0.02
-EVALUATED = (*FORMATS, "mediapipe")  # mediapipe: model.tflite through MediaPipe Tasks
+EVALUATED = (*FORMAT_NAMES, "mediapipe")  # mediapipe: model.tflite through MediaPipe Tasks
 
 
 def test_every_format_is_written_with_labels(exported_run):
@@ -29,22 +30,22 @@ def test_every_format_is_written_with_labels(exported_run):
     assert {name: "path" in r for name, r in results.items()} == dict.fromkeys(EVALUATED, True), results
     assert results["mediapipe"] == results["tflite"]  # the same file
     labels = json.loads((result_dir / "data" / "labels.json").read_text())
-    for folder in ("model_android", "model_web", "model_ios", "model_export"):
+    for folder in {row.folder for row in EXPORT_FORMATS.values()}:  # model_android, model_web, model_ios, model_export
         assert json.loads((result_dir / folder / "labels.json").read_text()) == labels
-    assert (result_dir / "model_android" / "model.tflite").stat().st_size == results["tflite"]["bytes"]
-    assert (result_dir / "model_web" / "model.json").is_file()
+    assert EXPORT_FORMATS["tflite"].path(result_dir).stat().st_size == results["tflite"]["bytes"]
+    assert EXPORT_FORMATS["tfjs"].path(result_dir).is_file()
     # The TF Serving copy is named after the catalogue model and versioned by training step.
-    serving = result_dir / "model_export" / "serving" / "demo"
+    serving = result_dir / EXPORT_DIR / "serving" / "demo"
     versions = [p.name for p in serving.iterdir()]
     assert len(versions) == 1 and (serving / versions[0] / "saved_model.pb").is_file()
     best = json.loads((result_dir / "metrics.json").read_text())["best"]  # the best evaluation's checkpoint
     assert versions == [str(best["step"])] and (result_dir / "model" / f"{best['checkpoint']}.index").is_file()
-    assert json.loads((result_dir / "model_export" / "export.json").read_text())["checkpoint"] == best["checkpoint"]
+    assert json.loads((result_dir / EXPORT_DIR / "export.json").read_text())["checkpoint"] == best["checkpoint"]
 
 
 def test_evaluation_json_scores_every_format_on_the_validation_split(exported_run):
     result_dir, results = exported_run
-    evaluation = json.loads((result_dir / "model_export" / "evaluation.json").read_text())
+    evaluation = json.loads((result_dir / EXPORT_DIR / "evaluation.json").read_text())
     val_images = json.loads((result_dir / "data" / "report.json").read_text())["splits"]["val"]["images"]
     assert set(evaluation) == set(EVALUATED)
     for name, entry in evaluation.items():
@@ -65,13 +66,13 @@ def test_evaluation_files_are_coco_and_rescore_to_the_same_ap(exported_run):
     from pycocotools.cocoeval import COCOeval
 
     result_dir, _ = exported_run
-    folder = result_dir / "model_export" / "evaluation"
+    folder = result_dir / EXPORT_DIR / "evaluation"
     report = json.loads((result_dir / "data" / "report.json").read_text())["splits"]["val"]
     truth = COCO(str(folder / "groundtruth.json"))
     assert len(truth.getImgIds()) == report["images"] and len(truth.getAnnIds()) == report["boxes"]
     labels = json.loads((result_dir / "data" / "labels.json").read_text())
     assert [truth.cats[i]["name"] for i in sorted(truth.cats)] == labels
-    evaluation = json.loads((result_dir / "model_export" / "evaluation.json").read_text())
+    evaluation = json.loads((result_dir / EXPORT_DIR / "evaluation.json").read_text())
     for name in EVALUATED:
         scored = COCOeval(truth, truth.loadRes(str(folder / f"{name}_detections.json")), iouType="bbox")
         scored.evaluate(), scored.accumulate(), scored.summarize()
@@ -82,7 +83,7 @@ def test_saved_model_serves_uint8_images_of_any_size(exported_run):
     import tensorflow as tf
 
     result_dir, _ = exported_run
-    serve = tf.saved_model.load(str(result_dir / "model_export" / "saved_model")).signatures["serving_default"]
+    serve = tf.saved_model.load(str(EXPORT_FORMATS["saved_model"].path(result_dir))).signatures["serving_default"]
     outputs = serve(tf.zeros([2, 90, 160, 3], tf.uint8))
     assert {"detection_boxes", "detection_scores", "detection_classes", "num_detections"} <= set(outputs)
     assert outputs["detection_boxes"].shape[:2] == outputs["detection_scores"].shape == (2, 100)
@@ -90,10 +91,10 @@ def test_saved_model_serves_uint8_images_of_any_size(exported_run):
 
 def test_rerun_keeps_what_is_up_to_date(exported_run, capsys):
     result_dir, results = exported_run
-    before = (result_dir / "model_export" / "evaluation.json").stat().st_mtime_ns
+    before = (result_dir / EXPORT_DIR / "evaluation.json").stat().st_mtime_ns
     assert export(result_dir) == results
     assert capsys.readouterr().out.count("up to date") == len(EVALUATED)
-    assert (result_dir / "model_export" / "evaluation.json").stat().st_mtime_ns == before
+    assert (result_dir / EXPORT_DIR / "evaluation.json").stat().st_mtime_ns == before
 
 
 def test_float16_policy_still_exports_float32_with_parity_and_quantised_deltas(exported_run, tmp_path):
@@ -119,20 +120,20 @@ def test_float16_policy_still_exports_float32_with_parity_and_quantised_deltas(e
         [*EVALUATED, "tflite_fp16", "tflite_int8"], True), copy
 
     # Under the float16 policy the graphs computed in half precision (DT_HALF) and TFLite failed to convert.
-    graph = (tmp_path / "model_export" / "saved_model" / "saved_model.pb").read_bytes()
-    assert b"DT_HALF" not in (tmp_path / "model_web" / "model.json").read_bytes()
+    graph = (EXPORT_FORMATS["saved_model"].path(tmp_path) / "saved_model.pb").read_bytes()
+    assert b"DT_HALF" not in EXPORT_FORMATS["tfjs"].path(tmp_path).read_bytes()
     from tensorflow.core.protobuf import saved_model_pb2
 
     saved = saved_model_pb2.SavedModel.FromString(graph)
     dtypes = {attr.type for meta in saved.meta_graphs for function in meta.graph_def.library.function
               for node in function.node_def for attr in node.attr.values()}
     assert tf.float16.as_datatype_enum not in dtypes and tf.float32.as_datatype_enum in dtypes
-    tflite = Interpreter(model_path=str(tmp_path / "model_android" / "model.tflite"))
+    tflite = Interpreter(model_path=str(EXPORT_FORMATS["tflite"].path(tmp_path)))
     assert {d["dtype"] for d in tflite.get_output_details()} == {np.float32}
 
-    original = json.loads((result_dir / "model_export" / "evaluation.json").read_text())
-    evaluation = json.loads((tmp_path / "model_export" / "evaluation.json").read_text())
-    for name in FORMATS:  # the same models: the float16 policy changed nothing
+    original = json.loads((result_dir / EXPORT_DIR / "evaluation.json").read_text())
+    evaluation = json.loads((tmp_path / EXPORT_DIR / "evaluation.json").read_text())
+    for name in FORMAT_NAMES:  # the same models: the float16 policy changed nothing
         assert evaluation[name]["AP"] == pytest.approx(original[name]["AP"], abs=1e-3), name
     for name, smaller in (("tflite_fp16", 0.6), ("tflite_int8", 0.4)):
         entry = evaluation[name]
@@ -141,11 +142,11 @@ def test_float16_policy_still_exports_float32_with_parity_and_quantised_deltas(e
     assert abs(evaluation["tflite_fp16"]["delta_AP"]) <= PARITY
     # Both load in MediaPipe's ObjectDetector (their metadata) and detect as LiteRT does.
     noise = _noise(result_dir)
-    assert compare_with_mediapipe(tmp_path, tmp_path / "model_android" / "model_fp16.tflite", "detection", noise) == (
+    assert compare_with_mediapipe(tmp_path, EXPORT_FORMATS["tflite_fp16"].path(tmp_path), "detection", noise) == (
         100 * len(noise), 100 * len(noise))
     # int8 scores are quantised, so most rows tie exactly and MediaPipe keeps other boxes among them (measured:
     # 12%, 47% and 59% of the rows identical on three runs): it loads and returns as many rows.
-    rows, matched = compare_with_mediapipe(tmp_path, tmp_path / "model_android" / "model_int8.tflite", "detection",
+    rows, matched = compare_with_mediapipe(tmp_path, EXPORT_FORMATS["tflite_int8"].path(tmp_path), "detection",
                                            noise)
     assert rows == 100 * len(noise) and matched > 0
 
@@ -166,7 +167,7 @@ def test_mediapipe_object_detector_loads_model_tflite_and_detects_as_litert_does
     from ai_edge_litert.interpreter import Interpreter
 
     result_dir, results = exported_run
-    path = result_dir / "model_android" / "model.tflite"
+    path = EXPORT_FORMATS["tflite"].path(result_dir)
     noise = _noise(result_dir)
     assert compare_with_mediapipe(result_dir, path, "detection", noise) == (100 * len(noise), 100 * len(noise))
     # The validation images too, whose flat backgrounds may score alike (ties: 1697 of 1700 rows matched once).
@@ -276,7 +277,7 @@ CLASSIFIER_KEYS = {"accuracy", "delta_accuracy", "bytes", "latency_ms", "split",
 def test_a_classifier_exports_every_format_evaluated_by_accuracy_in_its_own_runtime(trained_classifier_run):
     """The start.sh classification run: each format's accuracy on the whole val split, fed as its users feed it."""
     result = trained_classifier_run
-    evaluation = json.loads((result / "model_export" / "evaluation.json").read_text())
+    evaluation = json.loads((result / EXPORT_DIR / "evaluation.json").read_text())
     val = json.loads((result / "data" / "report.json").read_text())["splits"]["val"]["images"]
     assert set(evaluation) == set(EVALUATED)
     for name, entry in evaluation.items():
@@ -284,14 +285,14 @@ def test_a_classifier_exports_every_format_evaluated_by_accuracy_in_its_own_runt
         assert (entry["split"], entry["images"]) == ("val", val) and entry["latency_ms"] > 0
     assert evaluation["saved_model"]["delta_accuracy"] == 0
     predictions = {name: [p["label_id"] for p in json.loads(
-        (result / "model_export" / "evaluation" / f"{name}_predictions.json").read_text())] for name in EVALUATED}
+        (result / EXPORT_DIR / "evaluation" / f"{name}_predictions.json").read_text())] for name in EVALUATED}
     assert predictions["tfjs"] == predictions["saved_model"]  # the same graph (resize included), in Node
     for name in ("tflite", "coreml", "mediapipe"):  # stretched by the app (PIL, MediaPipe), not by the graph
         differ = sum(a != b for a, b in zip(predictions[name], predictions["saved_model"]))
         assert differ <= 1 and abs(evaluation[name]["delta_accuracy"]) <= 1 / val + 1e-9, (name, differ)
     assert abs(evaluation["mediapipe"]["delta_accuracy"]) <= PARITY, evaluation
     truth = [image["label"] for image in json.loads(
-        (result / "model_export" / "evaluation" / "groundtruth.json").read_text())["images"]]
+        (result / EXPORT_DIR / "evaluation" / "groundtruth.json").read_text())["images"]]
     hits = sum(p == t for p, t in zip(predictions["saved_model"], truth))
     assert evaluation["saved_model"]["accuracy"] == pytest.approx(hits / val, abs=1e-4)
 
@@ -303,16 +304,16 @@ def test_a_classifiers_formats_take_what_apps_give_and_name_their_labels(trained
 
     result = trained_classifier_run
     labels = json.loads((result / "data" / "labels.json").read_text())
-    serve = tf.saved_model.load(str(result / "model_export" / "saved_model")).signatures["serving_default"]
+    serve = tf.saved_model.load(str(EXPORT_FORMATS["saved_model"].path(result))).signatures["serving_default"]
     for shape in ((1, 240, 320, 3), (2, 100, 60, 3)):  # any size and batch, uint8
         probs = serve(tf.zeros(shape, tf.uint8))["probs"].numpy()
         assert probs.shape == (shape[0], 3) and np.allclose(probs.sum(axis=1), 1, atol=1e-5)
-    runner = Interpreter(model_path=str(result / "model_android" / "model.tflite")).get_signature_runner()
+    runner = Interpreter(model_path=str(EXPORT_FORMATS["tflite"].path(result))).get_signature_runner()
     (name, spec), = runner.get_input_details().items()
     assert (list(spec["shape"]), spec["dtype"]) == ([1, 96, 96, 3], np.uint8)
     assert runner(**{name: np.zeros([1, 96, 96, 3], np.uint8)})["probs"].shape == (1, 3)
-    assert set(json.loads((result / "model_web" / "model.json").read_text())["signature"]["outputs"]) == {"probs"}
-    spec = ct.utils.load_spec(str(result / "model_ios" / "Model.mlmodel"))
+    assert set(json.loads(EXPORT_FORMATS["tfjs"].path(result).read_text())["signature"]["outputs"]) == {"probs"}
+    spec = ct.utils.load_spec(str(EXPORT_FORMATS["coreml"].path(result)))
     assert spec.WhichOneof("Type") == "neuralNetworkClassifier"
     assert list(spec.neuralNetworkClassifier.stringClassLabels.vector) == labels
     assert (spec.description.predictedFeatureName, spec.description.predictedProbabilitiesName) == (
@@ -324,17 +325,17 @@ def test_a_classifiers_int8_tflite_is_calibrated_and_evaluated(trained_classifie
     result = tmp_path / "run"
     shutil.copytree(trained_classifier_run, result, symlinks=True)
     export(result, quantize=["int8"])
-    evaluation = json.loads((result / "model_export" / "evaluation.json").read_text())
+    evaluation = json.loads((result / EXPORT_DIR / "evaluation.json").read_text())
     assert set(evaluation["tflite_int8"]) == CLASSIFIER_KEYS
     assert evaluation["tflite_int8"]["bytes"] < evaluation["tflite"]["bytes"] / 2
     from ai_edge_litert.interpreter import Interpreter
 
-    interpreter = Interpreter(model_path=str(result / "model_android" / "model_int8.tflite"))
+    interpreter = Interpreter(model_path=str(EXPORT_FORMATS["tflite_int8"].path(result)))
     assert any(detail["dtype"] == np.int8 for detail in interpreter.get_tensor_details())
     # Both load in MediaPipe's ImageClassifier (labels, `probs` as its scores) and classify as LiteRT does.
-    for name in ("model.tflite", "model_int8.tflite"):
+    for name in ("tflite", "tflite_int8"):
         for images in (None, _noise(result)):  # the validation split, and noise
-            rows, matched = compare_with_mediapipe(result, result / "model_android" / name, "classification", images)
+            rows, matched = compare_with_mediapipe(result, EXPORT_FORMATS[name].path(result), "classification", images)
             assert matched == rows >= len(images or ())
 
 

@@ -15,6 +15,8 @@ import pytest
 import yaml
 from conftest import REPO, load_build_module
 
+from trainer.export.formats import EXPORT_DIR
+
 IMAGE_PYTHON = REPO / ".venv-image" / "bin" / "python"
 # Scripts that trainer/ runs with another interpreter, not the image's: MediaPipe has an environment of its own.
 OTHER_INTERPRETERS = {REPO / "trainer" / "export" / "mediapipe_run.py"}
@@ -93,7 +95,7 @@ def test_the_job_runs_in_the_image_environment_from_the_zip_with_a_gs_checkpoint
 
     init = yaml.safe_load((result_dir / "params.yaml").read_text())["task"]["init_checkpoint"]
     assert init.startswith(str(tmp_path / "cache")) and os.path.isfile(f"{init}.index"), init
-    evaluation = json.loads((result_dir / "model_export" / "evaluation.json").read_text())
+    evaluation = json.loads((result_dir / EXPORT_DIR / "evaluation.json").read_text())
     written = ["coreml", "saved_model", "tfjs", "tflite"]  # and mediapipe, evaluated where .venv-mediapipe is found
     assert set(evaluation) - {"mediapipe"} == set(written), evaluation
     assert all("AP" in evaluation[name] and evaluation[name]["images"] > 0 for name in written), evaluation

@@ -8,8 +8,8 @@ import pytest
 from PIL import Image
 
 from trainer.errors import UserError
-from trainer.export_annotations import export_annotations
-from trainer.importers import import_dataset
+from trainer.datasets.export_annotations import export_annotations
+from trainer.datasets.import_dataset import import_dataset
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -19,7 +19,7 @@ from PIL import Image
 
 from trainer.annotations import is_safe_key, parse_annotations
 from trainer.errors import UserError
-from trainer.importers import import_dataset
+from trainer.datasets.import_dataset import import_dataset
 
 def FUZZ_N(examples):  # noqa: N802 (a decorator, named as settings are)
     return settings(derandomize=True, max_examples=examples, deadline=None, suppress_health_check=list(HealthCheck))

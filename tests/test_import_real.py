@@ -16,8 +16,8 @@ from test_import import assert_boxes, boxes_of, fast_retries, make_image, read_b
 
 from trainer.dataset import SPLIT_FILE, ListedSplit
 from trainer.errors import UserError
-from trainer.importers.coco import ROBOFLOW_FILE
-from trainer.importers import import_dataset
+from trainer.datasets.coco import ROBOFLOW_FILE
+from trainer.datasets.import_dataset import import_dataset
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -19,10 +19,10 @@ from PIL import Image
 from http_server import FileServer
 from trainer import download
 from trainer.errors import UserError
-from trainer.importers import import_dataset
-from trainer.importers import openimages
-from trainer.importers.bucket import Issues, PerClassLimit
-from trainer.importers.openimages import IMAGE_ID
+from trainer.datasets.import_dataset import import_dataset
+from trainer.datasets import openimages
+from trainer.datasets.bucket import Issues, PerClassLimit
+from trainer.datasets.openimages import IMAGE_ID
 
 BOX_COLUMNS = ["ImageID", "Source", "LabelName", "Confidence", "XMin", "XMax", "YMin", "YMax", "IsOccluded",
                "IsTruncated", "IsGroupOf", "IsDepiction", "IsInside"]

@@ -8,6 +8,7 @@ from PIL import Image, ImageOps
 from trainer.annotations import parse_annotations
 from trainer.errors import UserError
 from trainer.predict import predict
+from trainer.export.formats import EXPORT_FORMATS
 
 
 @pytest.fixture(scope="module")
@@ -65,9 +66,9 @@ def test_out_dir_is_a_cloud_annotations_bucket_that_prepare_accepts(exported_run
 
     result_dir, _ = exported_run
     out = tmp_path / "bucket"
-    results = predict(result_dir / "model_android" / "model.tflite", [photos], out, min_score=0.3)
+    results = predict(EXPORT_FORMATS["tflite"].path(result_dir), [photos], out, min_score=0.3)
     document = json.loads((out / "_annotations.json").read_text())
-    labels = json.loads((result_dir / "model_android" / "labels.json").read_text())
+    labels = json.loads((result_dir / EXPORT_FORMATS["tflite"].folder / "labels.json").read_text())
     assert (document["version"], document["type"], document["labels"]) == ("1.0", "localization", labels)
     by_name = {r["image"].rsplit("/", 1)[-1]: r for r in results}
     assert set(document["annotations"]) == {"second.jpg", "sideways.png", "upright.png"}  # not broken.jpg
@@ -100,7 +101,7 @@ def test_out_dir_is_a_cloud_annotations_bucket_that_prepare_accepts(exported_run
 
 def test_min_score_filters_and_a_wrong_model_path_is_a_user_error(exported_run, photos, tmp_path):
     result_dir, _ = exported_run
-    saved_model = result_dir / "model_export" / "saved_model"
+    saved_model = EXPORT_FORMATS["saved_model"].path(result_dir)
     assert predict(saved_model, [photos / "upright.png"], tmp_path, min_score=1.01)[0]["detections"] == []
     with pytest.raises(UserError, match="not a SavedModel"):
         predict(photos, [photos / "upright.png"], tmp_path)

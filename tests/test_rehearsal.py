@@ -16,6 +16,7 @@ import pytest
 
 from trainer import config
 from trainer.errors import UserError
+from trainer.export.formats import EXPORT_FORMATS
 
 REPO = Path(__file__).resolve().parent.parent
 START_SH = REPO / "packaging" / "start.sh"
@@ -145,13 +146,13 @@ def assert_float32_exports(result_dir):
     """Every format exported (their parity checks passed: the run reported no failed conversion) in float32."""
     import tensorflow as tf
 
-    model = tf.saved_model.load(str(result_dir / "model_export" / "saved_model"))
+    model = tf.saved_model.load(str(EXPORT_FORMATS["saved_model"].path(result_dir)))
     outputs = model.signatures["serving_default"].structured_outputs
     assert outputs["detection_boxes"].dtype == outputs["detection_scores"].dtype == tf.float32
-    interpreter = tf.lite.Interpreter(model_path=str(result_dir / "model_android" / "model.tflite"))
+    interpreter = tf.lite.Interpreter(model_path=str(EXPORT_FORMATS["tflite"].path(result_dir)))
     assert {detail["dtype"] for detail in interpreter.get_output_details()} == {tf.float32.as_numpy_dtype}
-    assert "float16" not in (result_dir / "model_web" / "model.json").read_text()
-    assert (result_dir / "model_ios" / "Model.mlmodel").is_file()
+    assert "float16" not in EXPORT_FORMATS["tfjs"].path(result_dir).read_text()
+    assert EXPORT_FORMATS["coreml"].path(result_dir).is_file()
 
 
 def test_tpu_precision_trains_in_bfloat16_and_restores_the_policy(sample_bucket, tmp_path):

@@ -8,6 +8,7 @@ import pytest
 from PIL import Image
 
 from trainer.report import IOU, MIN_SCORE, confusion, pr_curves, write_report
+from trainer.export.formats import EXPORT_DIR
 
 
 def _table(page, name):
@@ -100,9 +101,9 @@ def test_trained_run_report_sections(trained_run):
     assert [row[0] for row in _table(page, "model-per-class")[1:]] == labels
     best = json.loads((trained_run / "metrics.json").read_text())["best"]
     assert f"Exported: the best evaluation by AP, step {best['step']} " in page
-    manifest = json.loads((trained_run / "model_export" / "export.json").read_text())
+    manifest = json.loads((trained_run / EXPORT_DIR / "export.json").read_text())
     assert [row[0] for row in _table(page, "exports")[1:]] == list(manifest["results"])
-    details = trained_run / "model_export" / "evaluation"
+    details = trained_run / EXPORT_DIR / "evaluation"
     if (details / "saved_model_detections.json").is_file():
         truth = json.loads((details / "groundtruth.json").read_text())
         rows = _table(page, "model-confusion")[1:]

@@ -6,6 +6,7 @@ import pytest
 from trainer import config
 from trainer import run as run_stage
 from trainer.errors import UserError
+from trainer.export.formats import EXPORT_FORMATS, FORMAT_NAMES
 
 
 @pytest.mark.parametrize("env, chief", [
@@ -82,9 +83,9 @@ def test_a_classification_bucket_trains_with_model_demo_through_start_sh_to_succ
         assert metrics["per_class"][label]["images"] == val["per_class"][label]
     assert json.loads((result / "model" / "dataset.json").read_text()) == {
         "labels": [{"id": index, "name": name} for index, name in enumerate(labels)]}  # 0-based, as the records
-    for folder, model_file in (("model_export", "saved_model/saved_model.pb"), ("model_android", "model.tflite"),
-                               ("model_web", "model.json"), ("model_ios", "Model.mlmodel")):
-        assert (result / folder / model_file).is_file()
-        assert json.loads((result / folder / "labels.json").read_text()) == labels
+    for name in FORMAT_NAMES:  # saved_model, tflite, tfjs, coreml
+        written = EXPORT_FORMATS[name].path(result)
+        assert (written / "saved_model.pb" if name == "saved_model" else written).is_file()
+        assert json.loads((result / EXPORT_FORMATS[name].folder / "labels.json").read_text()) == labels
     page = (result / "report.html").read_text()
     assert "Confusion matrix of the validation split" in page and f"accuracy {metrics['accuracy']:.3f}" in page

@@ -17,6 +17,7 @@ from conftest import TRAINED_STEPS
 from fuse_audit import assert_no_directory_renames, python_wrapper
 from waiting import wait_until
 from trainer import config
+from trainer.export.formats import EXPORT_DIR
 
 REPO = Path(__file__).resolve().parent.parent
 START_SH = REPO / "packaging" / "start.sh"
@@ -193,13 +194,13 @@ def test_early_stopping_saves_the_step_says_why_and_exports_the_best_evaluation(
     assert best["checkpoint"] == f"best/ckpt-{best['step']}"
     assert sorted(path.name for path in (result_dir / "model" / "best").iterdir()) == [
         "checkpoint", f"ckpt-{best['step']}.data-00000-of-00001", f"ckpt-{best['step']}.index"]
-    manifest = json.loads((result_dir / "model_export" / "export.json").read_text())
+    manifest = json.loads((result_dir / EXPORT_DIR / "export.json").read_text())
     assert manifest["checkpoint"] == best["checkpoint"]
-    assert [p.name for p in (result_dir / "model_export" / "serving" / "demo").iterdir()] == [str(best["step"])]
+    assert [p.name for p in (result_dir / EXPORT_DIR / "serving" / "demo").iterdir()] == [str(best["step"])]
     # The SavedModel's own AP is not compared with train's evaluation of the same checkpoint: on this 20-40 step
     # model they differed by 0.04 in one run (train's Model Garden evaluation against export's, NMS and all), by
     # 0.002 in another; the checkpoint identity above is what shows the best evaluation's weights were exported.
-    assert "AP" in json.loads((result_dir / "model_export" / "evaluation.json").read_text())["saved_model"]
+    assert "AP" in json.loads((result_dir / EXPORT_DIR / "evaluation.json").read_text())["saved_model"]
     assert f"  early stopping at step 40: {state['stopped']['reason']}" in log  # in the summary too
     assert log.splitlines()[-1] == "CACLI-TRAINING-SUCCESS"
 

@@ -30,7 +30,8 @@ STAGES = {
     "export-annotations": "write a bucket's _annotations.json as COCO instances JSON",
     "merge-buckets": "fold corrected images back into a training bucket (later buckets win)",
 }
-MODULES = {"import": "importers", "export-annotations": "export_annotations", "merge-buckets": "merge_buckets"}  # stage names that are not module names
+MODULES = {"import": "datasets.import_dataset", "export-annotations": "datasets.export_annotations",
+           "merge-buckets": "merge_buckets"}  # stage names that are not module names
 
 
 def main(argv=None):

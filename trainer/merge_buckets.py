@@ -12,7 +12,7 @@ from pathlib import Path
 from trainer.annotations import parse_annotations
 from trainer.errors import UserError
 from trainer.folders import refuse_overlap
-from trainer.importers.bucket import ANNOTATIONS_FILE, Issues, Record, write_bucket
+from trainer.datasets.bucket import ANNOTATIONS_FILE, Issues, Record, write_bucket
 
 KINDS = {"detection": "localization", "classification": "classification"}
 

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from trainer.errors import UserError
+from trainer.export.formats import EXPORT_FORMATS, REFERENCE
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp"}
 
@@ -190,10 +191,12 @@ def load_model(model_path, threads=None):
     path = Path(model_path)
     if path.suffix == ".tflite" and path.is_file():
         return _tflite_detector(path, threads)
-    for folder in (path, path / "model_export" / "saved_model"):
+    saved_model = EXPORT_FORMATS[REFERENCE]
+    for folder in (path, saved_model.path(path)):
         if (folder / "saved_model.pb").is_file():
             return _saved_model_detector(folder)
-    raise UserError(f"{path} is not a SavedModel folder, a .tflite file or a RESULT_DIR with model_export/saved_model")
+    raise UserError(f"{path} is not a SavedModel folder, a .tflite file or a RESULT_DIR with "
+                    f"{saved_model.folder}/{saved_model.file}")
 
 
 def _saved_model_detector(folder):

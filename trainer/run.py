@@ -29,7 +29,8 @@ from pathlib import Path
 from trainer import best, catalogue, config, console
 from trainer.dataset import DEFAULT_VAL_FRACTION
 from trainer.errors import UserError
-from trainer.export import FORMATS, conversion_exit, export, failures  # imports TensorFlow only when exporting
+from trainer.export import conversion_exit, export, failures  # imports TensorFlow only when exporting
+from trainer.export.formats import FORMAT_NAMES
 from trainer.folders import refuse_overlap
 
 CHIEF_WAIT_SECONDS = 3600  # how long a worker waits for the chief's data/ and params.yaml
@@ -38,7 +39,7 @@ READY_FILE = "ready.json"
 
 
 def run(data_dir, result_dir, model=None, steps=None, batch_size=None, checkpoint_url=None,
-        formats=FORMATS, val_fraction=DEFAULT_VAL_FRACTION, select_metric=None, patience=best.DEFAULT_PATIENCE,
+        formats=FORMAT_NAMES, val_fraction=DEFAULT_VAL_FRACTION, select_metric=None, patience=best.DEFAULT_PATIENCE,
         min_delta=best.DEFAULT_MIN_DELTA, init_from=None):
     """Prepare DATA_DIR, configure and train MODEL into RESULT_DIR, export FORMATS.
 
@@ -179,7 +180,7 @@ def add_arguments(parser):
     parser.add_argument("--val-fraction", type=float, default=DEFAULT_VAL_FRACTION,
                         help=f"share of images held out for evaluation (default {DEFAULT_VAL_FRACTION}); "
                              "0 trains without evaluation")
-    parser.add_argument("--formats", default=",".join(FORMATS),
+    parser.add_argument("--formats", default=",".join(FORMAT_NAMES),
                         help="comma-separated export formats after training (default: all), or 'none'")
     best.add_arguments(parser)
     config.add_init_from(parser)

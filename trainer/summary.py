@@ -7,6 +7,8 @@ rerun that found everything done.
 import json
 from pathlib import Path
 
+from trainer.export.formats import EXPORT_DIR, EXPORT_FORMATS, REFERENCE
+
 
 def summary(result_dir):
     """The final summary of RESULT_DIR's run, as console lines."""
@@ -33,7 +35,7 @@ def summary(result_dir):
     lines += [f"  early stopping at step {stopped['step']}: {stopped['reason']}"] if stopped else []
     lines += _exports(result_dir)
     predict = [f"    predict:     python -m trainer predict --model {result_dir} IMAGE_OR_DIR... --out predictions"]
-    lines += ["  next:", *(predict if (result_dir / "model_export" / "saved_model").is_dir() else []),
+    lines += ["  next:", *(predict if EXPORT_FORMATS[REFERENCE].path(result_dir).is_dir() else []),
               f"    TensorBoard: tensorboard --logdir {result_dir / 'model'}",
               f"    submit:      make submit DATA=gs://BUCKET/data OUTPUT=gs://BUCKET/runs"
               f"{' MODEL=' + experiment['model'] if experiment.get('model') else ''}  (a cloud GPU job)",
@@ -60,16 +62,15 @@ def _value(record, metric):
 
 
 def _exports(result_dir):
-    from trainer.export import DERIVED  # a derived format (MediaPipe) shares its source's file: one line for both
-
-    manifest = _json(result_dir / "model_export" / "export.json")
+    manifest = _json(result_dir / EXPORT_DIR / "export.json")
     if not manifest:
         return []
-    evaluation = _json(result_dir / "model_export" / "evaluation.json") or {}
-    derived = {source: name for name, source in DERIVED.items()}
+    evaluation = _json(result_dir / EXPORT_DIR / "evaluation.json") or {}
+    # a derived format (MediaPipe) shares its source's file: one line for both
+    derived = {row.source: name for name, row in EXPORT_FORMATS.items() if row.derived}
     lines = ["  exports:"]
     for name, entry in manifest.get("results", {}).items():
-        if name in DERIVED:
+        if name in derived.values():
             continue
         if "path" not in entry:
             lines.append(f"    {name:<12} {'FAILED' if 'error' in entry else 'skipped'}: "

@@ -1,76 +1,47 @@
 """Stage 5, export: the best evaluation's checkpoint -> SavedModel, TFLite, TF.js and Core ML, each evaluated in its
 own runtime.
 
-One module per format (saved_model, tflite, tfjs, coreml), each with `write(job)` (the
+One module per format (saved_model, tflite, tfjs, coreml), each with `write(job, row)` (the
 files, beside labels.json) and `run(job, path, images)` (detections as its users get
-them); `TABLE` below lists them. A format the model cannot have is declared in its
+them); `formats` has the table, a row per output. A format the model cannot have is declared in its
 catalogue entry (`export: unsupported:`) and skipped with that reason; a format that
 fails to convert is recorded (the job reports CONVERSION-FAILED) and the others are
 still written; a SavedModel failure raises. Then every format is run on the whole
 validation split and scored with COCO AP, or a classifier's accuracy (`evaluate`):
 model_export/evaluation.json; `mediapipe` there is model.tflite run through MediaPipe
-Tasks (`mediapipe_tasks`, DERIVED: it writes nothing of its own).
+Tasks (`mediapipe_tasks`, a derived row: it writes nothing of its own).
 Models are built in float32 whatever mixed-precision policy training left set.
 """
 import json
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 from trainer import console
-from trainer.errors import UserError
-from trainer.export import coreml, mediapipe_tasks, saved_model, tfjs, tflite
 from trainer.export.common import float32_policy, load_job, size_of
+from trainer.export.formats import EXPORT_DIR, EXPORT_FORMATS, FORMAT_NAMES, REFERENCE, outputs
 
 CONVERSION_FAILED_EXIT = 3  # a conversion failed, the rest worked: start.sh prints CACLI-CONVERSION-FAILED, exits 0
 MANIFEST = "export.json"
 
 
-@dataclass(frozen=True)
-class Format:
-    """One output: its module, and for TFLite variants the quantisation."""
-    module: object
-    quantize: str = None
-
-    def write(self, job):
-        return self.module.write(job, self.quantize) if self.quantize else self.module.write(job)
-
-    def run(self, job, path, images):
-        return self.module.run(job, path, images)
-
-
-TABLE = {"saved_model": Format(saved_model), "tflite": Format(tflite), "tfjs": Format(tfjs), "coreml": Format(coreml),
-         **{f"tflite_{q}": Format(tflite, q) for q in tflite.QUANTIZE}, "mediapipe": Format(mediapipe_tasks)}
-FORMATS = ("saved_model", "tflite", "tfjs", "coreml")  # --formats; tflite_fp16 / tflite_int8 come from --quantize
-QUANTIZE = tflite.QUANTIZE
-# Evaluated, not written: model.tflite run through MediaPipe Tasks, whenever tflite is exported.
-DERIVED = {"mediapipe": "tflite"}
-
-
-def export(result_dir, formats=FORMATS, quantize=(), keep_versions=3, evaluate=True):
+def export(result_dir, formats=FORMAT_NAMES, quantize=(), keep_versions=3, evaluate=True):
     """Export RESULT_DIR's best checkpoint (its last, for runs without `best` in metrics.json) to FORMATS
     (+ quantised TFLite) and evaluate them.
 
     Returns {name: {"path", "bytes"} or {"error"} or {"unsupported"}}. Outputs already
     written (and evaluated) from the same checkpoint are kept.
     """
-    unknown = sorted(set(formats) - set(FORMATS)) + sorted(set(quantize) - set(QUANTIZE))
-    if unknown:
-        raise UserError(f"unknown format or quantisation {', '.join(unknown)}; formats: {', '.join(FORMATS)}; "
-                        f"quantize: {', '.join(QUANTIZE)}")
+    wanted = outputs(formats, quantize)
     with float32_policy():
-        job = load_job(result_dir, keep_versions)
-        wanted = list(dict.fromkeys(["saved_model", *formats, *(f"tflite_{q}" for q in quantize),
-                                     *(name for name, source in DERIVED.items() if source in formats)]))
-        return _export(job, wanted, evaluate)
+        return _export(load_job(result_dir, keep_versions), wanted, evaluate)
 
 
 def _export(job, wanted, evaluate):
-    manifest_path = job.result_dir / "model_export" / MANIFEST
+    manifest_path = job.result_dir / EXPORT_DIR / MANIFEST
     done = _reusable(job, manifest_path)
     results = {}
     for name in wanted:
-        reason = job.unsupported.get(DERIVED.get(name) or (name.split("_")[0] if name.startswith("tflite") else name))
+        reason = EXPORT_FORMATS[name].unsupported(job.task, job.unsupported)
         if reason:
             results[name] = {"unsupported": reason}
             console.say(f"export: {name}: skipped, not supported by {job.model}: {reason}")
@@ -108,7 +79,7 @@ def _evaluate(job, outputs):
     try:
         split = evaluation.split_to_evaluate(job.result_dir)
         images, groundtruth = evaluation.load_split(job.result_dir, split, job.task)
-        return evaluation.evaluate(job, outputs, TABLE, images, groundtruth, split)
+        return evaluation.evaluate(job, outputs, EXPORT_FORMATS, images, groundtruth, split)
     except Exception as err:
         reason = console.warn_failure("export: evaluation", err)
         return {name: {"bytes": output["bytes"], "evaluation_failed": reason} for name, output in outputs.items()}
@@ -131,15 +102,15 @@ def _step(name, job, results):
     """Write one output and record its path and size, or why it failed (one console line, when done)."""
     start = time.time()
     try:
-        path = TABLE[name].write(job)
+        path = EXPORT_FORMATS[name].write(job)
     except Exception as err:  # recorded: a conversion failure must not stop the other formats
-        if name == "saved_model":  # ... but without a SavedModel there is nothing to serve or convert
+        if name == REFERENCE:  # ... but without a SavedModel there is nothing to serve or convert
             raise
         results[name] = {"error": f"{type(err).__name__}: {err}".strip().splitlines()[-1][:500]}
         console.say(f"export: {name} FAILED: {results[name]['error']}", error=True)
         return
     results[name] = {"path": str(path), "bytes": size_of(path)}
-    if name not in DERIVED:  # a derived format's file is its source's, said already
+    if not EXPORT_FORMATS[name].derived:  # a derived format's file is its source's, said already
         console.say(f"export: {name}: {path} ({results[name]['bytes'] / 1e6:.1f} MB, {time.time() - start:.0f} s)")
 
 
@@ -156,13 +127,13 @@ def _reusable(job, manifest_path):
 
 def add_arguments(parser):
     parser.add_argument("--result-dir", required=True, help="the run's output folder (params.yaml, model/, data/)")
-    parser.add_argument("--formats", default=",".join(FORMATS),
-                        help=f"comma-separated formats to write (default: all: {','.join(FORMATS)}); the "
+    parser.add_argument("--formats", default=",".join(FORMAT_NAMES),
+                        help=f"comma-separated formats to write (default: all: {','.join(FORMAT_NAMES)}); the "
                              "SavedModel is always written, as the others are converted from it or measured against it")
     parser.add_argument("--quantize", default="none",
                         help="also write quantised TFLite models: comma-separated fp16 (float16 weights, "
-                             "model_fp16.tflite) and/or int8 (full integer calibrated on training images, "
-                             "model_int8.tflite); default none")
+                             f"{EXPORT_FORMATS['tflite_fp16'].file}) and/or int8 (full integer calibrated on training "
+                             f"images, {EXPORT_FORMATS['tflite_int8'].file}); default none")
     parser.add_argument("--keep-versions", type=int, default=3, help="SavedModel versions kept for TF Serving")
     parser.add_argument("--no-evaluation", action="store_true",
                         help="skip running every format on the validation split (evaluation.json)")

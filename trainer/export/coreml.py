@@ -17,13 +17,13 @@ import numpy as np
 
 from trainer.export.common import SCORE_THRESHOLD, classifier, network, require_retinanet, stretch, write_labels
 
-FOLDER = "model_ios"
 CONFIDENCE = 0.25  # the model's default minimum score (apps may pass confidenceThreshold)
 
 
-def write(job):
+def write(job, row):
+    """ROW's path (model_ios/Model.mlmodel): the detector's pipeline, or a classifier."""
     if job.task == "classification":
-        return _write_classifier(job)
+        return _write_classifier(job, row)
     import coremltools as ct
 
     height, width = job.input_size
@@ -36,7 +36,7 @@ def write(job):
                                      (foreground, 4)):
         output.type.multiArrayType.shape[:] = [boxes, columns]  # NMS needs its inputs' shapes
         ct.utils.rename_feature(spec, output.name, name)
-    path = job.result_dir / FOLDER / "Model.mlmodel"
+    path = row.path(job.result_dir)
     write_labels(path.parent, job.labels)
     ct.utils.save_spec(_pipeline(spec, job), str(path))
     spec = ct.utils.load_spec(str(path))
@@ -46,7 +46,7 @@ def write(job):
     return path
 
 
-def _write_classifier(job):
+def _write_classifier(job, row):
     """model_ios/Model.mlmodel: image -> classLabel, classLabelProbs {label: probability}."""
     import coremltools as ct
 
@@ -60,7 +60,7 @@ def _write_classifier(job):
     ct.utils.rename_feature(spec, probs, "classLabelProbs")
     spec.description.predictedProbabilitiesName = "classLabelProbs"
     spec.description.metadata.userDefined["labels"] = json.dumps(job.labels)
-    path = job.result_dir / FOLDER / "Model.mlmodel"
+    path = row.path(job.result_dir)
     write_labels(path.parent, job.labels)
     ct.utils.save_spec(spec, str(path))
     spec = ct.utils.load_spec(str(path))

@@ -19,6 +19,7 @@ import numpy as np
 
 from trainer import console
 from trainer.export.common import NotEvaluated, record_images
+from trainer.export.formats import EXPORT_DIR
 
 EVALUATION = "evaluation.json"
 DETAILS = "evaluation"
@@ -136,7 +137,7 @@ def evaluate(job, outputs, formats, images, groundtruth, split):
     The entries hold AP, AP50, bytes, latency_ms (median single-image time on this CPU),
     the split and image count; or not_evaluated with the reason when the runtime is absent.
     """
-    details = job.result_dir / "model_export" / DETAILS
+    details = job.result_dir / EXPORT_DIR / DETAILS
     details.mkdir(parents=True, exist_ok=True)
     (details / "groundtruth.json").write_text(json.dumps(groundtruth))
     evaluations = {}
@@ -194,7 +195,7 @@ def write_evaluation(job, evaluations):
             entry = {key: entry[key] for key in (*keys, f"delta_{score}", "bytes", "latency_ms", "split", "images")
                      if key in entry}
         table[name] = entry
-    (job.result_dir / "model_export" / EVALUATION).write_text(json.dumps(table, indent=2))
+    (job.result_dir / EXPORT_DIR / EVALUATION).write_text(json.dumps(table, indent=2))
     console.say(format_table(table))
     return table
 

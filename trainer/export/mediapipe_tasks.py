@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from trainer.export import metadata, tflite
+from trainer.export import metadata
 from trainer.export.common import SCORE_THRESHOLD, NotEvaluated, write_raw_images
 
 RUNNER = Path(__file__).with_name("mediapipe_run.py")
@@ -39,9 +39,10 @@ def python():
                        "Python with mediapipe==1.2.2)")
 
 
-def write(job):
-    """The file MediaPipe loads: model_android/model.tflite, written (with its metadata) by the tflite format."""
-    path = job.result_dir / tflite.FOLDER / tflite.filename()
+def write(job, row):
+    """The file MediaPipe loads: ROW's path, model_android/model.tflite, written (with its metadata) by the tflite
+    format."""
+    path = row.path(job.result_dir)
     if not path.is_file():
         raise RuntimeError(f"{path} was not written")
     return path

@@ -9,31 +9,29 @@ import time
 
 from trainer.export.common import write_labels
 
-FOLDER = "model_export"
 
-
-def write(job):
-    """model_export/saved_model, and a copy as model_export/serving/NAME/STEP for TF Serving."""
+def write(job, row):
+    """model_export/saved_model (ROW's path), and a copy as model_export/serving/NAME/STEP for TF Serving."""
     import tensorflow as tf
     from official.vision.serving import export_saved_model_lib
 
-    out = job.result_dir / FOLDER
-    shutil.rmtree(out / "saved_model", ignore_errors=True)
+    out, saved = job.result_dir / row.folder, row.path(job.result_dir)
+    shutil.rmtree(saved, ignore_errors=True)
     export_saved_model_lib.export_inference_graph(
         input_type="image_tensor", batch_size=None, input_image_size=list(job.input_size),
-        params=job.params, checkpoint_path=job.checkpoint, export_dir=str(out), export_saved_model_subdir="saved_model",
+        params=job.params, checkpoint_path=job.checkpoint, export_dir=str(out), export_saved_model_subdir=row.file,
         export_module=_export_module(job))
     write_labels(out, job.labels)
-    tf.saved_model.load(str(out / "saved_model")).signatures["serving_default"]  # loads back
+    tf.saved_model.load(str(saved)).signatures["serving_default"]  # loads back
 
     serving = out / "serving" / job.model
     version = serving / job.checkpoint.rsplit("-", 1)[-1]
     shutil.rmtree(version, ignore_errors=True)
-    shutil.copytree(out / "saved_model", version)
+    shutil.copytree(saved, version)
     versions = sorted((p for p in serving.iterdir() if p.name.isdigit()), key=lambda p: int(p.name))
     for old in versions[:-job.keep_versions]:
         shutil.rmtree(old)
-    return out / "saved_model"
+    return saved
 
 
 def run(job, path, images):

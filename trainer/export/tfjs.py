@@ -16,8 +16,8 @@ from pathlib import Path
 import numpy as np
 
 from trainer.export.common import NotEvaluated, write_labels, write_raw_images
+from trainer.export.formats import EXPORT_FORMATS, REFERENCE
 
-FOLDER = "model_web"
 RUNNER = Path(__file__).with_name("tfjs_detect.js")
 # Where @tensorflow/tfjs is installed: packaging/install.sh puts it in the environment (pinned by
 # packaging/js/package-lock.json), for `make setup` and the training images alike.
@@ -37,15 +37,16 @@ convert_tf_saved_model(sys.argv[1], sys.argv[2], signature_def="serving_default"
 """
 
 
-def write(job):
-    out = job.result_dir / FOLDER
+def write(job, row):
+    """ROW's folder (model_web/): the graph model converted from the SavedModel, checked as the JS loader reads it."""
+    out = job.result_dir / row.folder
     shutil.rmtree(out, ignore_errors=True)
-    saved_model = job.result_dir / "model_export" / "saved_model"
+    saved_model = EXPORT_FORMATS[REFERENCE].path(job.result_dir)
     run = subprocess.run([sys.executable, "-c", _CONVERTER, str(saved_model), str(out)], capture_output=True, text=True)
     if run.returncode:
         lines = [line for line in run.stderr.splitlines() if line.strip()]
         raise RuntimeError(f"tensorflowjs converter: {lines[-1] if lines else run.returncode}")
-    manifest = json.loads((out / "model.json").read_text())
+    manifest = json.loads(row.path(job.result_dir).read_text())
     expected = {"probs"} if job.task == "classification" else {
         "detection_boxes", "detection_scores", "detection_classes", "num_detections"}
     if manifest.get("format") != "graph-model" or not expected <= set(manifest["signature"]["outputs"]):

@@ -10,27 +10,22 @@ from trainer.export import metadata
 from trainer.export.common import (SCORE_THRESHOLD, classifier, network, record_images, require_retinanet, stretch,
                                    write_labels)
 
-FOLDER = "model_android"
-QUANTIZE = ("fp16", "int8")
 CALIBRATION_IMAGES = 100  # training images for int8 calibration
 THREADS = 2               # latency is measured as an app would run it: default delegate, 2 threads
 
 
-def filename(quantize=None):
-    return f"model_{quantize}.tflite" if quantize else "model.tflite"
-
-
-def write(job, quantize=None):
-    """model_android/model.tflite, or model_QUANTIZE.tflite (fp16 weights, or full int8 calibrated on training images)."""
+def write(job, row):
+    """model_android/model.tflite, or with ROW's quantize model_fp16.tflite (fp16 weights) or model_int8.tflite (full
+    int8 calibrated on training images)."""
     import tensorflow as tf
 
     height, width = job.input_size
     serve, model = _classifier_function(job) if job.task == "classification" else _detector_function(job)
     converter = tf.lite.TFLiteConverter.from_concrete_functions([serve.get_concrete_function()], model)
-    if quantize == "fp16":
+    if row.quantize == "fp16":
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
         converter.target_spec.supported_types = [tf.float16]
-    elif quantize == "int8":
+    elif row.quantize == "int8":
         from trainer.errors import UserError
 
         calibration = [stretch(image, (height, width)) for image in
@@ -41,9 +36,8 @@ def write(job, quantize=None):
         converter.representative_dataset = lambda: ([image[None]] for image in calibration)
         # NMS has no integer kernel: it stays float, the network runs in int8.
         converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8, tf.lite.OpsSet.TFLITE_BUILTINS]
-    out = job.result_dir / FOLDER
-    write_labels(out, job.labels)
-    path = out / filename(quantize)
+    path = row.path(job.result_dir)
+    write_labels(path.parent, job.labels)
     path.write_bytes(metadata.add(converter.convert(), job.task, job.labels, (height, width), SCORE_THRESHOLD))
     return path
 

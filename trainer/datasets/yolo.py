@@ -16,7 +16,7 @@ from pathlib import Path
 import yaml
 
 from trainer.errors import UserError
-from trainer.importers.bucket import IMAGE_SUFFIXES, Issues, Record
+from trainer.datasets.bucket import IMAGE_SUFFIXES, Issues, Record
 
 # The dataset's own split is kept: val and test images (held out by the user) are val, never trained on.
 SPLITS = {"train": "train", "val": "val", "test": "val"}

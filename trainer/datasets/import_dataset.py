@@ -9,7 +9,7 @@ dataset's own train/val split, where it has one, goes to OUT_DIR/_split.json.
 """
 import importlib
 
-from trainer.importers.bucket import resolve_classes, select, write_bucket
+from trainer.datasets.bucket import resolve_classes, select, write_bucket
 
 FORMATS = {
     "coco": ("coco", "read_coco", "SOURCE: a COCO instances JSON, or a Roboflow COCO export's folder of split "
@@ -31,7 +31,7 @@ def import_dataset(fmt, source, out_dir, images=None, classes=None, limit=None, 
     limit: at most this many images per class.
     """
     module_name, function_name, _ = FORMATS[fmt]
-    read = getattr(importlib.import_module(f"trainer.importers.{module_name}"), function_name)
+    read = getattr(importlib.import_module(f"trainer.datasets.{module_name}"), function_name)
     if fmt == "openimages":  # streams and downloads: selects while it reads
         return read(source, out_dir, images, classes, limit)
     labels, records, issues = read(source, images)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from trainer.annotations import is_safe_key
 from trainer.errors import UserError
-from trainer.importers.bucket import Issues, Record, image_size, number
+from trainer.datasets.bucket import Issues, Record, image_size, number
 
 ROBOFLOW_FILE = "_annotations.coco.json"  # one per split folder in a Roboflow COCO export
 SPLIT_FOLDERS = {"train": "train", "valid": "val", "val": "val", "validation": "val", "test": "val"}

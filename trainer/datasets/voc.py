@@ -11,7 +11,7 @@ import xml.etree.ElementTree as ElementTree
 from pathlib import Path
 
 from trainer.errors import UserError
-from trainer.importers.bucket import IMAGE_SUFFIXES, Issues, Record, image_size, number
+from trainer.datasets.bucket import IMAGE_SUFFIXES, Issues, Record, image_size, number
 
 CORNERS = ("xmin", "ymin", "xmax", "ymax")
 IMAGE_FOLDERS = ("JPEGImages", "images")  # VOCdevkit's, and the images/ + annotations/ layout's

@@ -38,7 +38,7 @@ from tqdm import tqdm
 from trainer import download
 from trainer.annotations import SKIPPED
 from trainer.errors import UserError
-from trainer.importers.bucket import Issues, PerClassLimit, Record, resolve_classes, write_bucket
+from trainer.datasets.bucket import Issues, PerClassLimit, Record, resolve_classes, write_bucket
 
 BOX_COLUMNS = ("ImageID", "LabelName", "XMin", "XMax", "YMin", "YMax")
 IMAGE_LIST_COLUMNS = ("ImageID", "OriginalURL")

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from trainer.annotations import SKIPPED, read_annotations
 from trainer.errors import UserError
-from trainer.importers.bucket import ANNOTATIONS_FILE, image_size
+from trainer.datasets.bucket import ANNOTATIONS_FILE, image_size
 
 FORMATS = ("coco",)
 
