@@ -30,6 +30,7 @@ from trainer import best as selection
 from trainer import config, console
 from trainer.report import write_report
 from trainer.errors import UserError
+from trainer.hardware import SIMULATE_GPUS_ENV, is_chief, tf_config_from_env
 
 TERMINATED_EXIT = 128 + signal.SIGTERM
 COCO_METRICS = ("AP", "AP50", "AP75", "APs", "APm", "APl", "ARmax1", "ARmax10", "ARmax100", "ARs", "ARm", "ARl")
@@ -115,7 +116,7 @@ def _train(result_dir, model_dir, metrics_path, steps, last_step, tracker):
     params.lock()
     evaluation = config.load_evaluation(result_dir)
     if "TF_CONFIG" not in os.environ and "CLUSTER_SPEC" in os.environ:
-        os.environ["TF_CONFIG"] = json.dumps(config.tf_config_from_env(os.environ))
+        os.environ["TF_CONFIG"] = json.dumps(tf_config_from_env(os.environ))
     performance.set_mixed_precision_policy(params.runtime.mixed_precision_dtype)
     strategy = _distribution_strategy(params, config.load_hardware(result_dir))
     init = config.load_init_from(result_dir)  # a warm start (trainer/warm_start.py)
@@ -297,7 +298,7 @@ def _distribution_strategy(params, hardware):
         pass
     devices = [device.name for device in tf.config.list_logical_devices("CPU")]
     if len(devices) != hardware.num_gpus:
-        raise UserError(f"{config.SIMULATE_GPUS_ENV}={hardware.num_gpus} needs a fresh process: TensorFlow already "
+        raise UserError(f"{SIMULATE_GPUS_ENV}={hardware.num_gpus} needs a fresh process: TensorFlow already "
                         f"started with {len(devices)} CPU device(s)")
     return tf.distribute.MirroredStrategy(devices, cross_device_ops=tf.distribute.ReductionToOneDevice())
 
@@ -318,7 +319,7 @@ def _check_dataset(result_dir, model_dir, last_step):
             raise UserError(f"{model_dir} holds checkpoints trained on other labels ({_label_change(trained, current)}); "
                             f"resuming would train the wrong classes: use a new RESULT_DIR for this dataset")
         return
-    if config.is_chief(os.environ):
+    if is_chief(os.environ):
         model_dir.mkdir(parents=True, exist_ok=True)
         _write_json(record_path, current)
 
