@@ -18,7 +18,6 @@ metrics.json is from that step is complete: a rerun returns at once.
 import contextlib
 import json
 import os
-import re
 import shutil
 import signal
 import time
@@ -37,7 +36,6 @@ COCO_METRICS = ("AP", "AP50", "AP75", "APs", "APm", "APl", "ARmax1", "ARmax10", 
 # Model Garden's per-category metric names (coco_evaluator), in COCOeval.stats order.
 CATEGORY_METRICS = {"AP": "Precision mAP ByCategory", "AP50": "Precision mAP ByCategory@50IoU",
                     "AP75": "Precision mAP ByCategory@75IoU", "ARmax100": "Recall AR@100 ByCategory"}
-CHECKPOINT_STATE_PATH = re.compile(r'^model_checkpoint_path:\s*"(.*)"', re.MULTILINE)
 
 
 class Terminated(BaseException):
@@ -62,7 +60,7 @@ def train(result_dir, select_metric=None, patience=selection.DEFAULT_PATIENCE,
     if not params_path.is_file():
         raise UserError(f"{params_path} is missing: run `python -m trainer config --result-dir {result_dir}` first")
     steps = yaml.safe_load(params_path.read_text())["trainer"]["train_steps"]
-    last_step = _last_checkpoint_step(model_dir)
+    last_step = selection.last_checkpoint_step(model_dir)
     if last_step is not None and last_step > steps:
         raise UserError(f"{model_dir} already holds ckpt-{last_step}, beyond the {steps} steps asked: "
                         f"ask for more steps, or train into a new result dir")
@@ -195,7 +193,7 @@ def _copying_head(initialize, init, labels, params, strategy):
 
     def run(model):
         initialize(model)
-        warm_start.copy_head(model, init, labels, params, strategy)
+        warm_start.copy_head(model, init, labels, params, config.load_params(init["run"]), strategy)
 
     return run
 
@@ -359,13 +357,6 @@ def _summary(model_dir, metrics_path):
     return metrics
 
 
-def _last_checkpoint_step(model_dir):
-    """The step of model_dir's latest checkpoint (its state file, no TensorFlow), or None."""
-    state = model_dir / "checkpoint"
-    match = CHECKPOINT_STATE_PATH.search(state.read_text()) if state.is_file() else None
-    return int(match.group(1).rsplit("-", 1)[1]) if match else None
-
-
 def _metrics_step(metrics_path):
     return json.loads(metrics_path.read_text()).get("step") if metrics_path.is_file() else None
 
@@ -415,7 +406,7 @@ class _Progress:
         per_step = (time.monotonic() - self.since) / max(step - self.step, 1)
         loss = float(output.get("total_loss", output.get("training_loss")))
         eta = _duration((self.steps - step) * per_step)
-        saved = _last_checkpoint_step(self.model_dir)
+        saved = selection.last_checkpoint_step(self.model_dir)
         console.progress(step, self.steps,
                          f"progress: step {step}/{self.steps} | loss {loss:.4f} | {self.batch_size / per_step:.1f} "
                          f"images/s | lr {float(output['learning_rate']):.3g} | ETA {eta} | last checkpoint "

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
+from trainer.best import checkpoint_to_export
 from trainer.errors import UserError
 
 # Exported models return up to max_num_detections boxes down to this score; apps
@@ -67,24 +68,6 @@ def load_job(result_dir, keep_versions=3):
     unsupported = (catalogue.load_model(record["model"]).get("export") or {}).get("unsupported") or {}
     return Job(result_dir, checkpoint, labels, params, record["model"], dict(unsupported), task=task,
                keep_versions=keep_versions, checkpoint_name=name)
-
-
-def checkpoint_to_export(result_dir, latest):
-    """(prefix, name under model/) of the checkpoint to export: metrics.json's `best` (model/best/ckpt-N),
-    else LATEST (the last checkpoint: runs trained before the best was kept, or without evaluation)."""
-    from trainer import console
-
-    metrics_path = result_dir / "metrics.json"
-    best = (json.loads(metrics_path.read_text()) if metrics_path.is_file() else {}).get("best")
-    if best:
-        prefix = result_dir / "model" / best["checkpoint"]
-        if Path(f"{prefix}.index").is_file():
-            return str(prefix), best["checkpoint"]
-        console.say(f"export: WARNING: metrics.json's best checkpoint {prefix} is missing: exporting the last "
-                    f"checkpoint instead", error=True)
-    if not latest:
-        raise UserError(f"no checkpoint in {result_dir}/model: run `trainer train` first")
-    return latest, Path(latest).name
 
 
 def load_params(result_dir):
