@@ -17,7 +17,7 @@ import re
 from dataclasses import asdict
 from pathlib import Path
 
-from trainer import catalogue, console
+from trainer import catalogue, console, model_garden
 from trainer.errors import UserError
 from trainer.hardware import PRECISION, SIMULATION_HELP, STEPS_PER_LOOP, TPU_EVAL_BATCH, Hardware, this_machine
 
@@ -88,7 +88,7 @@ def write_params(result_dir, model=None, steps=None, batch_size=None,
     dataset = _read_dataset(result_dir / "data")
     asked, model = model, catalogue.resolve_model(model, dataset["task"])
     entry = catalogue.load_model(model)
-    exp_factory, hyperparams = _model_garden()
+    exp_factory, hyperparams = model_garden.experiments()
     hardware = hardware or this_machine()
     warm = _warm_start(init_from, model, dataset, checkpoint_url) if init_from else None
     plan = _plan(entry, dataset, hardware, steps, batch_size, warm_start=bool(warm))
@@ -101,7 +101,7 @@ def write_params(result_dir, model=None, steps=None, batch_size=None,
     if warm and dataset["task"] == "detection" and params.task.model.decoder.type == "identity":
         warm["checkpoint"]["modules"] = warm["record"]["modules"] = [m for m in checkpoint["modules"] if m != "decoder"]
     params.override(_run_overrides(dataset, hardware, plan, checkpoint), is_strict=True)
-    params.override(_tuples_as_lists(params.as_dict()), is_strict=True)
+    params.override(model_garden.tuples_as_lists(params.as_dict()), is_strict=True)
     params.validate()
     if (dataset["task"] == "detection" and checkpoint["path"] and "decoder" in checkpoint["modules"]
             and params.task.model.decoder.type == "identity"):
@@ -127,25 +127,9 @@ def write_params(result_dir, model=None, steps=None, batch_size=None,
     return path
 
 
-def _tuples_as_lists(settings):
-    """The override that turns every tuple in SETTINGS (a nested dict) into a list.
-
-    Model Garden's classifier defaults hold tuples (crop_area_range), which its YAML
-    writer saves as `!!python/tuple`: no safe YAML loader reads that, so params.yaml
-    would be unreadable to every tool but Model Garden.
-    """
-    found = {}
-    for key, value in settings.items():
-        if isinstance(value, tuple):
-            found[key] = list(value)
-        elif isinstance(value, dict) and (inner := _tuples_as_lists(value)):
-            found[key] = inner
-    return found
-
-
 def load_params(result_dir):
     """RESULT_DIR/params.yaml as a validated Model Garden ExperimentConfig (train and export read it so)."""
-    exp_factory, hyperparams = _model_garden()
+    exp_factory, hyperparams = model_garden.experiments()
     result_dir = Path(result_dir)
     record = _load_record(result_dir)
     params = exp_factory.get_exp_config(record["experiment"])
@@ -159,15 +143,6 @@ def _load_record(result_dir):
     if not record_path.is_file():
         raise UserError(f"{record_path} is missing: run `python -m trainer config --result-dir {result_dir}` first")
     return json.loads(record_path.read_text())
-
-
-def _model_garden():
-    """Model Garden's experiment factory and hyperparams, with the vision experiments registered."""
-    from official.core import exp_factory
-    from official.modeling import hyperparams
-    from official.vision import registry_imports  # noqa: F401  (registers retinanet_*, fasterrcnn_*, ...)
-
-    return exp_factory, hyperparams
 
 
 def _read_dataset(data_dir):

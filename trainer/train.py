@@ -26,7 +26,7 @@ from pathlib import Path
 import yaml
 
 from trainer import best as selection
-from trainer import config, console
+from trainer import config, console, model_garden
 from trainer.report import write_report
 from trainer.errors import UserError
 from trainer.hardware import SIMULATE_GPUS_ENV, is_chief, tf_config_from_env
@@ -108,8 +108,8 @@ def _train(result_dir, model_dir, metrics_path, steps, last_step, tracker):
     from official.modeling import performance
     from official.vision.utils import summary_manager
 
-    _patch_model_garden_coco_evaluation()
-    _quiet_orbit()
+    model_garden.patch_coco_evaluation()
+    model_garden.quiet_orbit()
     params = config.load_params(result_dir)
     params.lock()
     evaluation = config.load_evaluation(result_dir)
@@ -143,7 +143,7 @@ def _train(result_dir, model_dir, metrics_path, steps, last_step, tracker):
                 mode = "train_and_eval" if (last_step or 0) < steps else "eval"
             else:
                 mode = "train"
-            with _worker_resumes(strategy, model_dir, last_step):
+            with model_garden.worker_resumes(strategy, model_dir, last_step):
                 runner = train_lib.OrbitExperimentRunner(
                     distribution_strategy=strategy, task=task, params=params, model_dir=str(model_dir), mode=mode,
                     train_actions=[progress.after_train], eval_actions=[progress.after_eval],
@@ -243,36 +243,6 @@ def _keep_best(model_dir, step):
     for path in best_dir.glob("ckpt-*"):
         if path.name not in {kept.name for kept in files}:
             path.unlink()
-
-
-@contextlib.contextmanager
-def _worker_resumes(strategy, model_dir, last_step):
-    """On a non-chief worker, make Model Garden's runner restore the chief's ckpt-LAST_STEP.
-
-    Model Garden 2.20's train_lib gives non-chief workers a fresh tempfile.mkdtemp()
-    checkpoint folder, so a restarted worker initialised from scratch at step 0 while
-    the chief restored ckpt-N, and their collectives then mismatched (seen in the
-    multi-worker rehearsal). The worker's folder starts as a copy of ckpt-N instead.
-    """
-    from official.core import train_lib
-
-    if strategy.extended.should_checkpoint or last_step is None:
-        yield
-        return
-    import shutil
-    import tempfile
-    import types
-
-    folder = tempfile.mkdtemp(prefix="worker-checkpoint-")
-    for path in model_dir.glob(f"ckpt-{last_step}.*"):
-        shutil.copyfile(path, Path(folder) / path.name)
-    (Path(folder) / "checkpoint").write_text(f'model_checkpoint_path: "ckpt-{last_step}"\n'
-                                             f'all_model_checkpoint_paths: "ckpt-{last_step}"\n')
-    train_lib.tempfile = types.SimpleNamespace(mkdtemp=lambda: folder)
-    try:
-        yield
-    finally:
-        train_lib.tempfile = tempfile
 
 
 def _distribution_strategy(params, hardware):
@@ -503,73 +473,6 @@ def _confusion_matrix(model, task, data_config, num_classes):
         predicted = tf.argmax(model(images, training=False), axis=-1)
         np.add.at(matrix, (truth.numpy().reshape(-1), predicted.numpy().reshape(-1)), 1)
     return matrix.tolist()
-
-
-def _quiet_orbit():
-    """Keep Orbit's per-loop messages in the absl log only.
-
-    Orbit both logs and prints every loop's whole output dict, validation images
-    included as pixel arrays; the progress and evaluation lines replace the prints.
-    """
-    from orbit import controller
-
-    controller.print = lambda *args, **kwargs: None
-
-
-def _patch_model_garden_coco_evaluation():
-    """Two narrow fixes to Model Garden 2.20's COCO evaluation, applied to its modules, idempotently.
-
-    1. NumPy 2: RetinaNet's parser gives each image's `num_detections` as a 1-element
-       array (tf.shape, not tf.shape()[0]), and coco_utils.convert_groundtruths_to_
-       coco_dataset calls int() on it, which NumPy >= 2 refuses. We flatten it to one
-       count per image before the conversion; nothing else changes.
-    2. Per-class AP: COCOEvaluator(per_category_metrics=True) reads `category_stats`
-       from the COCOeval it runs, which only a fork of pycocotools has; stock
-       pycocotools has none and per-class metrics silently come out empty. We give the
-       evaluator a COCOeval subclass that computes the table from COCOeval.eval.
-    """
-    import numpy as np
-    from official.vision.evaluation import coco_evaluator, coco_utils
-    from pycocotools import cocoeval
-
-    convert = coco_utils.convert_groundtruths_to_coco_dataset
-    if getattr(convert, "flattens_num_detections", False):
-        return
-
-    def convert_groundtruths_to_coco_dataset(groundtruths, label_map=None):
-        counts = [np.reshape(batch, [-1]) for batch in groundtruths["num_detections"]]
-        return convert({**groundtruths, "num_detections": counts}, label_map)
-
-    convert_groundtruths_to_coco_dataset.flattens_num_detections = True
-    coco_utils.convert_groundtruths_to_coco_dataset = convert_groundtruths_to_coco_dataset
-
-    class COCOevalWithCategoryStats(cocoeval.COCOeval):
-        """COCOeval that also sets category_stats[metric][category], metrics in COCOeval.stats order."""
-
-        def summarize(self):
-            super().summarize()
-            one, ten, most = self.params.maxDets
-            specs = [(True, None, "all", most), (True, 0.5, "all", most), (True, 0.75, "all", most),
-                     (True, None, "small", most), (True, None, "medium", most), (True, None, "large", most),
-                     (False, None, "all", one), (False, None, "all", ten), (False, None, "all", most),
-                     (False, None, "small", most), (False, None, "medium", most), (False, None, "large", most)]
-            categories = range(len(self.params.catIds))
-            self.category_stats = np.array([[self._category_stat(*spec, k) for k in categories] for spec in specs])
-
-        def _category_stat(self, is_precision, iou, area, max_dets, category):
-            """Like COCOeval.summarize's mean over valid entries (-1 when none), for one category."""
-            p = self.params
-            a, m = p.areaRngLbl.index(area), p.maxDets.index(max_dets)
-            if is_precision:
-                table = self.eval["precision"][:, :, category, a, m]  # [iou, recall]
-            else:
-                table = self.eval["recall"][:, category, a, m]  # [iou]
-            if iou is not None:
-                table = table[np.isclose(p.iouThrs, iou)]
-            valid = table[table > -1]
-            return valid.mean() if valid.size else -1.0
-
-    coco_evaluator.cocoeval = type("cocoeval", (), {"COCOeval": COCOevalWithCategoryStats})
 
 
 def add_arguments(parser):
