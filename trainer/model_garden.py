@@ -1,11 +1,11 @@
 """Every workaround for tf-models-official 2.20 (Model Garden and its Orbit), in one file.
 
 Each one names the upstream file it patches or works around, and why. Bumping the pin
-means reading this file, checking each against the new version's file, and running
-tests/test_train.py and tests/test_export.py (they exercise every one). Patches are
-idempotent and applied by their callers at the moment they are needed: train applies
-the COCO-evaluation and Orbit ones before training, export the upsampling one around
-building its mobile network.
+means reading this file and checking each against the new version's file; tests/test_train.py,
+test_export.py and test_rehearsal.py (multi-worker) run them (Faster R-CNN's serving only
+in a real export of one). Patches are idempotent and applied by their callers at the
+moment they are needed: train applies the COCO-evaluation and Orbit ones before training,
+export the upsampling one around building its mobile network.
 """
 import contextlib
 from pathlib import Path
@@ -154,6 +154,56 @@ def portable_detections(params, score_threshold):
     generator.pre_nms_score_threshold = score_threshold
     generator.nms_version = "v2"
     params.task.export_config.output_normalized_coordinates = True
+
+
+def stretching_classifier(params, input_size):
+    """Model Garden's ClassificationModule, resizing the whole image to the square INPUT_SIZE (no centre crop).
+
+    Its own serving (official/vision/serving/image_classification.py) centre-crops whenever
+    training used random crops; evaluation and every other format stretch (the input
+    contract), so the SavedModel does too.
+    """
+    import tensorflow as tf
+    from official.vision.serving import image_classification
+
+    class StretchingClassifier(image_classification.ClassificationModule):
+        def _crop_and_resize(self, image):
+            image = tf.image.resize(image, self._input_image_size, method=tf.image.ResizeMethod.BILINEAR)
+            return tf.reshape(image, [*self._input_image_size, 3])
+
+        def serve(self, images):
+            # probs only: the TF.js converter names outputs by dtype and shape, and logits
+            # share both with probs (it then names them Identity:0 and Identity_1:0).
+            return {"probs": super().serve(images)["probs"]}
+
+    return StretchingClassifier(params=params, batch_size=None, input_image_size=list(input_size),
+                                input_type="image_tensor")
+
+
+def normalized_boxes(params, input_size):
+    """A DetectionModule whose boxes are 0..1 of the input image, as RetinaNet's are.
+
+    Model Garden (official/vision/serving/detection.py) normalises RetinaNet's boxes only;
+    Faster R-CNN's come out in pixels of the resized input. Its serving resize keeps the
+    aspect ratio, scaling the image to round(size * scale), so dividing by that size gives
+    the fraction of the image.
+    """
+    import tensorflow as tf
+    from official.vision.serving import detection
+
+    height, width = input_size
+
+    class NormalizedBoxes(detection.DetectionModule):
+        def serve(self, images):
+            outputs = super().serve(images)
+            size = tf.cast(tf.shape(images)[1:3], tf.float32)
+            scaled = tf.round(size * tf.minimum(height / size[0], width / size[1]))
+            outputs["detection_boxes"] = tf.clip_by_value(
+                outputs["detection_boxes"] / tf.tile(scaled, [2]), 0.0, 1.0)
+            return outputs
+
+    return NormalizedBoxes(params=params, batch_size=None, input_image_size=[height, width],
+                           input_type="image_tensor")
 
 
 @contextlib.contextmanager
