@@ -9,9 +9,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from trainer.best import Tracker, check_metric, metric_value
+from trainer.best import Tracker, check_metric, checkpoint_to_export, metric_value
 from trainer.errors import UserError
-from trainer.export.common import checkpoint_to_export
 from trainer.summary import summary
 
 LABELS = ["circle", "square", "triangle"]

@@ -15,6 +15,7 @@ import yaml
 from trainer import catalogue, config
 from trainer.__main__ import main as cli
 from trainer.errors import UserError
+from trainer.hardware import Hardware, detect_hardware, tf_config_from_env
 
 ALL_MODELS = sorted(path.stem for path in catalogue.MODELS_DIR.glob("*.yaml"))
 MODELS = [name for name in ALL_MODELS if catalogue.load_model(name).task == "detection"]
@@ -52,30 +53,30 @@ def run_dir(tmp_path, prepared, name="run"):
 
 
 def test_detect_hardware_cpu_and_gpus():
-    assert config.detect_hardware({}, 0) == config.Hardware("cpu")
-    gpus = config.detect_hardware({}, 8)
+    assert detect_hardware({}, 0) == Hardware("cpu")
+    gpus = detect_hardware({}, 8)
     assert (gpus.kind, gpus.num_gpus, gpus.num_workers, gpus.strategy, gpus.replicas) == ("gpu", 8, 1, "mirrored", 8)
-    one = config.detect_hardware({}, 1)
+    one = detect_hardware({}, 1)
     assert (one.strategy, one.replicas) == ("mirrored", 1)
 
 
 def test_detect_hardware_workers_from_tf_config_and_vertex_cluster_spec():
     tf_config = {"cluster": {"chief": ["a:1"], "worker": ["b:1", "c:1", "d:1"], "ps": ["e:1"]},
                  "task": {"type": "worker", "index": 0}}
-    hardware = config.detect_hardware({"TF_CONFIG": json.dumps(tf_config)}, 2)
+    hardware = detect_hardware({"TF_CONFIG": json.dumps(tf_config)}, 2)
     assert (hardware.strategy, hardware.num_workers, hardware.replicas) == ("multi_worker_mirrored", 4, 8)
-    converted = config.tf_config_from_env({"CLUSTER_SPEC": json.dumps(CLUSTER_SPEC)})
+    converted = tf_config_from_env({"CLUSTER_SPEC": json.dumps(CLUSTER_SPEC)})
     assert converted == {"cluster": {"chief": CLUSTER_SPEC["cluster"]["workerpool0"],
                                      "worker": CLUSTER_SPEC["cluster"]["workerpool1"]},
                          "task": {"type": "worker", "index": 1}}
     single = {"cluster": {"chief": ["a:1"]}, "task": {"type": "chief", "index": 0}}
-    assert config.detect_hardware({"TF_CONFIG": json.dumps(single)}, 0) == config.Hardware("cpu")
+    assert detect_hardware({"TF_CONFIG": json.dumps(single)}, 0) == Hardware("cpu")
 
 
 def test_detect_hardware_tpu():
-    assert config.detect_hardware({"TPU_NAME": "grpc://10.0.0.2:8470"}, 0) == config.Hardware(
+    assert detect_hardware({"TPU_NAME": "grpc://10.0.0.2:8470"}, 0) == Hardware(
         "tpu", tpu="grpc://10.0.0.2:8470")
-    tpu_vm = config.detect_hardware({"TPU_ACCELERATOR_TYPE": "v3-8"}, 0)
+    tpu_vm = detect_hardware({"TPU_ACCELERATOR_TYPE": "v3-8"}, 0)
     assert (tpu_vm.kind, tpu_vm.tpu, tpu_vm.strategy) == ("tpu", "local", "tpu")
 
 
@@ -83,7 +84,7 @@ def test_detect_hardware_tpu():
 @pytest.mark.parametrize("model", MODELS)
 def test_every_model_loads_through_exp_factory_for_every_hardware(model, hardware_name, prepared, tmp_path):
     (env, gpus), strategy, num_gpus, workers, dtype = HARDWARE[hardware_name]
-    hardware = config.detect_hardware(env, gpus)
+    hardware = detect_hardware(env, gpus)
     result_dir = run_dir(tmp_path, prepared)
     entry = catalogue.load_model(model)
     report = prepared[1]
@@ -142,7 +143,7 @@ def test_every_model_loads_through_exp_factory_for_every_hardware(model, hardwar
 
 def test_steps_and_batch_size_flags_scale_the_learning_rate(prepared, tmp_path):
     result_dir = run_dir(tmp_path, prepared)
-    config.write_params(result_dir, "demo", steps=37, batch_size=16, hardware=config.Hardware("cpu"))
+    config.write_params(result_dir, "demo", steps=37, batch_size=16, hardware=Hardware("cpu"))
     params = config.load_params(result_dir)
     reference = catalogue.load_model("demo").hardware.cpu
     assert params.trainer.train_steps == 37
@@ -151,11 +152,11 @@ def test_steps_and_batch_size_flags_scale_the_learning_rate(prepared, tmp_path):
         reference.learning_rate * 16 / reference.batch_size)
     assert json.loads((result_dir / "experiment.json").read_text())["steps_reason"] == "as asked"
     with pytest.raises(UserError, match="does not split evenly over 2 devices"):
-        config.write_params(result_dir, "demo", batch_size=5, hardware=config.Hardware("gpu", num_gpus=2))
+        config.write_params(result_dir, "demo", batch_size=5, hardware=Hardware("gpu", num_gpus=2))
 
 
 def test_default_steps_are_printed_with_the_reason(prepared, tmp_path, capsys):
-    config.write_params(run_dir(tmp_path, prepared), "demo", hardware=config.Hardware("cpu"))
+    config.write_params(run_dir(tmp_path, prepared), "demo", hardware=Hardware("cpu"))
     train_images = prepared[1]["splits"]["train"]["images"]
     assert f"passes over {train_images} training images at batch 8" in capsys.readouterr().out
 
@@ -172,7 +173,7 @@ def test_every_model_builds_on_cpu_and_the_small_ones_train_a_step(model, prepar
     from official.core import task_factory
 
     result_dir = run_dir(tmp_path, prepared)
-    config.write_params(result_dir, model, batch_size=2, hardware=config.Hardware("cpu"), init_checkpoint="")
+    config.write_params(result_dir, model, batch_size=2, hardware=Hardware("cpu"), init_checkpoint="")
     params = config.load_params(result_dir)
     params.override({"task": {"model": {"input_size": [128, 128, 3]}}})
     task = task_factory.get_task(params.task)
@@ -192,7 +193,7 @@ def test_label_id_beyond_num_classes_is_refused(prepared, tmp_path):
     label_map = result_dir / "data" / "label_map.pbtxt"
     label_map.write_text(label_map.read_text() + 'item {\n  id: 7\n  name: "stray"\n}\n')
     with pytest.raises(UserError, match=r"label id 7 .* outside 1..3: the detection model has 4 classes \(3 labels \+ background\)"):
-        config.write_params(result_dir, "demo", hardware=config.Hardware("cpu"))
+        config.write_params(result_dir, "demo", hardware=Hardware("cpu"))
     assert not (result_dir / "params.yaml").exists()
 
 
@@ -206,7 +207,7 @@ def test_unknown_model_is_refused_in_one_line(prepared, tmp_path, capsys):
 
 def test_missing_dataset_is_refused(tmp_path):
     with pytest.raises(UserError, match="report.json is missing: run `python -m trainer prepare` first"):
-        config.write_params(tmp_path, "demo", hardware=config.Hardware("cpu"))
+        config.write_params(tmp_path, "demo", hardware=Hardware("cpu"))
 
 
 def test_catalogue_entries_are_complete():
@@ -247,7 +248,7 @@ def test_every_classifier_is_a_model_garden_image_classification_experiment(mode
     if checkpoint:
         (tmp_path / "zoo").mkdir()
         Path(checkpoint + ".index").write_bytes(b"index")
-    config.write_params(result_dir, model, hardware=config.detect_hardware(env, gpus), init_checkpoint=checkpoint)
+    config.write_params(result_dir, model, hardware=detect_hardware(env, gpus), init_checkpoint=checkpoint)
     params = config.load_params(result_dir)
     record = json.loads((result_dir / "experiment.json").read_text())
 
@@ -271,7 +272,7 @@ def test_every_classifier_builds_and_the_small_ones_train_a_step(model, prepared
     from official.core import task_factory
 
     result_dir = run_dir(tmp_path, prepared_classes)
-    config.write_params(result_dir, model, batch_size=2, hardware=config.Hardware("cpu"), init_checkpoint="")
+    config.write_params(result_dir, model, batch_size=2, hardware=Hardware("cpu"), init_checkpoint="")
     params = config.load_params(result_dir)
     params.override({"task": {"model": {"input_size": [64, 64, 3]}}})
     task = task_factory.get_task(params.task)
@@ -288,11 +289,11 @@ def test_every_classifier_builds_and_the_small_ones_train_a_step(model, prepared
 def test_demo_means_the_demo_of_the_buckets_task_and_other_task_models_are_refused(prepared_classes, prepared,
                                                                                    tmp_path, capsys):
     classes = run_dir(tmp_path, prepared_classes, "classes")
-    config.write_params(classes, "demo", steps=5, hardware=config.Hardware("cpu"))
+    config.write_params(classes, "demo", steps=5, hardware=Hardware("cpu"))
     record = json.loads((classes / "experiment.json").read_text())
     assert (record["model"], record["asked_model"], record["task"]) == ("demo_classification", "demo",
                                                                         "classification")
-    config.write_params(classes, None, hardware=config.Hardware("cpu"), init_checkpoint="")
+    config.write_params(classes, None, hardware=Hardware("cpu"), init_checkpoint="")
     assert json.loads((classes / "experiment.json").read_text())["model"] == "mobilenet_v2"
     assert cli(["config", "--model", "retinanet_resnet50_fpn", "--result-dir", str(classes)]) == 1
     assert capsys.readouterr().err.strip() == (
@@ -301,4 +302,4 @@ def test_demo_means_the_demo_of_the_buckets_task_and_other_task_models_are_refus
     boxes = run_dir(tmp_path, prepared, "boxes")
     with pytest.raises(UserError, match="model 'mobilenet_v2' is a classification model, but this bucket is for "
                                         "detection: use one of demo, fasterrcnn_resnet50_fpn, "):
-        config.write_params(boxes, "mobilenet_v2", hardware=config.Hardware("cpu"))
+        config.write_params(boxes, "mobilenet_v2", hardware=Hardware("cpu"))

@@ -63,10 +63,11 @@ def _demo_zoo_archive(bucket, folder):
     from zoo_archive import tar_folder, write_checkpoint
 
     from trainer import config
+    from trainer.hardware import Hardware
     from trainer.prepare import prepare
 
     prepare(bucket, folder / "zoo", model="demo")
-    config.write_params(folder / "zoo", "demo", hardware=config.Hardware("cpu"), init_checkpoint="")
+    config.write_params(folder / "zoo", "demo", hardware=Hardware("cpu"), init_checkpoint="")
     write_checkpoint(config.load_params(folder / "zoo"), folder / "demo-zoo")
     return tar_folder(folder / "demo-zoo", folder / "demo-zoo.tar.gz")
 

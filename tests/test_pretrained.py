@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from trainer import catalogue, config
+from trainer.hardware import Hardware
 
 CHECKPOINTED = sorted(path.stem for path in catalogue.MODELS_DIR.glob("*.yaml")
                       if catalogue.load_model(path.stem).checkpoint
@@ -54,13 +55,13 @@ def restored_from_zoo(model, data, zoo_classes, tmp_path, monkeypatch):
     for folder in (zoo_dir, result_dir):
         folder.mkdir()
         (folder / "data").symlink_to(data)
-    config.write_params(zoo_dir, model, hardware=config.Hardware("cpu"), init_checkpoint="")
+    config.write_params(zoo_dir, model, hardware=Hardware("cpu"), init_checkpoint="")
     zoo_params = config.load_params(zoo_dir)
     zoo_params.override({"task": {"model": {"num_classes": zoo_classes}}})
     zoo_model, _ = write_checkpoint(zoo_params, tmp_path / f"{model}-zoo")
     archive = tar_folder(tmp_path / f"{model}-zoo", tmp_path / f"{model}-zoo.tar.gz")
 
-    config.write_params(result_dir, model, checkpoint_url=archive.as_uri(), hardware=config.Hardware("cpu"))
+    config.write_params(result_dir, model, checkpoint_url=archive.as_uri(), hardware=Hardware("cpu"))
     params = config.load_params(result_dir)
     assert params.task.init_checkpoint.startswith(str(tmp_path / "cache"))
     task = task_factory.get_task(params.task)

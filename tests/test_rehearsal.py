@@ -17,6 +17,7 @@ import pytest
 from trainer import config
 from trainer.errors import UserError
 from trainer.export.formats import EXPORT_FORMATS
+from trainer.hardware import SIMULATE_GPUS_ENV, SIMULATE_TPU_ENV, Hardware, detect_hardware
 
 REPO = Path(__file__).resolve().parent.parent
 START_SH = REPO / "packaging" / "start.sh"
@@ -93,9 +94,9 @@ print("SEEN " + json.dumps(seen))
 def test_eval_batches_split_over_4_gpus_and_3_workers_and_cover_the_val_set(small_data, tmp_path):
     """Finding 2: Model Garden's input pipeline under real tf.distribute strategies (not a formula)."""
     simulated, workers = fresh_run(tmp_path, small_data, "gpus"), fresh_run(tmp_path, small_data, "workers")
-    config.write_params(simulated, "demo", hardware=config.detect_hardware({config.SIMULATE_GPUS_ENV: "4"}, 0))
+    config.write_params(simulated, "demo", hardware=detect_hardware({SIMULATE_GPUS_ENV: "4"}, 0))
     three_workers = {"cluster": {"chief": ["a:1"], "worker": ["b:1", "c:1"]}, "task": {"type": "chief", "index": 0}}
-    config.write_params(workers, "demo", hardware=config.detect_hardware({"TF_CONFIG": json.dumps(three_workers)}, 0))
+    config.write_params(workers, "demo", hardware=detect_hardware({"TF_CONFIG": json.dumps(three_workers)}, 0))
     for run_dir, replicas in ((simulated, 4), (workers, 3)):
         params = config.load_params(run_dir)
         assert params.task.validation_data.global_batch_size % replicas == 0
@@ -112,19 +113,19 @@ def test_eval_batches_split_over_4_gpus_and_3_workers_and_cover_the_val_set(smal
 
 
 def test_simulation_switches_plan_for_the_hardware(monkeypatch):
-    gpus = config.detect_hardware({config.SIMULATE_GPUS_ENV: "4"}, 0)
+    gpus = detect_hardware({SIMULATE_GPUS_ENV: "4"}, 0)
     assert (gpus.kind, gpus.num_gpus, gpus.strategy, gpus.replicas, gpus.simulated) == ("gpu", 4, "mirrored", 4, True)
-    tpu = config.detect_hardware({config.SIMULATE_TPU_ENV: "1"}, 0)
+    tpu = detect_hardware({SIMULATE_TPU_ENV: "1"}, 0)
     assert (tpu.kind, tpu.strategy, tpu.tpu, tpu.simulated) == ("tpu", "one_device", "", True)
-    assert config.detect_hardware({config.SIMULATE_GPUS_ENV: "0"}, 0) == config.Hardware("cpu")
+    assert detect_hardware({SIMULATE_GPUS_ENV: "0"}, 0) == Hardware("cpu")
     with pytest.raises(UserError, match="TRAINER_SIMULATE_GPUS must be a number of GPUs, not 'two'"):
-        config.detect_hardware({config.SIMULATE_GPUS_ENV: "two"}, 0)
+        detect_hardware({SIMULATE_GPUS_ENV: "two"}, 0)
 
 
 def test_two_simulated_gpus_train_in_mixed_float16_and_export_float32(small_bucket, tmp_path):
     """`TRAINER_SIMULATE_GPUS=2 start.sh 1`: the GPU plan (catalogue GPU batch per replica) trains and exports."""
     result_dir = tmp_path / "result"
-    completed = run_trainer([START_SH, 1], {config.SIMULATE_GPUS_ENV: "2", "DATA_DIR": small_bucket,
+    completed = run_trainer([START_SH, 1], {SIMULATE_GPUS_ENV: "2", "DATA_DIR": small_bucket,
                                             "RESULT_DIR": result_dir, "MODEL": "demo"}, tmp_path / "start.log")
     log = completed.stdout
     assert "train: starting from scratch: step 0 of 1, mirrored strategy over 2 replica(s)" in log, log[-3000:]
@@ -165,11 +166,11 @@ def test_tpu_precision_trains_in_bfloat16_and_restores_the_policy(sample_bucket,
 
     before = tf_keras.mixed_precision.global_policy().name
     result_dir = tmp_path / "tpu"
-    os.environ[config.SIMULATE_TPU_ENV] = "1"
+    os.environ[SIMULATE_TPU_ENV] = "1"
     try:
         run(sample_bucket, result_dir, model="demo", steps=2, batch_size=8, formats=[])
     finally:
-        del os.environ[config.SIMULATE_TPU_ENV]
+        del os.environ[SIMULATE_TPU_ENV]
     assert tf_keras.mixed_precision.global_policy().name == before == "float32"
     params = config.load_params(result_dir)
     assert (params.runtime.mixed_precision_dtype, params.runtime.distribution_strategy) == ("bfloat16", "one_device")
@@ -188,7 +189,7 @@ def test_the_policy_is_restored_when_training_fails(small_data, tmp_path):
 
     result_dir = fresh_run(tmp_path, small_data, "broken")
     config.write_params(result_dir, "demo", steps=2, batch_size=8,
-                        hardware=config.detect_hardware({config.SIMULATE_TPU_ENV: "1"}, 0))
+                        hardware=detect_hardware({SIMULATE_TPU_ENV: "1"}, 0))
     garbage = tmp_path / "garbage.tfrecord"
     garbage.write_bytes(b"not a TFRecord file at all")
     params_path = result_dir / "params.yaml"
@@ -203,7 +204,7 @@ def test_four_simulated_gpus_evaluate_a_val_set_not_divisible_by_4(small_bucket,
     result_dir = tmp_path / "gpus4"
     completed = run_trainer(["run", "--data-dir", small_bucket, "--result-dir", result_dir, "--model", "demo",
                              "--steps", 1, "--batch-size", 8, "--val-fraction", VAL_FRACTION, "--formats", "none"],
-                            {config.SIMULATE_GPUS_ENV: "4"}, tmp_path / "run.log")
+                            {SIMULATE_GPUS_ENV: "4"}, tmp_path / "run.log")
     assert completed.returncode == 0, completed.stdout[-3000:]
     assert "mirrored strategy over 4 replica(s)" in completed.stdout
     params = config.load_params(result_dir)
@@ -239,7 +240,7 @@ def test_multi_worker_job_restores_a_served_checkpoint_and_resumes_after_a_kill(
     from zoo_archive import tar_folder, write_checkpoint
 
     scratch = fresh_run(tmp_path, small_data, "scratch")
-    config.write_params(scratch, "demo", hardware=config.Hardware("cpu"))
+    config.write_params(scratch, "demo", hardware=Hardware("cpu"))
     write_checkpoint(config.load_params(scratch), tmp_path / "demo-zoo")
     addresses = [f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}"]
     result_dir = tmp_path / "result"
@@ -318,7 +319,7 @@ def test_without_a_val_split_it_trains_unevaluated_and_a_resume_refuses_changed_
     def rerun(annotations, steps):
         (bucket / "_annotations.json").write_text(json.dumps(annotations))
         assert prepare(bucket, result_dir, val_fraction=0)["splits"]["val"]["images"] == 0
-        config.write_params(result_dir, "demo", steps=steps, hardware=config.Hardware("cpu"))
+        config.write_params(result_dir, "demo", steps=steps, hardware=Hardware("cpu"))
         return train(result_dir)
 
     metrics = rerun(original, 2)

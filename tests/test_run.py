@@ -3,10 +3,10 @@ import json
 
 import pytest
 
-from trainer import config
 from trainer import run as run_stage
 from trainer.errors import UserError
 from trainer.export.formats import EXPORT_FORMATS, FORMAT_NAMES
+from trainer.hardware import is_chief
 
 
 @pytest.mark.parametrize("env, chief", [
@@ -21,7 +21,7 @@ from trainer.export.formats import EXPORT_FORMATS, FORMAT_NAMES
                                   "task": {"type": "workerpool0", "index": 0}})}, True),
 ])
 def test_only_the_chief_prepares(env, chief):
-    assert config.is_chief(env) is chief
+    assert is_chief(env) is chief
 
 
 def test_a_worker_waits_for_the_chief_and_writes_nothing(tmp_path, sample_bucket, monkeypatch):

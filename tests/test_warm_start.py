@@ -9,9 +9,10 @@ import pytest
 
 from trainer import config
 from trainer.errors import UserError
+from trainer.hardware import Hardware
 from trainer.warm_start import _class_layer, kept_ids
 
-CPU = config.Hardware("cpu")
+CPU = Hardware("cpu")
 
 
 def bucket_with_labels(sample, folder, renames, labels, kind="localization"):

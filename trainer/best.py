@@ -8,10 +8,15 @@ ckpt-STEP (all replicas, as Orbit's own saves) and the chief copies the best one
 into model/best/. This module is the pure-Python part, over metrics.json's dicts, so it
 is tested without training. The state lives in metrics.json (`best`, `last`,
 `early_stopping`), which is how a resumed run keeps its best and its patience count.
+Export and warm starts take the best checkpoint, else the last (`checkpoint_to_export`).
 """
+import json
 import math
+import re
 from dataclasses import dataclass
+from pathlib import Path
 
+from trainer import console
 from trainer.errors import UserError
 
 DEFAULT_METRIC = {"detection": "AP", "classification": "accuracy"}
@@ -23,6 +28,7 @@ DEFAULT_PATIENCE = 2
 DEFAULT_MIN_DELTA = 0.001
 BEST_FOLDER = "best"  # under model/: the best evaluation's checkpoint files
 RECORD_KEYS = ("best", "last", "early_stopping")  # what metrics.json holds besides the last evaluation's metrics
+CHECKPOINT_STATE_PATH = re.compile(r'^model_checkpoint_path:\s*"(.*)"', re.MULTILINE)
 
 
 def higher_is_better(metric):
@@ -133,6 +139,29 @@ class Tracker:
                 "early_stopping": {"metric": self.metric, "patience": self.patience, "min_delta": self.min_delta,
                                    "reference": self.reference, "evaluations_without_improvement": self.waited,
                                    "stopped": self.stopped}}
+
+
+def checkpoint_to_export(result_dir, latest):
+    """(prefix, name under model/) of the checkpoint to export: metrics.json's `best` (model/best/ckpt-N),
+    else LATEST (the last checkpoint: runs trained before the best was kept, or without evaluation)."""
+    metrics_path = result_dir / "metrics.json"
+    best = (json.loads(metrics_path.read_text()) if metrics_path.is_file() else {}).get("best")
+    if best:
+        prefix = result_dir / "model" / best["checkpoint"]
+        if Path(f"{prefix}.index").is_file():
+            return str(prefix), best["checkpoint"]
+        console.say(f"export: WARNING: metrics.json's best checkpoint {prefix} is missing: exporting the last "
+                    f"checkpoint instead", error=True)
+    if not latest:
+        raise UserError(f"no checkpoint in {result_dir}/model: run `trainer train` first")
+    return latest, Path(latest).name
+
+
+def last_checkpoint_step(model_dir):
+    """The step of model_dir's latest checkpoint (its state file, no TensorFlow), or None."""
+    state = model_dir / "checkpoint"
+    match = CHECKPOINT_STATE_PATH.search(state.read_text()) if state.is_file() else None
+    return int(match.group(1).rsplit("-", 1)[1]) if match else None
 
 
 def add_arguments(parser):

@@ -7,21 +7,19 @@ the hardware found (strategy, GPU count, precision), and a schedule sized to the
 dataset. Beside it, experiment.json records the experiment name that params.yaml must
 be loaded onto, and why the run got its steps and batch size; `load_params` reads both.
 
-Hardware detection is a pure function of environment variables and the visible GPU
-count, so tests cover CPU, GPU, multi-worker and TPU without the hardware.
-TRAINER_SIMULATE_GPUS=N plans for N GPUs and TRAINER_SIMULATE_TPU=1 for a TPU; train
-then runs that plan on this machine's CPU (see trainer/train.py).
+The hardware is trainer/hardware.py's: what this machine has (or simulates with
+TRAINER_SIMULATE_GPUS=N or TRAINER_SIMULATE_TPU=1), unless `write_params` is given one.
 """
 import hashlib
 import json
 import math
-import os
 import re
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 
-from trainer import catalogue, console
+from trainer import catalogue, console, model_garden
 from trainer.errors import UserError
+from trainer.hardware import PRECISION, SIMULATION_HELP, STEPS_PER_LOOP, TPU_EVAL_BATCH, Hardware, this_machine
 
 # The default detector (a classification bucket's default is catalogue.DEFAULT_MODELS'):
 # mobile SpineNet-49 RetinaNet, 2.3 M parameters, 1 GFLOP at 384 px, TFLite-friendly
@@ -40,134 +38,12 @@ WARM_START_STEPS_FACTOR = 0.25
 WARM_START_LR_FACTOR = 0.25
 CHECKPOINTS_PER_RUN = 10
 MAX_CHECKPOINTS_KEPT = 3
-# Steps per Orbit loop: one progress line, summary and SIGTERM check each. Short on
-# CPU (seconds a step), long on accelerators (host round trips cost).
-STEPS_PER_LOOP = {"cpu": 10, "gpu": 50, "tpu": 100}
-PRECISION = {"cpu": "float32", "gpu": "float16", "tpu": "bfloat16"}
-TPU_EVAL_BATCH = 8  # TPUs need whole batches; 8 splits over 8 cores or 4 chips
 TOP_K = 5  # classifiers also report top-5 accuracy when they have more than 5 classes
 MODEL_GARDEN_MAX_INSTANCES = 100
 # Model Garden repeats the training records, then shuffles them in a buffer of 10000
 # by default: filling it reads 10000 encoded images before the first step. A buffer
 # of the dataset (capped) shuffles as well for small datasets and starts at once.
 MAX_SHUFFLE_BUFFER = 1000
-# Vertex AI's CLUSTER_SPEC names worker pools; TF_CONFIG names their roles.
-WORKER_POOL_ROLES = {"workerpool0": "chief", "workerpool1": "worker", "workerpool2": "ps", "workerpool3": "evaluator"}
-TRAINING_ROLES = ("chief", "worker")
-# Plan and train as on N GPUs (N logical CPU devices) or on a TPU (its batch and precision
-# on one CPU device): for tests, and to try an accelerator's plan on a laptop.
-SIMULATE_GPUS_ENV = "TRAINER_SIMULATE_GPUS"
-SIMULATE_TPU_ENV = "TRAINER_SIMULATE_TPU"
-SIMULATION_HELP = (f"{SIMULATE_GPUS_ENV}=N: plan and train as on N GPUs (mirrored over N logical CPU devices, "
-                   f"mixed_float16, the per-GPU batch); {SIMULATE_TPU_ENV}=1: the TPU plan (its batch, "
-                   f"mixed_bfloat16) on one CPU device. For tests and laptops.")
-
-
-@dataclass(frozen=True)
-class Hardware:
-    """What this job trains on: `kind` cpu, gpu or tpu; GPUs per worker; workers; TPU address.
-
-    `simulated`: the plan is for this hardware, but it runs on the CPU (SIMULATE_*_ENV).
-    """
-
-    kind: str
-    num_gpus: int = 0
-    num_workers: int = 1
-    tpu: str = ""
-    simulated: bool = False
-
-    @property
-    def strategy(self):
-        if self.kind == "tpu":
-            return "one_device" if self.simulated else "tpu"
-        if self.num_workers > 1:
-            return "multi_worker_mirrored"
-        return "mirrored" if self.num_gpus else "one_device"
-
-    @property
-    def replicas(self):
-        """Devices a batch is split over (a TPU's cores are counted by its batch size instead)."""
-        return 1 if self.kind == "tpu" else max(self.num_gpus, 1) * self.num_workers
-
-    def describe(self):
-        if self.kind == "tpu":
-            return "TPU plan simulated on the CPU" if self.simulated else f"TPU {self.tpu}"
-        devices = f"{self.num_gpus} GPU(s)" if self.num_gpus else "CPU"
-        if self.simulated:
-            devices += " simulated by logical CPU devices"
-        return f"{devices} x {self.num_workers} workers" if self.num_workers > 1 else devices
-
-
-def tf_config_from_env(env):
-    """TF_CONFIG as a dict: TF_CONFIG itself, else converted from Vertex AI's CLUSTER_SPEC, else {}."""
-    if env.get("TF_CONFIG"):
-        return _cluster_json(env, "TF_CONFIG", lambda config: config)
-    if not env.get("CLUSTER_SPEC"):
-        return {}
-    return _cluster_json(env, "CLUSTER_SPEC", _from_cluster_spec)
-
-
-def _cluster_json(env, name, convert):
-    """CONVERT(json of env[NAME]), any malformation one UserError naming the variable."""
-    try:
-        config = convert(json.loads(env[name]))
-        task = config.get("task") or {}
-        if not isinstance(config.get("cluster", {}), dict) or not isinstance(task.get("type", ""), str):
-            raise TypeError("cluster must be an object and task.type a string")
-        return config
-    except (ValueError, TypeError, KeyError, AttributeError) as err:
-        raise UserError(f"{name} is not a valid cluster description ({type(err).__name__}: {err}): "
-                        f"{env[name][:200]!r}") from None
-
-
-def _from_cluster_spec(spec):
-    cluster = {WORKER_POOL_ROLES[pool]: hosts for pool, hosts in spec["cluster"].items() if hosts}
-    task = spec.get("task", {})
-    return {
-        "cluster": cluster,
-        "task": {"type": WORKER_POOL_ROLES[task.get("type", "workerpool0")], "index": task.get("index", 0)},
-    }
-
-
-def detect_hardware(env, gpus):
-    """The Hardware for environment ENV (a mapping like os.environ) with GPUS visible GPUs.
-
-    TPU: TPU_NAME (its address), or TPU_ACCELERATOR_TYPE as set on TPU VMs ("local").
-    Several workers: TF_CONFIG or Vertex AI's CLUSTER_SPEC listing more than one
-    chief/worker. Otherwise GPUs when any are visible, else the CPU. The simulation
-    switches (TRAINER_SIMULATE_TPU=1, TRAINER_SIMULATE_GPUS=N) override what is visible.
-    """
-    if env.get(SIMULATE_TPU_ENV, "0") not in ("", "0"):
-        return Hardware("tpu", simulated=True)
-    tpu = env.get("TPU_NAME") or ("local" if env.get("TPU_ACCELERATOR_TYPE") else "")
-    if tpu:
-        return Hardware("tpu", tpu=tpu)
-    simulated = _simulated_gpus(env)
-    cluster = tf_config_from_env(env).get("cluster", {})
-    workers = max(1, sum(len(cluster.get(role, [])) for role in TRAINING_ROLES))
-    if simulated:
-        if workers > 1:
-            raise UserError(f"{SIMULATE_GPUS_ENV} simulates one machine's GPUs; it cannot be combined with workers")
-        return Hardware("gpu", num_gpus=simulated, simulated=True)
-    return Hardware("gpu" if gpus else "cpu", num_gpus=gpus, num_workers=workers)
-
-
-def _simulated_gpus(env):
-    value = env.get(SIMULATE_GPUS_ENV, "")
-    if value in ("", "0"):
-        return 0
-    if not value.isdigit():
-        raise UserError(f"{SIMULATE_GPUS_ENV} must be a number of GPUs, not {value!r}")
-    return int(value)
-
-
-def is_chief(env):
-    """True unless TF_CONFIG / CLUSTER_SPEC names this replica a non-chief worker."""
-    tf_config = tf_config_from_env(env)
-    task = tf_config.get("task", {})
-    if "chief" not in tf_config.get("cluster", {}):  # no chief pool: worker 0 leads
-        return task.get("type", "worker") == "worker" and task.get("index", 0) == 0
-    return task.get("type") == "chief"
 
 
 def load_evaluation(result_dir):
@@ -208,8 +84,8 @@ def write_params(result_dir, model=None, steps=None, batch_size=None,
     dataset = _read_dataset(result_dir / "data")
     asked, model = model, catalogue.resolve_model(model, dataset["task"])
     entry = catalogue.load_model(model)
-    exp_factory, hyperparams = _model_garden()
-    hardware = hardware or _this_machine()
+    exp_factory, hyperparams = model_garden.experiments()
+    hardware = hardware or this_machine()
     warm = _warm_start(init_from, model, dataset, checkpoint_url) if init_from else None
     plan = _plan(entry, dataset, hardware, steps, batch_size, warm_start=bool(warm))
     checkpoint = warm["checkpoint"] if warm else _checkpoint(entry, checkpoint_url, init_checkpoint)
@@ -221,7 +97,7 @@ def write_params(result_dir, model=None, steps=None, batch_size=None,
     if warm and dataset["task"] == "detection" and params.task.model.decoder.type == "identity":
         warm["checkpoint"]["modules"] = warm["record"]["modules"] = [m for m in checkpoint["modules"] if m != "decoder"]
     params.override(_run_overrides(dataset, hardware, plan, checkpoint), is_strict=True)
-    params.override(_tuples_as_lists(params.as_dict()), is_strict=True)
+    params.override(model_garden.tuples_as_lists(params.as_dict()), is_strict=True)
     params.validate()
     if (dataset["task"] == "detection" and checkpoint["path"] and "decoder" in checkpoint["modules"]
             and params.task.model.decoder.type == "identity"):
@@ -247,25 +123,9 @@ def write_params(result_dir, model=None, steps=None, batch_size=None,
     return path
 
 
-def _tuples_as_lists(settings):
-    """The override that turns every tuple in SETTINGS (a nested dict) into a list.
-
-    Model Garden's classifier defaults hold tuples (crop_area_range), which its YAML
-    writer saves as `!!python/tuple`: no safe YAML loader reads that, so params.yaml
-    would be unreadable to every tool but Model Garden.
-    """
-    found = {}
-    for key, value in settings.items():
-        if isinstance(value, tuple):
-            found[key] = list(value)
-        elif isinstance(value, dict) and (inner := _tuples_as_lists(value)):
-            found[key] = inner
-    return found
-
-
 def load_params(result_dir):
     """RESULT_DIR/params.yaml as a validated Model Garden ExperimentConfig (train and export read it so)."""
-    exp_factory, hyperparams = _model_garden()
+    exp_factory, hyperparams = model_garden.experiments()
     result_dir = Path(result_dir)
     record = _load_record(result_dir)
     params = exp_factory.get_exp_config(record["experiment"])
@@ -279,21 +139,6 @@ def _load_record(result_dir):
     if not record_path.is_file():
         raise UserError(f"{record_path} is missing: run `python -m trainer config --result-dir {result_dir}` first")
     return json.loads(record_path.read_text())
-
-
-def _model_garden():
-    """Model Garden's experiment factory and hyperparams, with the vision experiments registered."""
-    from official.core import exp_factory
-    from official.modeling import hyperparams
-    from official.vision import registry_imports  # noqa: F401  (registers retinanet_*, fasterrcnn_*, ...)
-
-    return exp_factory, hyperparams
-
-
-def _this_machine():
-    import tensorflow as tf
-
-    return detect_hardware(os.environ, len(tf.config.list_physical_devices("GPU")))
 
 
 def _read_dataset(data_dir):

@@ -14,6 +14,7 @@ import traceback
 from pathlib import Path
 
 from trainer.errors import UserError
+from trainer.hardware import tf_config_from_env
 
 # In quiet mode training progress reaches the console about this many times a run (plus the first and last
 # report): each shown progress line comes with its cacli line, and a demo console should fit in 60 lines.
@@ -141,7 +142,5 @@ def stream():
 
 def _replica_suffix():
     """`-worker-N` on a multi-worker job's workers (TF_CONFIG / CLUSTER_SPEC), which share RESULT_DIR."""
-    from trainer.config import tf_config_from_env
-
     task = tf_config_from_env(os.environ).get("task") or {"type": "chief"}
     return "" if task["type"] == "chief" else f"-{task['type']}-{task.get('index', 0)}"

@@ -26,7 +26,7 @@ import secrets
 import time
 from pathlib import Path
 
-from trainer import best, catalogue, config, console
+from trainer import best, catalogue, config, console, hardware
 from trainer.dataset import DEFAULT_VAL_FRACTION
 from trainer.errors import UserError
 from trainer.export import conversion_exit, export, failures  # imports TensorFlow only when exporting
@@ -57,7 +57,7 @@ def run(data_dir, result_dir, model=None, steps=None, batch_size=None, checkpoin
 
     refuse_overlap(data_dir, result_dir)
     result_dir = Path(result_dir).absolute()
-    if config.is_chief(os.environ):
+    if hardware.is_chief(os.environ):
         (result_dir / READY_FILE).unlink(missing_ok=True)
         _stage("prepare", f"{data_dir} -> {result_dir / 'data'}")
         prepare(data_dir, result_dir, val_fraction=val_fraction, model=model)
@@ -69,7 +69,7 @@ def run(data_dir, result_dir, model=None, steps=None, batch_size=None, checkpoin
         _wait_for_chief(result_dir, {"asked_model": model, "steps": steps, "batch_size": batch_size})
     _stage("train", f"-> {result_dir / 'model'}")
     train(result_dir, select_metric, patience, min_delta)
-    if not config.is_chief(os.environ):
+    if not hardware.is_chief(os.environ):
         return {}
     failed = {}
     if formats:
@@ -104,14 +104,14 @@ def _write_ready(result_dir, env=os.environ):
 
 def _job_identity(env):
     """What every replica of the job in ENV derives alike: a digest of CLOUD_ML_JOB_ID and the cluster's addresses."""
-    cluster = config.tf_config_from_env(env).get("cluster", {})
+    cluster = hardware.tf_config_from_env(env).get("cluster", {})
     text = json.dumps({"job": env.get("CLOUD_ML_JOB_ID"), "cluster": cluster}, sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def _started_record(result_dir, env):
     """Where this worker records the nonce of the marker it started from: RESULT_DIR/ready-TYPE-INDEX.json."""
-    task = config.tf_config_from_env(env).get("task", {})
+    task = hardware.tf_config_from_env(env).get("task", {})
     return result_dir / f"ready-{task.get('type', 'worker')}-{int(task.get('index', 0))}.json"
 
 
@@ -167,7 +167,7 @@ def _stage(name, what):
 
 
 def add_arguments(parser):
-    parser.epilog = config.SIMULATION_HELP
+    parser.epilog = hardware.SIMULATION_HELP
     parser.add_argument("--data-dir", required=True,
                         help="the Cloud Annotations bucket (folder with _annotations.json)")
     parser.add_argument("--result-dir", required=True, help="where data/, params.yaml, model/ and metrics.json go")

@@ -18,7 +18,6 @@ metrics.json is from that step is complete: a rerun returns at once.
 import contextlib
 import json
 import os
-import re
 import shutil
 import signal
 import time
@@ -27,16 +26,16 @@ from pathlib import Path
 import yaml
 
 from trainer import best as selection
-from trainer import config, console
+from trainer import config, console, model_garden
 from trainer.report import write_report
 from trainer.errors import UserError
+from trainer.hardware import SIMULATE_GPUS_ENV, is_chief, tf_config_from_env
 
 TERMINATED_EXIT = 128 + signal.SIGTERM
 COCO_METRICS = ("AP", "AP50", "AP75", "APs", "APm", "APl", "ARmax1", "ARmax10", "ARmax100", "ARs", "ARm", "ARl")
 # Model Garden's per-category metric names (coco_evaluator), in COCOeval.stats order.
 CATEGORY_METRICS = {"AP": "Precision mAP ByCategory", "AP50": "Precision mAP ByCategory@50IoU",
                     "AP75": "Precision mAP ByCategory@75IoU", "ARmax100": "Recall AR@100 ByCategory"}
-CHECKPOINT_STATE_PATH = re.compile(r'^model_checkpoint_path:\s*"(.*)"', re.MULTILINE)
 
 
 class Terminated(BaseException):
@@ -61,7 +60,7 @@ def train(result_dir, select_metric=None, patience=selection.DEFAULT_PATIENCE,
     if not params_path.is_file():
         raise UserError(f"{params_path} is missing: run `python -m trainer config --result-dir {result_dir}` first")
     steps = yaml.safe_load(params_path.read_text())["trainer"]["train_steps"]
-    last_step = _last_checkpoint_step(model_dir)
+    last_step = selection.last_checkpoint_step(model_dir)
     if last_step is not None and last_step > steps:
         raise UserError(f"{model_dir} already holds ckpt-{last_step}, beyond the {steps} steps asked: "
                         f"ask for more steps, or train into a new result dir")
@@ -109,13 +108,13 @@ def _train(result_dir, model_dir, metrics_path, steps, last_step, tracker):
     from official.modeling import performance
     from official.vision.utils import summary_manager
 
-    _patch_model_garden_coco_evaluation()
-    _quiet_orbit()
+    model_garden.patch_coco_evaluation()
+    model_garden.quiet_orbit()
     params = config.load_params(result_dir)
     params.lock()
     evaluation = config.load_evaluation(result_dir)
     if "TF_CONFIG" not in os.environ and "CLUSTER_SPEC" in os.environ:
-        os.environ["TF_CONFIG"] = json.dumps(config.tf_config_from_env(os.environ))
+        os.environ["TF_CONFIG"] = json.dumps(tf_config_from_env(os.environ))
     performance.set_mixed_precision_policy(params.runtime.mixed_precision_dtype)
     strategy = _distribution_strategy(params, config.load_hardware(result_dir))
     init = config.load_init_from(result_dir)  # a warm start (trainer/warm_start.py)
@@ -144,7 +143,7 @@ def _train(result_dir, model_dir, metrics_path, steps, last_step, tracker):
                 mode = "train_and_eval" if (last_step or 0) < steps else "eval"
             else:
                 mode = "train"
-            with _worker_resumes(strategy, model_dir, last_step):
+            with model_garden.worker_resumes(strategy, model_dir, last_step):
                 runner = train_lib.OrbitExperimentRunner(
                     distribution_strategy=strategy, task=task, params=params, model_dir=str(model_dir), mode=mode,
                     train_actions=[progress.after_train], eval_actions=[progress.after_eval],
@@ -194,7 +193,7 @@ def _copying_head(initialize, init, labels, params, strategy):
 
     def run(model):
         initialize(model)
-        warm_start.copy_head(model, init, labels, params, strategy)
+        warm_start.copy_head(model, init, labels, params, config.load_params(init["run"]), strategy)
 
     return run
 
@@ -246,36 +245,6 @@ def _keep_best(model_dir, step):
             path.unlink()
 
 
-@contextlib.contextmanager
-def _worker_resumes(strategy, model_dir, last_step):
-    """On a non-chief worker, make Model Garden's runner restore the chief's ckpt-LAST_STEP.
-
-    Model Garden 2.20's train_lib gives non-chief workers a fresh tempfile.mkdtemp()
-    checkpoint folder, so a restarted worker initialised from scratch at step 0 while
-    the chief restored ckpt-N, and their collectives then mismatched (seen in the
-    multi-worker rehearsal). The worker's folder starts as a copy of ckpt-N instead.
-    """
-    from official.core import train_lib
-
-    if strategy.extended.should_checkpoint or last_step is None:
-        yield
-        return
-    import shutil
-    import tempfile
-    import types
-
-    folder = tempfile.mkdtemp(prefix="worker-checkpoint-")
-    for path in model_dir.glob(f"ckpt-{last_step}.*"):
-        shutil.copyfile(path, Path(folder) / path.name)
-    (Path(folder) / "checkpoint").write_text(f'model_checkpoint_path: "ckpt-{last_step}"\n'
-                                             f'all_model_checkpoint_paths: "ckpt-{last_step}"\n')
-    train_lib.tempfile = types.SimpleNamespace(mkdtemp=lambda: folder)
-    try:
-        yield
-    finally:
-        train_lib.tempfile = tempfile
-
-
 def _distribution_strategy(params, hardware):
     """Model Garden's strategy for params.runtime; for simulated GPUs, mirrored over logical CPU devices.
 
@@ -297,7 +266,7 @@ def _distribution_strategy(params, hardware):
         pass
     devices = [device.name for device in tf.config.list_logical_devices("CPU")]
     if len(devices) != hardware.num_gpus:
-        raise UserError(f"{config.SIMULATE_GPUS_ENV}={hardware.num_gpus} needs a fresh process: TensorFlow already "
+        raise UserError(f"{SIMULATE_GPUS_ENV}={hardware.num_gpus} needs a fresh process: TensorFlow already "
                         f"started with {len(devices)} CPU device(s)")
     return tf.distribute.MirroredStrategy(devices, cross_device_ops=tf.distribute.ReductionToOneDevice())
 
@@ -318,7 +287,7 @@ def _check_dataset(result_dir, model_dir, last_step):
             raise UserError(f"{model_dir} holds checkpoints trained on other labels ({_label_change(trained, current)}); "
                             f"resuming would train the wrong classes: use a new RESULT_DIR for this dataset")
         return
-    if config.is_chief(os.environ):
+    if is_chief(os.environ):
         model_dir.mkdir(parents=True, exist_ok=True)
         _write_json(record_path, current)
 
@@ -356,13 +325,6 @@ def _summary(model_dir, metrics_path):
         console.say(f"train: metrics:     {metrics_path} (step {metrics['step']}: NOT EVALUATED: {metrics['reason']})")
     console.say(f"train: TensorBoard: tensorboard --logdir {model_dir}")
     return metrics
-
-
-def _last_checkpoint_step(model_dir):
-    """The step of model_dir's latest checkpoint (its state file, no TensorFlow), or None."""
-    state = model_dir / "checkpoint"
-    match = CHECKPOINT_STATE_PATH.search(state.read_text()) if state.is_file() else None
-    return int(match.group(1).rsplit("-", 1)[1]) if match else None
 
 
 def _metrics_step(metrics_path):
@@ -414,7 +376,7 @@ class _Progress:
         per_step = (time.monotonic() - self.since) / max(step - self.step, 1)
         loss = float(output.get("total_loss", output.get("training_loss")))
         eta = _duration((self.steps - step) * per_step)
-        saved = _last_checkpoint_step(self.model_dir)
+        saved = selection.last_checkpoint_step(self.model_dir)
         console.progress(step, self.steps,
                          f"progress: step {step}/{self.steps} | loss {loss:.4f} | {self.batch_size / per_step:.1f} "
                          f"images/s | lr {float(output['learning_rate']):.3g} | ETA {eta} | last checkpoint "
@@ -511,73 +473,6 @@ def _confusion_matrix(model, task, data_config, num_classes):
         predicted = tf.argmax(model(images, training=False), axis=-1)
         np.add.at(matrix, (truth.numpy().reshape(-1), predicted.numpy().reshape(-1)), 1)
     return matrix.tolist()
-
-
-def _quiet_orbit():
-    """Keep Orbit's per-loop messages in the absl log only.
-
-    Orbit both logs and prints every loop's whole output dict, validation images
-    included as pixel arrays; the progress and evaluation lines replace the prints.
-    """
-    from orbit import controller
-
-    controller.print = lambda *args, **kwargs: None
-
-
-def _patch_model_garden_coco_evaluation():
-    """Two narrow fixes to Model Garden 2.20's COCO evaluation, applied to its modules, idempotently.
-
-    1. NumPy 2: RetinaNet's parser gives each image's `num_detections` as a 1-element
-       array (tf.shape, not tf.shape()[0]), and coco_utils.convert_groundtruths_to_
-       coco_dataset calls int() on it, which NumPy >= 2 refuses. We flatten it to one
-       count per image before the conversion; nothing else changes.
-    2. Per-class AP: COCOEvaluator(per_category_metrics=True) reads `category_stats`
-       from the COCOeval it runs, which only a fork of pycocotools has; stock
-       pycocotools has none and per-class metrics silently come out empty. We give the
-       evaluator a COCOeval subclass that computes the table from COCOeval.eval.
-    """
-    import numpy as np
-    from official.vision.evaluation import coco_evaluator, coco_utils
-    from pycocotools import cocoeval
-
-    convert = coco_utils.convert_groundtruths_to_coco_dataset
-    if getattr(convert, "flattens_num_detections", False):
-        return
-
-    def convert_groundtruths_to_coco_dataset(groundtruths, label_map=None):
-        counts = [np.reshape(batch, [-1]) for batch in groundtruths["num_detections"]]
-        return convert({**groundtruths, "num_detections": counts}, label_map)
-
-    convert_groundtruths_to_coco_dataset.flattens_num_detections = True
-    coco_utils.convert_groundtruths_to_coco_dataset = convert_groundtruths_to_coco_dataset
-
-    class COCOevalWithCategoryStats(cocoeval.COCOeval):
-        """COCOeval that also sets category_stats[metric][category], metrics in COCOeval.stats order."""
-
-        def summarize(self):
-            super().summarize()
-            one, ten, most = self.params.maxDets
-            specs = [(True, None, "all", most), (True, 0.5, "all", most), (True, 0.75, "all", most),
-                     (True, None, "small", most), (True, None, "medium", most), (True, None, "large", most),
-                     (False, None, "all", one), (False, None, "all", ten), (False, None, "all", most),
-                     (False, None, "small", most), (False, None, "medium", most), (False, None, "large", most)]
-            categories = range(len(self.params.catIds))
-            self.category_stats = np.array([[self._category_stat(*spec, k) for k in categories] for spec in specs])
-
-        def _category_stat(self, is_precision, iou, area, max_dets, category):
-            """Like COCOeval.summarize's mean over valid entries (-1 when none), for one category."""
-            p = self.params
-            a, m = p.areaRngLbl.index(area), p.maxDets.index(max_dets)
-            if is_precision:
-                table = self.eval["precision"][:, :, category, a, m]  # [iou, recall]
-            else:
-                table = self.eval["recall"][:, category, a, m]  # [iou]
-            if iou is not None:
-                table = table[np.isclose(p.iouThrs, iou)]
-            valid = table[table > -1]
-            return valid.mean() if valid.size else -1.0
-
-    coco_evaluator.cocoeval = type("cocoeval", (), {"COCOeval": COCOevalWithCategoryStats})
 
 
 def add_arguments(parser):

@@ -9,6 +9,7 @@ own rows. The schedule is shorter and lower (config.WARM_START_*).
 import json
 from pathlib import Path
 
+from trainer.best import checkpoint_to_export, last_checkpoint_step
 from trainer.errors import UserError
 
 GCS_MOUNT = Path("/gcs")  # where Vertex AI (Cloud Storage FUSE) mounts gs://BUCKET/...
@@ -29,13 +30,10 @@ def run_folder(init_from):
 def source(init_from):
     """What a warm start needs from the earlier run folder INIT_FROM: {"run", "checkpoint" (prefix), "model", "task",
     "labels"}. Its best evaluation's checkpoint (metrics.json's `best`), else its last."""
-    from trainer.export.common import checkpoint_to_export
-    from trainer.train import _last_checkpoint_step
-
     folder = run_folder(init_from)
     needed = [folder / "experiment.json", folder / "data" / "labels.json"]
     missing = [str(path) for path in needed if not path.is_file()]
-    step = _last_checkpoint_step(folder / "model")
+    step = last_checkpoint_step(folder / "model")
     if missing or step is None:
         raise UserError(f"--init-from {init_from} is not a trained run folder (missing: "
                         f"{', '.join(missing) or folder / 'model' / 'checkpoint'})")
@@ -53,10 +51,10 @@ def kept_ids(old_labels, new_labels, task):
     return [(0, 0), *pairs] if task == "detection" else pairs
 
 
-def copy_head(model, init, new_labels, params, strategy):
+def copy_head(model, init, new_labels, params, old_params, strategy):
     """Copy the classification head's rows of every label kept from INIT's run (matched by name) into MODEL.
 
-    The earlier run's model is rebuilt from its own params.yaml and restored whole; every
+    The earlier run's model is rebuilt from its own params.yaml (OLD_PARAMS) and restored whole; every
     head weight of the same shape is copied (box regression, class-net convolutions), and
     the class outputs (the last axis: anchors x classes for a detector, classes for a
     classifier) are copied label by label. Labels new to this run keep their fresh rows.
@@ -64,9 +62,6 @@ def copy_head(model, init, new_labels, params, strategy):
     import tensorflow as tf
     from official.core import task_factory
 
-    from trainer import config
-
-    old_params = config.load_params(init["run"])
     with strategy.scope():
         old_model = task_factory.get_task(old_params.task).build_model()
         for built, settings in ((old_model, old_params), (model, params)):

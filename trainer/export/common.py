@@ -7,6 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
+from trainer import model_garden
+from trainer.best import checkpoint_to_export
 from trainer.errors import UserError
 
 # Exported models return up to max_num_detections boxes down to this score; apps
@@ -69,24 +71,6 @@ def load_job(result_dir, keep_versions=3):
                keep_versions=keep_versions, checkpoint_name=name)
 
 
-def checkpoint_to_export(result_dir, latest):
-    """(prefix, name under model/) of the checkpoint to export: metrics.json's `best` (model/best/ckpt-N),
-    else LATEST (the last checkpoint: runs trained before the best was kept, or without evaluation)."""
-    from trainer import console
-
-    metrics_path = result_dir / "metrics.json"
-    best = (json.loads(metrics_path.read_text()) if metrics_path.is_file() else {}).get("best")
-    if best:
-        prefix = result_dir / "model" / best["checkpoint"]
-        if Path(f"{prefix}.index").is_file():
-            return str(prefix), best["checkpoint"]
-        console.say(f"export: WARNING: metrics.json's best checkpoint {prefix} is missing: exporting the last "
-                    f"checkpoint instead", error=True)
-    if not latest:
-        raise UserError(f"no checkpoint in {result_dir}/model: run `trainer train` first")
-    return latest, Path(latest).name
-
-
 def load_params(result_dir):
     """params.yaml (via `trainer.config.load_params`), with the detection settings of the exports.
 
@@ -102,10 +86,7 @@ def load_params(result_dir):
         raise UserError(f"{Path(result_dir) / 'params.yaml'} is missing: run `trainer config` first")
     params = load(result_dir)
     if isinstance(params.task.model, retinanet.RetinaNet):
-        generator = params.task.model.detection_generator
-        generator.pre_nms_score_threshold = SCORE_THRESHOLD
-        generator.nms_version = "v2"
-        params.task.export_config.output_normalized_coordinates = True
+        model_garden.portable_detections(params, SCORE_THRESHOLD)
     return params
 
 
@@ -269,21 +250,13 @@ def _raw_outputs(model, params, size, pixels):
 
 
 def _rank5_upsampling(params, size, trained):
-    """TRAINED rebuilt with a rank-5 nearest upsampling (`_upsample_rank5`), with the same weights.
-
-    Model Garden upsamples by a rank-6 reshape (FPN, SpineNet-Mobile) and Core ML's layers
-    stop at rank 5. Its own switches to Keras' UpSampling2D add fewer layers and so
-    reorder the model's layers and weights (and the checkpoint's numbering); this variant
-    makes the same number of ops in the same places, so the weights copy over in order.
-    The two models are checked to give the same outputs.
+    """TRAINED rebuilt with a rank-5 nearest upsampling (`model_garden.rank5_upsampling`: Core ML's layers
+    stop at rank 5), with the same weights. The two models are checked to give the same outputs.
     """
-    from unittest import mock
-
     import numpy as np
     import tensorflow as tf
-    from official.vision.ops import spatial_transform_ops
 
-    with mock.patch.object(spatial_transform_ops, "nearest_upsampling", _upsample_rank5):
+    with model_garden.rank5_upsampling():
         model, _ = _built_model(params, size)
     for part in ("backbone", "decoder", "head"):
         source, target = getattr(trained, part), getattr(model, part)
@@ -298,25 +271,6 @@ def _rank5_upsampling(params, size, trained):
     if worst > 1e-4:
         raise RuntimeError(f"the network with rank-5 upsampling differs from the trained one by {worst}")
     return model
-
-
-def _upsample_rank5(data, scale, use_keras_layer=False):
-    """`spatial_transform_ops.nearest_upsampling` with batch and height merged: rank 5, the same ops.
-
-    [b, h, 1, w, 1, c] tiled is laid out in memory as [b * h, 1, w, 1, c] tiled.
-    """
-    import tensorflow as tf
-
-    if use_keras_layer:  # a model configured with Keras' UpSampling2D: already rank 4
-        import tf_keras
-
-        return tf_keras.layers.UpSampling2D(size=(scale, scale), interpolation="nearest")(data)
-    batch, _, _, channels = data.get_shape().as_list()
-    shape = tf.shape(input=data)
-    height = shape[1]
-    width = shape[2]
-    data = tf.tile(tf.reshape(data, [-1, 1, width, 1, channels]), [1, scale, 1, scale, 1])
-    return tf.reshape(data, [-1 if batch is None else batch, height * scale, width * scale, channels])
 
 
 def write_raw_images(images, folder):
