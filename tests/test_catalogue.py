@@ -52,11 +52,11 @@ def test_an_entry_loads_as_typed_values():
 @pytest.mark.parametrize("model", SHIPPED)
 def test_every_shipped_entry_is_a_valid_model_garden_experiment(model):
     """Each entry's overrides fit its experiment's schema; test_config builds every entry through config too."""
-    from trainer.config import _model_garden
+    from trainer.model_garden import experiments
 
     entry = catalogue.load_model(model)
     assert None not in (entry.hardware.cpu, entry.hardware.gpu, entry.hardware.tpu)
-    params = _model_garden()[0].get_exp_config(entry.experiment)
+    params = experiments()[0].get_exp_config(entry.experiment)
     params.override(entry.overrides, is_strict=True)
     params.validate()
     assert max(params.task.model.input_size[:2]) == entry.input_side
