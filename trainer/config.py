@@ -22,6 +22,7 @@ from pathlib import Path
 
 from trainer import catalogue, console
 from trainer.errors import UserError
+from trainer.metrics import TOP_K
 
 # The default detector (a classification bucket's default is catalogue.DEFAULT_MODELS'):
 # mobile SpineNet-49 RetinaNet, 2.3 M parameters, 1 GFLOP at 384 px, TFLite-friendly
@@ -49,7 +50,6 @@ MAX_CHECKPOINTS_KEPT = 3
 STEPS_PER_LOOP = {"cpu": 10, "gpu": 50, "tpu": 100}
 PRECISION = {"cpu": "float32", "gpu": "float16", "tpu": "bfloat16"}
 TPU_EVAL_BATCH = 8  # TPUs need whole batches; 8 splits over 8 cores or 4 chips
-TOP_K = 5  # classifiers also report top-5 accuracy when they have more than 5 classes
 MODEL_GARDEN_MAX_INSTANCES = 100
 # Model Garden repeats the training records, then shuffles them in a buffer of 10000
 # by default: filling it reads 10000 encoded images before the first step. A buffer

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from trainer.errors import UserError
+from trainer.metrics import IOU, iou
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp"}
 
@@ -127,21 +128,12 @@ def _disagreement(first, second, min_score):
     unmatched = list(kept[1])
     matched = 0
     for box, label in kept[0]:
-        match = next((other for other in unmatched if other[1] == label and _iou(box, other[0]) >= 0.5), None)
+        match = next((other for other in unmatched if other[1] == label and iou(box, other[0]) >= IOU), None)
         if match is not None:
             unmatched.remove(match)
             matched += 1
     total = len(kept[0]) + len(kept[1])
     return (total - 2 * matched) / total if total else 0.0
-
-
-def _iou(a, b):
-    """IoU of two (ymin, xmin, ymax, xmax) boxes."""
-    height = min(a[2], b[2]) - max(a[0], b[0])
-    width = min(a[3], b[3]) - max(a[1], b[1])
-    inter = max(height, 0) * max(width, 0)
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
-    return float(inter / union) if union > 0 else 0.0
 
 
 def _without(images, buckets):
