@@ -19,12 +19,12 @@ from pathlib import Path
 import numpy as np
 
 from trainer.errors import UserError
-from trainer.metrics import IOU, iou
+from trainer.metrics import IOU, TOP_K, iou
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp"}
 
 
-def predict(model_path, inputs, out_dir, min_score=0.5, top_k=5, rank=None, top=None, exclude=()):
+def predict(model_path, inputs, out_dir, min_score=0.5, top_k=TOP_K, rank=None, top=None, exclude=()):
     """Detect objects in (or classify) each image of INPUTS (files or folders); return detections.json's list.
 
     OUT_DIR gets each readable image under a unique name, `_annotations.json` (those names ->
@@ -310,8 +310,8 @@ def add_arguments(parser):
     parser.add_argument("--min-score", type=float, default=0.5,
                         help="drop detections scoring below this; a classifier's image gets its top label in "
                              "_annotations.json only at or above it (default 0.5)")
-    parser.add_argument("--top-k", type=int, default=5,
-                        help="a classifier's best labels per image in detections.json (default 5, at most the "
+    parser.add_argument("--top-k", type=int, default=TOP_K,
+                        help=f"a classifier's best labels per image in detections.json (default {TOP_K}, at most the "
                              "number of labels)")
     parser.add_argument("--rank", choices=["uncertainty"],
                         help="write only the --top images the model is least sure about, most uncertain first "
