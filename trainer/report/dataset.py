@@ -8,6 +8,7 @@ from trainer.report.records import SAMPLE_IMAGES, image_grid, read_records
 
 
 def section(page, result_dir):
+    """Counts from data/report.json and the records, their statistics, a sample grid and the issues."""
     page.heading("Dataset")
     report_path = result_dir / "data" / "report.json"
     if not report_path.is_file():

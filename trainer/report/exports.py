@@ -5,6 +5,7 @@ from trainer.metrics import TOP_K_ACCURACY
 
 
 def section(page, result_dir):
+    """export.json's formats and evaluation.json's scores, a row per format."""
     page.heading("Exports")
     manifest_path = result_dir / "model_export" / "export.json"
     if not manifest_path.is_file():

@@ -20,6 +20,7 @@ def selection_line(page, metrics):
 
 
 def section(page, result_dir):
+    """metrics.json's last evaluation; for a detector also the curves, matrix and grids of its detections."""
     page.heading("Model")
     metrics_path = result_dir / "metrics.json"
     labels_path = result_dir / "data" / "labels.json"

@@ -46,12 +46,14 @@ class Page:
 
 
 def cell(value):
+    """A table cell's text: floats to 3 decimals, None as n/a."""
     if isinstance(value, float):
         return f"{value:.3f}"
     return "n/a" if value is None else str(value)
 
 
 def new_figure():
+    """(figure, axes) of the report's size, drawn off screen."""
     from matplotlib.figure import Figure  # no pyplot: no global state, no display needed (Agg)
 
     fig = Figure(figsize=FIGSIZE)

@@ -4,6 +4,7 @@ from trainer.report.page import new_figure
 
 
 def section(page, result_dir):
+    """The loss, learning-rate and evaluation curves from model/train/ and model/validation/."""
     page.heading("Training")
     train = _scalars(result_dir / "model" / "train")
     validation = _scalars(result_dir / "model" / "validation")
