@@ -150,12 +150,13 @@ def test_summary_shows_the_exported_best_evaluation_the_last_and_why_training_st
 
 
 def test_the_report_says_which_evaluation_was_exported(tmp_path):
-    from trainer.report import _Page, _selection_line
+    from trainer.report.model import selection_line
+    from trainer.report.page import Page
 
     tracker = Tracker("AP50")
     run(tracker, [0.5, 0.25], first_step=1)
-    page = _Page(tmp_path)
-    _selection_line(page, tracker.record(evaluation(2, 0.25), "ckpt-2"))
-    _selection_line(page, {"step": 2, "AP": 0.25})  # written before `best` existed: no line
+    page = Page(tmp_path)
+    selection_line(page, tracker.record(evaluation(2, 0.25), "ckpt-2"))
+    selection_line(page, {"step": 2, "AP": 0.25})  # written before `best` existed: no line
     assert page.parts == ['<p class="">Exported: the best evaluation by AP50, step 1 (0.500, model/best/ckpt-1); the '
                           'metrics below are the last evaluation&#x27;s, step 2.</p>']

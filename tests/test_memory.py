@@ -117,17 +117,18 @@ def prepared(tmp_path_factory):
 
 
 def test_the_report_holds_only_the_jpegs_it_draws(prepared):
-    from trainer import report
+    from trainer.report import write_report
+    from trainer.report.records import TILE, add_jpegs, read_records
 
-    kept = report._read_records(prepared, "train", lambda index, _: index < 3)
+    kept = read_records(prepared, "train", lambda index, _: index < 3)
     assert len(kept) == json.loads((prepared / "data" / "report.json").read_text())["splits"]["train"]["images"]
     assert [record["jpeg"] is not None for record in kept] == [True] * 3 + [False] * (len(kept) - 3)
     assert Image.open(io.BytesIO(kept[0]["jpeg"])).size == (kept[0]["width"], kept[0]["height"])
-    records = {record["id"]: record for record in report._read_records(prepared, "val")}
-    report._add_jpegs(prepared, records, {min(records)})
+    records = {record["id"]: record for record in read_records(prepared, "val")}
+    add_jpegs(prepared, records, {min(records)})
     assert [i for i, record in records.items() if record["jpeg"] is not None] == [min(records)]
-    page = report.write_report(prepared).read_text()  # the dataset section draws from these records
-    assert Image.open(prepared / "report" / "dataset_samples.png").size == (4 * report.TILE, 3 * report.TILE)
+    page = write_report(prepared).read_text()  # the dataset section draws from these records
+    assert Image.open(prepared / "report" / "dataset_samples.png").size == (4 * TILE, 3 * TILE)
     assert 'id="dataset-counts"' in page
 
 

@@ -1,4 +1,4 @@
-"""report.html: the model-section maths on known cases, exact dataset counts, the trained run's page, a browser."""
+"""report.html: exact dataset counts, the trained run's page, a browser (its maths: test_metrics.py)."""
 import json
 import re
 import shutil
@@ -7,7 +7,7 @@ import subprocess
 import pytest
 from PIL import Image
 
-from trainer.report import IOU, MIN_SCORE, confusion, pr_curves, write_report
+from trainer.report import write_report
 from trainer.export.formats import EXPORT_DIR
 
 
@@ -15,42 +15,6 @@ def _table(page, name):
     """The rows of the table with id NAME, as lists of cell texts."""
     body = re.search(rf'<table id="{name}">(.*?)</table>', page, re.S).group(1)
     return [re.findall(r"<t[dh]>(.*?)</t[dh]>", row) for row in re.findall(r"<tr>(.*?)</tr>", body)]
-
-
-# Two images, classes a (1) and b (2). Image 1: a at (0,0), b at (20,20); image 2: a at (0,0).
-TRUTH = {"images": [{"id": 1, "file_name": "1.jpg", "width": 64, "height": 64},
-                    {"id": 2, "file_name": "2.jpg", "width": 64, "height": 64}],
-         "annotations": [{"id": 1, "image_id": 1, "category_id": 1, "bbox": [0, 0, 10, 10], "area": 100, "iscrowd": 0},
-                         {"id": 2, "image_id": 1, "category_id": 2, "bbox": [20, 20, 10, 10], "area": 100,
-                          "iscrowd": 0},
-                         {"id": 3, "image_id": 2, "category_id": 1, "bbox": [0, 0, 10, 10], "area": 100, "iscrowd": 0}],
-         "categories": [{"id": 1, "name": "a"}, {"id": 2, "name": "b"}]}
-DETECTIONS = [
-    {"image_id": 1, "category_id": 1, "bbox": [0, 0, 10, 10], "score": 0.9},    # a found
-    {"image_id": 1, "category_id": 1, "bbox": [21, 20, 10, 10], "score": 0.8},  # b called a (IoU 0.82)
-    {"image_id": 1, "category_id": 2, "bbox": [50, 50, 10, 10], "score": 0.7},  # b where nothing is
-    {"image_id": 2, "category_id": 1, "bbox": [0, 1, 10, 10], "score": 0.3},    # a found, below MIN_SCORE
-]
-
-
-def test_confusion_matrix_counts_hits_confusions_misses_and_false_detections():
-    assert IOU == 0.5 and MIN_SCORE == 0.5
-    matrix, per_image = confusion(TRUTH, DETECTIONS, [1, 2])
-    assert matrix.tolist() == [[1, 0, 1],   # a: found once, missed once (image 2's detection scores 0.3)
-                               [1, 0, 0],   # b: called a
-                               [0, 1, 0]]   # background: one false b
-    assert per_image == {1: (1, 2), 2: (1, 0)}  # (missed, false) per image
-
-
-def test_pr_curves_are_pycocotools_interpolated_precision_at_iou_half():
-    curves = pr_curves(TRUTH, DETECTIONS)
-    # a: detections by score TP, FP, TP over 2 boxes: (recall, precision) = (.5, 1), (.5, .5), (1, 2/3);
-    # COCO's interpolated precision is 1 up to recall 0.5 and 2/3 up to recall 1.
-    recall, precision = curves[1]
-    assert len(recall) == 101 and recall[0] == 0 and recall[-1] == 1
-    assert all(p == pytest.approx(1) for r, p in zip(recall, precision) if r <= 0.5)
-    assert all(p == pytest.approx(2 / 3) for r, p in zip(recall, precision) if r > 0.5)
-    assert len(curves[2][0]) == 0  # b: its only detection is false: no point with precision > 0
 
 
 @pytest.fixture(scope="module")
@@ -136,10 +100,3 @@ def test_report_loads_in_chromium(trained_run, tmp_path):
     subprocess.run([*flags, "--window-size=1100,2400", f"--screenshot={shot}", (trained_run / "report.html").as_uri()],
                    capture_output=True, timeout=120, check=True)
     assert Image.open(shot).size == (1100, 2400)
-
-
-def test_no_detections_means_every_box_missed_and_no_curve():
-    matrix, per_image = confusion(TRUTH, [], [1, 2])
-    assert matrix.tolist() == [[0, 0, 2], [0, 0, 1], [0, 0, 0]]
-    assert per_image == {1: (2, 0), 2: (1, 0)}
-    assert {category: len(recall) for category, (recall, _) in pr_curves(TRUTH, []).items()} == {1: 0, 2: 0}

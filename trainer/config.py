@@ -20,6 +20,7 @@ from pathlib import Path
 from trainer import catalogue, console, model_garden
 from trainer.errors import UserError
 from trainer.hardware import PRECISION, SIMULATION_HELP, STEPS_PER_LOOP, TPU_EVAL_BATCH, Hardware, this_machine
+from trainer.metrics import TOP_K
 
 # The default detector (a classification bucket's default is catalogue.DEFAULT_MODELS'):
 # mobile SpineNet-49 RetinaNet, 2.3 M parameters, 1 GFLOP at 384 px, TFLite-friendly
@@ -38,7 +39,6 @@ WARM_START_STEPS_FACTOR = 0.25
 WARM_START_LR_FACTOR = 0.25
 CHECKPOINTS_PER_RUN = 10
 MAX_CHECKPOINTS_KEPT = 3
-TOP_K = 5  # classifiers also report top-5 accuracy when they have more than 5 classes
 MODEL_GARDEN_MAX_INSTANCES = 100
 # Model Garden repeats the training records, then shuffles them in a buffer of 10000
 # by default: filling it reads 10000 encoded images before the first step. A buffer

@@ -20,11 +20,12 @@ import numpy as np
 
 from trainer.errors import UserError
 from trainer.export.formats import EXPORT_FORMATS, REFERENCE
+from trainer.metrics import IOU, TOP_K, iou
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp"}
 
 
-def predict(model_path, inputs, out_dir, min_score=0.5, top_k=5, rank=None, top=None, exclude=()):
+def predict(model_path, inputs, out_dir, min_score=0.5, top_k=TOP_K, rank=None, top=None, exclude=()):
     """Detect objects in (or classify) each image of INPUTS (files or folders); return detections.json's list.
 
     OUT_DIR gets each readable image under a unique name, `_annotations.json` (those names ->
@@ -128,21 +129,12 @@ def _disagreement(first, second, min_score):
     unmatched = list(kept[1])
     matched = 0
     for box, label in kept[0]:
-        match = next((other for other in unmatched if other[1] == label and _iou(box, other[0]) >= 0.5), None)
+        match = next((other for other in unmatched if other[1] == label and iou(box, other[0]) >= IOU), None)
         if match is not None:
             unmatched.remove(match)
             matched += 1
     total = len(kept[0]) + len(kept[1])
     return (total - 2 * matched) / total if total else 0.0
-
-
-def _iou(a, b):
-    """IoU of two (ymin, xmin, ymax, xmax) boxes."""
-    height = min(a[2], b[2]) - max(a[0], b[0])
-    width = min(a[3], b[3]) - max(a[1], b[1])
-    inter = max(height, 0) * max(width, 0)
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
-    return float(inter / union) if union > 0 else 0.0
 
 
 def _without(images, buckets):
@@ -321,8 +313,8 @@ def add_arguments(parser):
     parser.add_argument("--min-score", type=float, default=0.5,
                         help="drop detections scoring below this; a classifier's image gets its top label in "
                              "_annotations.json only at or above it (default 0.5)")
-    parser.add_argument("--top-k", type=int, default=5,
-                        help="a classifier's best labels per image in detections.json (default 5, at most the "
+    parser.add_argument("--top-k", type=int, default=TOP_K,
+                        help=f"a classifier's best labels per image in detections.json (default {TOP_K}, at most the "
                              "number of labels)")
     parser.add_argument("--rank", choices=["uncertainty"],
                         help="write only the --top images the model is least sure about, most uncertain first "

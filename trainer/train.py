@@ -28,6 +28,7 @@ import yaml
 from trainer import best as selection
 from trainer import config, console, model_garden
 from trainer.report import write_report
+from trainer.metrics import TOP_K, TOP_K_ACCURACY, class_confusion
 from trainer.errors import UserError
 from trainer.hardware import SIMULATE_GPUS_ENV, is_chief, tf_config_from_env
 
@@ -98,7 +99,7 @@ def _tracker(result_dir, record, select_metric, patience, min_delta):
 def _metric_names(task, labels):
     """The metrics --select-metric may name: {"top": metrics.json's own, "per_class": a class's (NAME/LABEL)}."""
     if task == "classification":
-        top_k = [f"top_{config.TOP_K}_accuracy"] if len(labels) > config.TOP_K else []
+        top_k = [TOP_K_ACCURACY] if len(labels) > TOP_K else []
         return {"top": ["accuracy", *top_k, "validation_loss"], "per_class": ["accuracy"]}
     return {"top": [*COCO_METRICS, "validation_loss"], "per_class": list(CATEGORY_METRICS)}
 
@@ -389,7 +390,7 @@ class _Progress:
         step = int(self.global_step.numpy())
         if self.task == "classification":
             metrics = _classification_metrics(output, self.labels, step, self.confusion())
-            names = ("accuracy", f"top_{config.TOP_K}_accuracy")
+            names = ("accuracy", TOP_K_ACCURACY)
         else:
             metrics = _final_metrics(output, self.labels, step)
             names = ("AP", "AP50", "AP75", "ARmax100")
@@ -444,7 +445,6 @@ def _final_metrics(output, labels, step):
 def _classification_metrics(output, labels, step, matrix):
     """metrics.json for a classifier: Model Garden's accuracy (and top-5 with more than 5 classes),
     per-class accuracy and the confusion matrix (rows: true label, columns: predicted), validation loss."""
-    top_k = f"top_{config.TOP_K}_accuracy"
     per_class = {}
     for index, label in enumerate(labels):
         images = int(sum(matrix[index]))
@@ -452,7 +452,8 @@ def _classification_metrics(output, labels, step, matrix):
     return {
         "step": step,
         "accuracy": float(output["accuracy"]),
-        **({top_k: float(output[top_k])} if len(labels) > config.TOP_K and top_k in output else {}),
+        **({TOP_K_ACCURACY: float(output[TOP_K_ACCURACY])}
+           if len(labels) > TOP_K and TOP_K_ACCURACY in output else {}),
         "per_class": per_class,
         "confusion_matrix": matrix,
         "validation_loss": float(output["validation_loss"]) if "validation_loss" in output else None,
@@ -471,7 +472,7 @@ def _confusion_matrix(model, task, data_config, num_classes):
     matrix = np.zeros([num_classes, num_classes], np.int64)
     for images, truth in task.build_inputs(data_config):
         predicted = tf.argmax(model(images, training=False), axis=-1)
-        np.add.at(matrix, (truth.numpy().reshape(-1), predicted.numpy().reshape(-1)), 1)
+        matrix += class_confusion(truth.numpy(), predicted.numpy(), num_classes)
     return matrix.tolist()
 
 

@@ -10,7 +10,6 @@ A classifier is scored by accuracy (top-1, and top-5 with more than 5 classes) a
 the records' labels instead: {"accuracy", ["top_5_accuracy",] "delta_accuracy", ...}, and
 FORMAT_predictions.json holds each image's top label id and score.
 """
-import contextlib
 import io
 import json
 from pathlib import Path
@@ -20,10 +19,10 @@ import numpy as np
 from trainer import console
 from trainer.export.common import NotEvaluated, record_images
 from trainer.export.formats import EXPORT_DIR
+from trainer.metrics import TOP_K, TOP_K_ACCURACY, accuracies, coco_ap
 
 EVALUATION = "evaluation.json"
 DETAILS = "evaluation"
-TOP_K = 5  # top-5 accuracy is reported for classifiers with more than 5 classes
 
 
 def split_to_evaluate(result_dir):
@@ -111,24 +110,6 @@ def coco_results(found, groundtruth):
     return results
 
 
-def coco_ap(groundtruth, results):
-    """(AP, AP50) from pycocotools, as Model Garden's COCO evaluator computes them."""
-    from pycocotools.coco import COCO
-    from pycocotools.cocoeval import COCOeval
-
-    if not results or not groundtruth["annotations"]:
-        return 0.0, 0.0
-    with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints its whole table
-        truth = COCO()
-        truth.dataset = groundtruth
-        truth.createIndex()
-        evaluation = COCOeval(truth, truth.loadRes(results), iouType="bbox")
-        evaluation.evaluate()
-        evaluation.accumulate()
-        evaluation.summarize()
-    return max(float(evaluation.stats[0]), 0.0), max(float(evaluation.stats[1]), 0.0)
-
-
 def evaluate(job, outputs, formats, images, groundtruth, split):
     """Run each of OUTPUTS ({name: {"path", "bytes"}}) through FORMATS[name].run on IMAGES; {name: evaluation}.
 
@@ -176,10 +157,7 @@ def _classifier_scores(found, groundtruth, predictions_path):
     predictions_path.write_text(json.dumps([
         {"image_id": image["id"], "label_id": int(row[0]), "score": float(probs[row[0]])}
         for image, row, probs in zip(groundtruth["images"], ranked, probabilities)]))
-    scores = {"accuracy": round(float(np.mean(ranked[:, 0] == truth)), 4) if len(truth) else 0.0}
-    if probabilities.shape[1] > TOP_K:
-        scores[f"top_{TOP_K}_accuracy"] = round(float(np.mean((ranked[:, :TOP_K] == truth[:, None]).any(axis=1))), 4)
-    return scores
+    return {key: round(value, 4) for key, value in accuracies(ranked, truth).items()}
 
 
 def write_evaluation(job, evaluations):
@@ -191,7 +169,7 @@ def write_evaluation(job, evaluations):
         entry = dict(entry)
         if score in entry:
             entry[f"delta_{score}"] = round(entry[score] - reference, 4) if reference is not None else None
-            keys = ("accuracy", f"top_{TOP_K}_accuracy") if score == "accuracy" else ("AP", "AP50")
+            keys = ("accuracy", TOP_K_ACCURACY) if score == "accuracy" else ("AP", "AP50")
             entry = {key: entry[key] for key in (*keys, f"delta_{score}", "bytes", "latency_ms", "split", "images")
                      if key in entry}
         table[name] = entry
@@ -202,7 +180,7 @@ def write_evaluation(job, evaluations):
 
 def format_table(table):
     classifier = any("accuracy" in entry for entry in table.values())
-    first, second, delta = ("accuracy", f"top_{TOP_K}_accuracy", "delta_accuracy") if classifier else (
+    first, second, delta = ("accuracy", TOP_K_ACCURACY, "delta_accuracy") if classifier else (
         "AP", "AP50", "delta_AP")
     titles = ("accuracy", f"top-{TOP_K}") if classifier else ("AP", "AP50")
     rows = [f"{'format':<13} {'size':>9} {titles[0]:>8} {titles[1]:>7} {delta:>14} {'latency':>10}"]
