@@ -2,6 +2,7 @@
 import io
 import json
 
+import numpy as np
 import pytest
 from PIL import Image, ImageOps
 
@@ -176,3 +177,15 @@ def test_out_may_not_be_the_input_folder_nor_another_bucket(exported_run, photos
         predict(result_dir, [photos / "second.jpg"], bucket)
     assert predict(result_dir, [photos / "second.jpg"], tmp_path / "again")  # a rerun into its own output is fine
     assert predict(result_dir, [photos / "second.jpg"], tmp_path / "again")
+
+
+def test_flip_disagreement_matches_any_box_of_the_other_view():
+    """Numpy boxes as the model gives them; the match is the second box left, the third has no partner."""
+    from trainer.predict import _disagreement
+
+    first = {"boxes": np.array([[0.1, 0.1, 0.4, 0.4], [0.5, 0.5, 0.9, 0.9]]), "scores": np.array([0.9, 0.8]),
+             "classes": np.array([1, 2])}
+    second = {"boxes": np.array([[0.0, 0.6, 0.2, 0.8], [0.5, 0.5, 0.9, 0.9], [0.1, 0.1, 0.4, 0.4]]),
+              "scores": np.array([0.7, 0.9, 0.6]), "classes": np.array([1, 2, 1])}
+    assert _disagreement(first, second, 0.5) == pytest.approx(1 / 5)  # 2 of 5 boxes matched both ways: 1 left
+    assert _disagreement(first, second, 0.65) == pytest.approx(2 / 4)  # without the 0.6 box, the first has no match

@@ -129,9 +129,9 @@ def _disagreement(first, second, min_score):
     unmatched = list(kept[1])
     matched = 0
     for box, label in kept[0]:
-        match = next((other for other in unmatched if other[1] == label and iou(box, other[0]) >= IOU), None)
+        match = next((i for i, other in enumerate(unmatched) if other[1] == label and iou(box, other[0]) >= IOU), None)
         if match is not None:
-            unmatched.remove(match)
+            del unmatched[match]  # by index: list.remove would compare the numpy boxes with ==
             matched += 1
     total = len(kept[0]) + len(kept[1])
     return (total - 2 * matched) / total if total else 0.0
