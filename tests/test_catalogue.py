@@ -123,3 +123,10 @@ def test_defaults_fill_the_optional_keys(write_entry):
     entry = catalogue.load_model("broken")
     assert (entry.task, entry.epochs, entry.export.unsupported) == ("detection", 20, {})
     assert entry.checkpoint == catalogue.Checkpoint("gs://zoo/ckpt-1", None, None, ("backbone", "decoder"))
+
+
+def test_a_broken_entry_is_one_line_where_the_help_lists_the_catalogue(write_entry, tmp_path, capsys):
+    """config lists every entry in its --help: a broken one is refused there too, without a traceback."""
+    path = write_entry(lambda entry: entry.update(epoch=entry.pop("epochs")))
+    assert cli(["config", "--result-dir", str(tmp_path / "run")]) == 1
+    assert capsys.readouterr().err == f"error: {path}: unknown key 'epoch' (did you mean 'epochs'?)\n"

@@ -48,16 +48,11 @@ def main(argv=None):
         return 2
     name = argv[0]
     module = importlib.import_module(f"trainer.{MODULES.get(name, name)}")
-    stage_parser = argparse.ArgumentParser(prog=f"python -m trainer {name}", description=STAGES[name])
-    module.add_arguments(stage_parser)
-    stage_parser.add_argument("--verbose", action="store_true",
-                              help="show every library's output on the console (by default it goes to "
-                                   "RESULT_DIR/logs/STAGE.log and the console shows only the trainer's lines)")
-    args = stage_parser.parse_args(argv[1:])
     # A native crash (SIGSEGV in a library) leaves its Python stack in the stage log, which fd 2 points at.
     with contextlib.suppress(AttributeError, OSError, ValueError):  # in-process callers may have no real stderr
         faulthandler.enable()
     try:
+        args = _stage_parser(name, module).parse_args(argv[1:])  # its help may read the catalogue: a UserError
         if getattr(args, "result_dir", None):
             if getattr(args, "data_dir", None):  # before logs/ is made: it would land in an overlapping bucket
                 refuse_overlap(args.data_dir, args.result_dir)
@@ -75,6 +70,15 @@ def main(argv=None):
         return 1
     finally:
         console.stop()  # in-process callers (tests) get their file descriptors back
+
+
+def _stage_parser(name, module):
+    parser = argparse.ArgumentParser(prog=f"python -m trainer {name}", description=STAGES[name])
+    module.add_arguments(parser)
+    parser.add_argument("--verbose", action="store_true",
+                        help="show every library's output on the console (by default it goes to "
+                             "RESULT_DIR/logs/STAGE.log and the console shows only the trainer's lines)")
+    return parser
 
 
 if __name__ == "__main__":
