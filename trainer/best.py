@@ -13,6 +13,7 @@ import math
 from dataclasses import dataclass
 
 from trainer.errors import UserError
+from trainer.run_dir import Metrics
 
 DEFAULT_METRIC = {"detection": "AP", "classification": "accuracy"}
 # Evaluations without an improvement of at least DEFAULT_MIN_DELTA before training stops.
@@ -21,8 +22,6 @@ DEFAULT_METRIC = {"detection": "AP", "classification": "accuracy"}
 # curve (README) improved at every evaluation by far more than the delta.
 DEFAULT_PATIENCE = 2
 DEFAULT_MIN_DELTA = 0.001
-BEST_FOLDER = "best"  # under model/: the best evaluation's checkpoint files
-RECORD_KEYS = ("best", "last", "early_stopping")  # what metrics.json holds besides the last evaluation's metrics
 
 
 def higher_is_better(metric):
@@ -53,11 +52,6 @@ def check_metric(metric, names, labels):
                     f"{', '.join(names['per_class'])} (e.g. {names['per_class'][0]}/{labels[0]})")
 
 
-def evaluation_metrics(record):
-    """One evaluation's metrics from a metrics.json RECORD (its top level without the bookkeeping)."""
-    return {key: value for key, value in record.items() if key not in RECORD_KEYS}
-
-
 @dataclass
 class Tracker:
     """The best evaluation so far by METRIC, and the early-stopping count.
@@ -76,16 +70,17 @@ class Tracker:
 
     @classmethod
     def resume(cls, record, metric, patience, min_delta):
-        """The tracker a run continues with, from its metrics.json RECORD (None or a record without `best`: fresh).
+        """The tracker a run continues with, from its metrics.json RECORD (a Metrics; None or one without `best`:
+        fresh).
 
         A best chosen by another metric stays the best candidate, scored by METRIC; the count starts again.
         """
         tracker = cls(metric, patience, min_delta)
-        if not record or "best" not in record:
+        if not record or not record.best:
             return tracker
-        best = record["best"]
+        best = record.best
         tracker.best = {**best, "metric": metric, "value": metric_value(best["metrics"], metric)}
-        state = record.get("early_stopping") or {}
+        state = record.early_stopping or {}
         if state.get("metric") == metric:
             tracker.reference, tracker.waited = state.get("reference"), state.get("evaluations_without_improvement", 0)
             tracker.stopped = state.get("stopped")
@@ -127,12 +122,12 @@ class Tracker:
 
     def record(self, metrics, checkpoint):
         """metrics.json: the last evaluation's METRICS at the top level (as before), plus best, last and the count."""
-        return {**metrics,
-                "best": self.best,
-                "last": {"step": metrics["step"], "checkpoint": checkpoint, "metrics": metrics},
-                "early_stopping": {"metric": self.metric, "patience": self.patience, "min_delta": self.min_delta,
-                                   "reference": self.reference, "evaluations_without_improvement": self.waited,
-                                   "stopped": self.stopped}}
+        return Metrics(metrics,
+                       best=self.best,
+                       last={"step": metrics["step"], "checkpoint": checkpoint, "metrics": metrics},
+                       early_stopping={"metric": self.metric, "patience": self.patience, "min_delta": self.min_delta,
+                                       "reference": self.reference, "evaluations_without_improvement": self.waited,
+                                       "stopped": self.stopped})
 
 
 def add_arguments(parser):

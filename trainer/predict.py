@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from trainer.errors import UserError
+from trainer.run_dir import LABELS_FILE, RunDir, read_labels
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp"}
 
@@ -190,7 +191,7 @@ def load_model(model_path, threads=None):
     path = Path(model_path)
     if path.suffix == ".tflite" and path.is_file():
         return _tflite_detector(path, threads)
-    for folder in (path, path / "model_export" / "saved_model"):
+    for folder in (path, RunDir(path).exports / "saved_model"):
         if (folder / "saved_model.pb").is_file():
             return _saved_model_detector(folder)
     raise UserError(f"{path} is not a SavedModel folder, a .tflite file or a RESULT_DIR with model_export/saved_model")
@@ -241,11 +242,11 @@ def _label(labels, label_id):
 
 def _labels(path):
     """labels.json next to the model, or the run's data/labels.json."""
-    candidates = [path / "labels.json", path / "data" / "labels.json", path.parent / "labels.json",
-                  path.parent.parent / "data" / "labels.json"]
+    candidates = [path / LABELS_FILE, RunDir(path).labels_json, path.parent / LABELS_FILE,
+                  RunDir(path.parent.parent).labels_json]
     for candidate in candidates:
         if candidate.is_file():
-            return json.loads(candidate.read_text())
+            return read_labels(candidate)
     raise UserError(f"no labels.json next to {path} (looked in: {', '.join(map(str, candidates))})")
 
 

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from trainer.errors import UserError
+from trainer.run_dir import Experiment, Metrics, RunDir, StageMissing, load_labels, write_labels as write_labels_file
 
 # Exported models return up to max_num_detections boxes down to this score; apps
 # and `trainer predict` apply their own minimum score.
@@ -52,20 +53,18 @@ def load_job(result_dir, keep_versions=3):
     from trainer import catalogue
 
     result_dir = Path(result_dir)
-    checkpoint, name = checkpoint_to_export(result_dir, tf.train.latest_checkpoint(str(result_dir / "model")))
-    labels_path = result_dir / "data" / "labels.json"
-    if not labels_path.is_file():
-        raise UserError(f"{labels_path} is missing: run `trainer prepare` first")
-    labels = json.loads(labels_path.read_text())
+    run = RunDir(result_dir)
+    checkpoint, name = checkpoint_to_export(result_dir, tf.train.latest_checkpoint(str(run.model)))
+    labels = load_labels(run)
     params = load_params(result_dir)
-    record = json.loads((result_dir / "experiment.json").read_text())
-    task = record.get("task", "detection")
+    record = Experiment.load(run)
+    task = record.task
     background = 1 if task == "detection" else 0
     if params.task.model.num_classes != len(labels) + background:
         raise UserError(f"params.yaml has num_classes {params.task.model.num_classes} but data/labels.json "
                         f"has {len(labels)} labels (a {task} model has {'labels + 1' if background else 'labels'})")
-    unsupported = (catalogue.load_model(record["model"]).get("export") or {}).get("unsupported") or {}
-    return Job(result_dir, checkpoint, labels, params, record["model"], dict(unsupported), task=task,
+    unsupported = (catalogue.load_model(record.model).get("export") or {}).get("unsupported") or {}
+    return Job(result_dir, checkpoint, labels, params, record.model, dict(unsupported), task=task,
                keep_versions=keep_versions, checkpoint_name=name)
 
 
@@ -74,16 +73,16 @@ def checkpoint_to_export(result_dir, latest):
     else LATEST (the last checkpoint: runs trained before the best was kept, or without evaluation)."""
     from trainer import console
 
-    metrics_path = result_dir / "metrics.json"
-    best = (json.loads(metrics_path.read_text()) if metrics_path.is_file() else {}).get("best")
+    run = RunDir(result_dir)
+    best = (Metrics.find(run) or Metrics({})).best
     if best:
-        prefix = result_dir / "model" / best["checkpoint"]
+        prefix = run.model / best["checkpoint"]
         if Path(f"{prefix}.index").is_file():
             return str(prefix), best["checkpoint"]
         console.say(f"export: WARNING: metrics.json's best checkpoint {prefix} is missing: exporting the last "
                     f"checkpoint instead", error=True)
     if not latest:
-        raise UserError(f"no checkpoint in {result_dir}/model: run `trainer train` first")
+        raise StageMissing(run.model / "checkpoint", "train", result_dir)
     return latest, Path(latest).name
 
 
@@ -98,8 +97,9 @@ def load_params(result_dir):
 
     from trainer.config import load_params as load
 
-    if not (Path(result_dir) / "params.yaml").is_file():
-        raise UserError(f"{Path(result_dir) / 'params.yaml'} is missing: run `trainer config` first")
+    run = RunDir(result_dir)
+    if not run.params.is_file():
+        raise StageMissing(run.params, "config", result_dir)
     params = load(result_dir)
     if isinstance(params.task.model, retinanet.RetinaNet):
         generator = params.task.model.detection_generator
@@ -128,7 +128,7 @@ def float32_policy():
 
 def write_labels(folder, labels):
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / "labels.json").write_text(json.dumps(labels, ensure_ascii=False))
+    write_labels_file(folder, labels, newline=False)
 
 
 def size_of(path):
@@ -151,7 +151,7 @@ def record_images(result_dir, split, limit=-1):
     decoded whole holds width x height x 3 bytes per image."""
     import tensorflow as tf
 
-    files = sorted(str(p) for p in (Path(result_dir) / "data").glob(f"{split}-*.tfrecord"))
+    files = [str(p) for p in RunDir(result_dir).records(split)]
     feature = {"image/encoded": tf.io.FixedLenFeature([], tf.string)}
     for record in tf.data.TFRecordDataset(files).take(limit) if files else []:
         yield decoded(tf.io.parse_single_example(record, feature)["image/encoded"].numpy())

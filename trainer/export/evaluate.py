@@ -19,15 +19,15 @@ import numpy as np
 
 from trainer import console
 from trainer.export.common import NotEvaluated, record_images
+from trainer.run_dir import RunDir, load_labels, write_evaluations
 
-EVALUATION = "evaluation.json"
 DETAILS = "evaluation"
 TOP_K = 5  # top-5 accuracy is reported for classifiers with more than 5 classes
 
 
 def split_to_evaluate(result_dir):
     """'val', or 'train' (said loudly) when prepare wrote no validation records."""
-    if sorted((Path(result_dir) / "data").glob("val-*.tfrecord")):
+    if RunDir(result_dir).records("val"):
         return "val"
     console.say("export: WARNING: no validation split (data/val-*.tfrecord): the exports are evaluated on the TRAINING "
                 "images, so their AP says how well they fit, not how well they generalise", error=True)
@@ -57,8 +57,9 @@ def load_split(result_dir, split, task="detection"):
     import tensorflow as tf
     from PIL import Image
 
-    labels = json.loads((Path(result_dir) / "data" / "labels.json").read_text())
-    files = sorted(str(p) for p in (Path(result_dir) / "data").glob(f"{split}-*.tfrecord"))
+    run = RunDir(result_dir)
+    labels = load_labels(run)
+    files = [str(p) for p in run.records(split)]
     if task == "classification":
         features = {"image/source_id": tf.io.FixedLenFeature([], tf.string),
                     "image/filename": tf.io.FixedLenFeature([], tf.string),
@@ -136,7 +137,7 @@ def evaluate(job, outputs, formats, images, groundtruth, split):
     The entries hold AP, AP50, bytes, latency_ms (median single-image time on this CPU),
     the split and image count; or not_evaluated with the reason when the runtime is absent.
     """
-    details = job.result_dir / "model_export" / DETAILS
+    details = RunDir(job.result_dir).exports / DETAILS
     details.mkdir(parents=True, exist_ok=True)
     (details / "groundtruth.json").write_text(json.dumps(groundtruth))
     evaluations = {}
@@ -194,7 +195,7 @@ def write_evaluation(job, evaluations):
             entry = {key: entry[key] for key in (*keys, f"delta_{score}", "bytes", "latency_ms", "split", "images")
                      if key in entry}
         table[name] = entry
-    (job.result_dir / "model_export" / EVALUATION).write_text(json.dumps(table, indent=2))
+    write_evaluations(RunDir(job.result_dir), table)
     console.say(format_table(table))
     return table
 
