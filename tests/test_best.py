@@ -97,7 +97,8 @@ def test_another_metric_on_resume_rescores_the_best_and_restarts_the_count():
     record = first.record(evaluation(2, 0.4), "ckpt-2")
     resumed = Tracker.resume(record, "validation_loss", 3, 0.0)
     assert resumed.best["step"] == 1 and resumed.best["value"] == 1.0 and resumed.waited == 0
-    assert Tracker.resume(Metrics({"step": 2, "AP": 0.4}), "AP", 3, 0.0).best is None  # an old metrics.json: nothing kept
+    old = Metrics({"step": 2, "AP": 0.4})  # an old metrics.json: nothing kept
+    assert Tracker.resume(old, "AP", 3, 0.0).best is None
 
 
 @pytest.mark.parametrize("metric", ["AP", "validation_loss", "AP50/square", "AP/circle"])
@@ -132,7 +133,8 @@ def test_export_takes_the_best_checkpoint_else_the_last(tmp_path, capsys):
     (model / "best" / "ckpt-20.index").unlink()
     assert checkpoint_to_export(tmp_path, latest) == (latest, "ckpt-60")
     assert "best checkpoint" in capsys.readouterr().err
-    with pytest.raises(UserError, match=r"model/checkpoint is missing: run `python -m trainer train --result-dir .*` first"):
+    with pytest.raises(UserError, match=r"model/checkpoint is missing: run `python -m trainer train --result-dir "
+                                        r".*` first"):
         checkpoint_to_export(tmp_path, None)
 
 

@@ -68,7 +68,8 @@ from trainer.run_dir import Experiment, RunDir
 
 simulated, workers = sys.argv[1:]
 # the simulation switch's own strategy: 4 logical CPU devices
-strategies = {simulated: train._distribution_strategy(config.load_params(simulated), config.Hardware(**Experiment.load(RunDir(simulated)).hardware))}
+hardware = config.Hardware(**Experiment.load(RunDir(simulated)).hardware)
+strategies = {simulated: train._distribution_strategy(config.load_params(simulated), hardware)}
 devices = [device.name for device in tf.config.list_logical_devices("CPU")[:3]]
 strategies[workers] = tf.distribute.MirroredStrategy(devices, cross_device_ops=tf.distribute.ReductionToOneDevice())
 seen = {}

@@ -314,7 +314,8 @@ def _check_dataset(run, experiment, last_step):
     if last_step is not None and record_path.is_file():
         trained = json.loads(record_path.read_text())
         if trained != current:
-            raise UserError(f"{run.model} holds checkpoints trained on other labels ({_label_change(trained, current)}); "
+            raise UserError(f"{run.model} holds checkpoints trained on other labels "
+                            f"({_label_change(trained, current)}); "
                             f"resuming would train the wrong classes: use a new RESULT_DIR for this dataset")
         return
     if config.is_chief(os.environ):
