@@ -10,7 +10,7 @@ from conftest import REPO
 
 from trainer.export import export, failures, tfjs
 from trainer.sample import make_sample_bucket
-from trainer.export.formats import EXPORT_DIR
+from trainer.run_dir import EXPORT_DIR
 
 PRICE_TIERS = {"circle": "$", "square": "$$", "triangle": "$$$"}
 

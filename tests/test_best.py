@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 from trainer.best import Tracker, check_metric, checkpoint_to_export, metric_value
 from trainer.errors import UserError
+from trainer.run_dir import Metrics
 from trainer.summary import summary
 
 LABELS = ["circle", "square", "triangle"]
@@ -63,7 +64,8 @@ def test_a_resumed_run_keeps_its_best_and_its_count(aps, patience, min_delta, da
     first = Tracker("AP", patience, min_delta)
     stop = run(first, aps[:cut])
     if stop is None:
-        record = json.loads(json.dumps(first.record(evaluation(cut, aps[cut - 1]), f"ckpt-{cut}")))
+        record = Metrics.from_dict(json.loads(json.dumps(first.record(evaluation(cut, aps[cut - 1]),
+                                                                      f"ckpt-{cut}").as_dict())))
         resumed = Tracker.resume(record, "AP", patience, min_delta)
         stop = run(resumed, aps[cut:], first_step=cut + 1)
         first = resumed
@@ -94,7 +96,8 @@ def test_another_metric_on_resume_rescores_the_best_and_restarts_the_count():
     record = first.record(evaluation(2, 0.4), "ckpt-2")
     resumed = Tracker.resume(record, "validation_loss", 3, 0.0)
     assert resumed.best["step"] == 1 and resumed.best["value"] == 1.0 and resumed.waited == 0
-    assert Tracker.resume({"step": 2, "AP": 0.4}, "AP", 3, 0.0).best is None  # an old metrics.json: nothing kept
+    old = Metrics({"step": 2, "AP": 0.4})  # an old metrics.json: nothing kept
+    assert Tracker.resume(old, "AP", 3, 0.0).best is None
 
 
 @pytest.mark.parametrize("metric", ["AP", "validation_loss", "AP50/square", "AP/circle"])
@@ -124,12 +127,13 @@ def test_export_takes_the_best_checkpoint_else_the_last(tmp_path, capsys):
     assert checkpoint_to_export(tmp_path, latest) == (latest, "ckpt-60")
     tracker = Tracker("AP")
     run(tracker, [0.5, 0.3, 0.4], first_step=20)
-    (tmp_path / "metrics.json").write_text(json.dumps(tracker.record(evaluation(22, 0.4), "ckpt-22")))
+    (tmp_path / "metrics.json").write_text(json.dumps(tracker.record(evaluation(22, 0.4), "ckpt-22").as_dict()))
     assert checkpoint_to_export(tmp_path, latest) == (str(model / "best" / "ckpt-20"), "best/ckpt-20")
     (model / "best" / "ckpt-20.index").unlink()
     assert checkpoint_to_export(tmp_path, latest) == (latest, "ckpt-60")
     assert "best checkpoint" in capsys.readouterr().err
-    with pytest.raises(UserError, match="no checkpoint in"):
+    with pytest.raises(UserError, match=r"model/checkpoint is missing: run `python -m trainer train --result-dir "
+                                        r".*` first"):
         checkpoint_to_export(tmp_path, None)
 
 
@@ -139,7 +143,7 @@ def test_summary_shows_the_exported_best_evaluation_the_last_and_why_training_st
     for step, ap in zip((10, 20, 30, 40), aps):
         tracker.update(evaluation(step, ap, per_class={"circle": {"AP": ap, "AP50": ap}}), f"best/ckpt-{step}")
     tracker.stop(40)
-    (tmp_path / "metrics.json").write_text(json.dumps(tracker.record(evaluation(40, 0.4), "ckpt-40")))
+    (tmp_path / "metrics.json").write_text(json.dumps(tracker.record(evaluation(40, 0.4), "ckpt-40").as_dict()))
     (tmp_path / "experiment.json").write_text(json.dumps({"model": "demo"}))
     lines = summary(tmp_path)
     assert lines[1] == ("  model demo, step 20: AP 0.500, AP50 0.500 (validation split; the best by AP, exported "
@@ -156,7 +160,7 @@ def test_the_report_says_which_evaluation_was_exported(tmp_path):
     tracker = Tracker("AP50")
     run(tracker, [0.5, 0.25], first_step=1)
     page = Page(tmp_path)
-    selection_line(page, tracker.record(evaluation(2, 0.25), "ckpt-2"))
+    selection_line(page, tracker.record(evaluation(2, 0.25), "ckpt-2").as_dict())
     selection_line(page, {"step": 2, "AP": 0.25})  # written before `best` existed: no line
     assert page.parts == ['<p class="">Exported: the best evaluation by AP50, step 1 (0.500, model/best/ckpt-1); the '
                           'metrics below are the last evaluation&#x27;s, step 2.</p>']

@@ -206,7 +206,8 @@ def test_unknown_model_is_refused_in_one_line(prepared, tmp_path, capsys):
 
 
 def test_missing_dataset_is_refused(tmp_path):
-    with pytest.raises(UserError, match="report.json is missing: run `python -m trainer prepare` first"):
+    with pytest.raises(UserError, match=r"data/report.json is missing: run `python -m trainer prepare --data-dir "
+                                        r"DATA_DIR --result-dir .*` first"):
         config.write_params(tmp_path, "demo", hardware=Hardware("cpu"))
 
 

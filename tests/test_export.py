@@ -267,7 +267,8 @@ def test_core_ml_nms_keeps_the_top_box_per_label_and_drops_low_scores():
 
 
 def test_missing_checkpoint_is_a_user_error(tmp_path):
-    with pytest.raises(UserError, match="no checkpoint"):
+    with pytest.raises(UserError, match=r"model/checkpoint is missing: run `python -m trainer train --result-dir "
+                                        r".*` first"):
         export(tmp_path)
 
 

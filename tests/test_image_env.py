@@ -15,7 +15,7 @@ import pytest
 import yaml
 from conftest import REPO, load_build_module
 
-from trainer.export.formats import EXPORT_DIR
+from trainer.run_dir import EXPORT_DIR
 
 IMAGE_PYTHON = REPO / ".venv-image" / "bin" / "python"
 # Scripts that trainer/ runs with another interpreter, not the image's: MediaPipe has an environment of its own.

@@ -66,10 +66,13 @@ import json, sys
 import tensorflow as tf
 from official.core import task_factory
 from trainer import config, train
+from trainer.hardware import Hardware
+from trainer.run_dir import Experiment, RunDir
 
 simulated, workers = sys.argv[1:]
 # the simulation switch's own strategy: 4 logical CPU devices
-strategies = {simulated: train._distribution_strategy(config.load_params(simulated), config.load_hardware(simulated))}
+hardware = Hardware(**Experiment.load(RunDir(simulated)).hardware)
+strategies = {simulated: train._distribution_strategy(config.load_params(simulated), hardware)}
 devices = [device.name for device in tf.config.list_logical_devices("CPU")[:3]]
 strategies[workers] = tf.distribute.MirroredStrategy(devices, cross_device_ops=tf.distribute.ReductionToOneDevice())
 seen = {}

@@ -8,7 +8,7 @@ import pytest
 from PIL import Image
 
 from trainer.report import write_report
-from trainer.export.formats import EXPORT_DIR
+from trainer.run_dir import EXPORT_DIR
 
 
 def _table(page, name):

@@ -17,7 +17,7 @@ from conftest import TRAINED_STEPS
 from fuse_audit import assert_no_directory_renames, python_wrapper
 from waiting import wait_until
 from trainer import config
-from trainer.export.formats import EXPORT_DIR
+from trainer.run_dir import EXPORT_DIR
 
 REPO = Path(__file__).resolve().parent.parent
 START_SH = REPO / "packaging" / "start.sh"

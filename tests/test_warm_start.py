@@ -10,6 +10,7 @@ import pytest
 from trainer import config
 from trainer.errors import UserError
 from trainer.hardware import Hardware
+from trainer.run_dir import Experiment, RunDir
 from trainer.warm_start import _class_layer, kept_ids
 
 CPU = Hardware("cpu")
@@ -55,7 +56,7 @@ def initialised(result_dir):
     params = config.load_params(result_dir)
     task = task_factory.get_task(params.task)
     model = task.build_model()
-    init = config.load_init_from(result_dir)
+    init = Experiment.load(RunDir(result_dir)).init_from
     if not init["same_labels"]:
         labels = json.loads((result_dir / "data" / "labels.json").read_text())
         task.initialize = _copying_head(task.initialize, init, labels, params, tf.distribute.get_strategy())
@@ -114,7 +115,7 @@ def test_the_same_labels_restore_everything(detector_runs, sample_bucket):
     old_model, prefix, base = detector_runs
     result_dir = prepared(sample_bucket, base / "same", init_from=base / "earlier")
     model, params = initialised(result_dir)
-    assert params.task.init_checkpoint_modules == "all" and config.load_init_from(result_dir)["same_labels"]
+    assert params.task.init_checkpoint_modules == "all" and Experiment.load(RunDir(result_dir)).init_from["same_labels"]
     for ours, earlier in zip(model.variables, old_model.variables, strict=True):
         np.testing.assert_array_equal(ours.numpy(), earlier.numpy(), err_msg=ours.name)
     record = json.loads((result_dir / "experiment.json").read_text())

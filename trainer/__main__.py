@@ -10,11 +10,11 @@ import faulthandler
 import importlib
 import sys
 import traceback
-from pathlib import Path
 
 from trainer import console
 from trainer.errors import UserError
 from trainer.folders import refuse_overlap
+from trainer.run_dir import RunDir
 
 STAGES = {
     "prepare": "validate _annotations.json and write sharded TFRecords, label map and report",
@@ -56,7 +56,7 @@ def main(argv=None):
         if getattr(args, "result_dir", None):
             if getattr(args, "data_dir", None):  # before logs/ is made: it would land in an overlapping bucket
                 refuse_overlap(args.data_dir, args.result_dir)
-            console.start(Path(args.result_dir) / "logs", name, args.verbose)
+            console.start(RunDir(args.result_dir).logs, name, args.verbose)
         return module.main(args)
     except UserError as err:
         console.say(f"error: {err}", error=True)

@@ -10,7 +10,6 @@ is tested without training. The state lives in metrics.json (`best`, `last`,
 `early_stopping`), which is how a resumed run keeps its best and its patience count.
 Export and warm starts take the best checkpoint, else the last (`checkpoint_to_export`).
 """
-import json
 import math
 import re
 from dataclasses import dataclass
@@ -18,6 +17,7 @@ from pathlib import Path
 
 from trainer import console
 from trainer.errors import UserError
+from trainer.run_dir import Metrics, RunDir, StageMissing
 
 DEFAULT_METRIC = {"detection": "AP", "classification": "accuracy"}
 # Evaluations without an improvement of at least DEFAULT_MIN_DELTA before training stops.
@@ -26,8 +26,6 @@ DEFAULT_METRIC = {"detection": "AP", "classification": "accuracy"}
 # curve (docs/stages.md, "train") improved at every evaluation by far more than the delta.
 DEFAULT_PATIENCE = 2
 DEFAULT_MIN_DELTA = 0.001
-BEST_FOLDER = "best"  # under model/: the best evaluation's checkpoint files
-RECORD_KEYS = ("best", "last", "early_stopping")  # what metrics.json holds besides the last evaluation's metrics
 CHECKPOINT_STATE_PATH = re.compile(r'^model_checkpoint_path:\s*"(.*)"', re.MULTILINE)
 
 
@@ -59,11 +57,6 @@ def check_metric(metric, names, labels):
                     f"{', '.join(names['per_class'])} (e.g. {names['per_class'][0]}/{labels[0]})")
 
 
-def evaluation_metrics(record):
-    """One evaluation's metrics from a metrics.json RECORD (its top level without the bookkeeping)."""
-    return {key: value for key, value in record.items() if key not in RECORD_KEYS}
-
-
 @dataclass
 class Tracker:
     """The best evaluation so far by METRIC, and the early-stopping count.
@@ -82,16 +75,17 @@ class Tracker:
 
     @classmethod
     def resume(cls, record, metric, patience, min_delta):
-        """The tracker a run continues with, from its metrics.json RECORD (None or a record without `best`: fresh).
+        """The tracker a run continues with, from its metrics.json RECORD (a Metrics; None or one without `best`:
+        fresh).
 
         A best chosen by another metric stays the best candidate, scored by METRIC; the count starts again.
         """
         tracker = cls(metric, patience, min_delta)
-        if not record or "best" not in record:
+        if not record or not record.best:
             return tracker
-        best = record["best"]
+        best = record.best
         tracker.best = {**best, "metric": metric, "value": metric_value(best["metrics"], metric)}
-        state = record.get("early_stopping") or {}
+        state = record.early_stopping or {}
         if state.get("metric") == metric:
             tracker.reference, tracker.waited = state.get("reference"), state.get("evaluations_without_improvement", 0)
             tracker.stopped = state.get("stopped")
@@ -133,27 +127,27 @@ class Tracker:
 
     def record(self, metrics, checkpoint):
         """metrics.json: the last evaluation's METRICS at the top level (as before), plus best, last and the count."""
-        return {**metrics,
-                "best": self.best,
-                "last": {"step": metrics["step"], "checkpoint": checkpoint, "metrics": metrics},
-                "early_stopping": {"metric": self.metric, "patience": self.patience, "min_delta": self.min_delta,
-                                   "reference": self.reference, "evaluations_without_improvement": self.waited,
-                                   "stopped": self.stopped}}
+        return Metrics(metrics,
+                       best=self.best,
+                       last={"step": metrics["step"], "checkpoint": checkpoint, "metrics": metrics},
+                       early_stopping={"metric": self.metric, "patience": self.patience, "min_delta": self.min_delta,
+                                       "reference": self.reference, "evaluations_without_improvement": self.waited,
+                                       "stopped": self.stopped})
 
 
 def checkpoint_to_export(result_dir, latest):
     """(prefix, name under model/) of the checkpoint to export: metrics.json's `best` (model/best/ckpt-N),
     else LATEST (the last checkpoint: runs trained before the best was kept, or without evaluation)."""
-    metrics_path = result_dir / "metrics.json"
-    best = (json.loads(metrics_path.read_text()) if metrics_path.is_file() else {}).get("best")
+    run = RunDir(result_dir)
+    best = (Metrics.find(run) or Metrics({})).best
     if best:
-        prefix = result_dir / "model" / best["checkpoint"]
+        prefix = run.model / best["checkpoint"]
         if Path(f"{prefix}.index").is_file():
             return str(prefix), best["checkpoint"]
         console.say(f"export: WARNING: metrics.json's best checkpoint {prefix} is missing: exporting the last "
                     f"checkpoint instead", error=True)
     if not latest:
-        raise UserError(f"no checkpoint in {result_dir}/model: run `trainer train` first")
+        raise StageMissing(run.model / "checkpoint", "train", result_dir)
     return latest, Path(latest).name
 
 

@@ -5,13 +5,13 @@ params.yaml is a complete Model Garden ExperimentConfig (what `official/vision/t
 this run knows - the class count and shards from prepare, the pretrained checkpoint,
 the hardware found (strategy, GPU count, precision), and a schedule sized to the
 dataset. Beside it, experiment.json records the experiment name that params.yaml must
-be loaded onto, and why the run got its steps and batch size; `load_params` reads both.
+be loaded onto, and why the run got its steps and batch size (trainer/run_dir.py's
+`Experiment`); `load_params` reads both.
 
 The hardware is trainer/hardware.py's: what this machine has (or simulates with
 TRAINER_SIMULATE_GPUS=N or TRAINER_SIMULATE_TPU=1), unless `write_params` is given one.
 """
 import hashlib
-import json
 import math
 import re
 from dataclasses import asdict
@@ -19,8 +19,9 @@ from pathlib import Path
 
 from trainer import catalogue, console, model_garden
 from trainer.errors import UserError
-from trainer.hardware import PRECISION, SIMULATION_HELP, STEPS_PER_LOOP, TPU_EVAL_BATCH, Hardware, this_machine
+from trainer.hardware import PRECISION, SIMULATION_HELP, STEPS_PER_LOOP, TPU_EVAL_BATCH, this_machine
 from trainer.metrics import TOP_K
+from trainer.run_dir import EvaluationPlan, Experiment, Report, RunDir
 
 # The default detector (a classification bucket's default is catalogue.DEFAULT_MODELS'):
 # mobile SpineNet-49 RetinaNet, 2.3 M parameters, 1 GFLOP at 384 px, TFLite-friendly
@@ -46,26 +47,6 @@ MODEL_GARDEN_MAX_INSTANCES = 100
 MAX_SHUFFLE_BUFFER = 1000
 
 
-def load_evaluation(result_dir):
-    """{"evaluated": bool, "reason": why not} for RESULT_DIR's run (from experiment.json)."""
-    return _load_record(Path(result_dir)).get("evaluation", {"evaluated": True, "reason": ""})
-
-
-def load_task(result_dir):
-    """"detection" or "classification": what RESULT_DIR's run trains (from experiment.json)."""
-    return _load_record(Path(result_dir)).get("task", "detection")
-
-
-def load_init_from(result_dir):
-    """The warm start RESULT_DIR's run begins from (experiment.json's `init_from`, see `_warm_start`), or None."""
-    return _load_record(Path(result_dir)).get("init_from")
-
-
-def load_hardware(result_dir):
-    """The Hardware that config planned RESULT_DIR's run for (from experiment.json)."""
-    return Hardware(**_load_record(Path(result_dir))["hardware"])
-
-
 def write_params(result_dir, model=None, steps=None, batch_size=None,
                  checkpoint_url=None, init_checkpoint=None, hardware=None, init_from=None):
     """Write RESULT_DIR/params.yaml (and experiment.json) for MODEL on the dataset prepare wrote; return its path.
@@ -79,9 +60,10 @@ def write_params(result_dir, model=None, steps=None, batch_size=None,
     run folder of the same model, is a warm start from its best checkpoint (trainer/warm_start.py).
     """
     result_dir = Path(result_dir).absolute()
+    run = RunDir(result_dir)
     if model is not None:
         catalogue.load_model(model)  # an unknown name is the first thing to hear about
-    dataset = _read_dataset(result_dir / "data")
+    dataset = _read_dataset(run)
     asked, model = model, catalogue.resolve_model(model, dataset["task"])
     entry = catalogue.load_model(model)
     exp_factory, hyperparams = model_garden.experiments()
@@ -90,7 +72,7 @@ def write_params(result_dir, model=None, steps=None, batch_size=None,
     plan = _plan(entry, dataset, hardware, steps, batch_size, warm_start=bool(warm))
     checkpoint = warm["checkpoint"] if warm else _checkpoint(entry, checkpoint_url, init_checkpoint)
     if checkpoint["path"] and hardware.num_workers > 1:
-        checkpoint["path"] = _share_checkpoint(checkpoint["path"], result_dir / "pretrained")
+        checkpoint["path"] = _share_checkpoint(checkpoint["path"], run.pretrained)
 
     params = exp_factory.get_exp_config(entry.experiment)
     params.override(entry.overrides, is_strict=True)
@@ -104,21 +86,19 @@ def write_params(result_dir, model=None, steps=None, batch_size=None,
         raise UserError(f"{model}'s checkpoint modules include the decoder, but its decoder is the identity "
                         f"(no weights) and Model Garden cannot restore into it: restore [backbone]")
 
-    path = result_dir / "params.yaml"
+    path = run.params
     previous = path.read_text() if path.is_file() else None
     hyperparams.save_params_dict_to_yaml(params, str(path))
-    evaluation = _evaluation_plan(dataset["val_images"], hardware, result_dir / "data")
-    record = {"model": model, "asked_model": asked, "task": dataset["task"], "experiment": entry.experiment,
-              "hardware": asdict(hardware), **plan,
-              "init_checkpoint": checkpoint["path"], "evaluation": evaluation,
-              **({"init_from": warm["record"]} if warm else {})}
-    (result_dir / "experiment.json").write_text(json.dumps(record, indent=2) + "\n")
+    evaluation = _evaluation_plan(dataset["val_images"], hardware, run.data)
+    Experiment(model=model, asked_model=asked, task=dataset["task"], experiment=entry.experiment,
+               hardware=asdict(hardware), **plan, init_checkpoint=checkpoint["path"], evaluation=evaluation,
+               init_from=warm["record"] if warm else None).write(run)
     state = "unchanged" if path.read_text() == previous else "written"
     console.say(f"config: {path} {state}: {model} ({entry.experiment}), {dataset['labels']} labels, "
                 f"{hardware.describe()}, batch {plan['batch_size']}, learning rate {plan['learning_rate']:g}")
     console.say(f"config: {plan['steps']} steps: {plan['steps_reason']}")
-    if not evaluation["evaluated"]:
-        console.say(f"config: WARNING: {evaluation['reason']}: the model will be trained WITHOUT evaluation "
+    if not evaluation.evaluated:
+        console.say(f"config: WARNING: {evaluation.reason}: the model will be trained WITHOUT evaluation "
                     f"(no COCO metrics; metrics.json will say evaluated: false)", error=True)
     return path
 
@@ -126,53 +106,41 @@ def write_params(result_dir, model=None, steps=None, batch_size=None,
 def load_params(result_dir):
     """RESULT_DIR/params.yaml as a validated Model Garden ExperimentConfig (train and export read it so)."""
     exp_factory, hyperparams = model_garden.experiments()
-    result_dir = Path(result_dir)
-    record = _load_record(result_dir)
-    params = exp_factory.get_exp_config(record["experiment"])
-    params = hyperparams.override_params_dict(params, str(result_dir / "params.yaml"), is_strict=True)
+    run = RunDir(result_dir)
+    params = exp_factory.get_exp_config(Experiment.load(run).experiment)
+    params = hyperparams.override_params_dict(params, str(run.params), is_strict=True)
     params.validate()
     return params
 
 
-def _load_record(result_dir):
-    record_path = result_dir / "experiment.json"
-    if not record_path.is_file():
-        raise UserError(f"{record_path} is missing: run `python -m trainer config --result-dir {result_dir}` first")
-    return json.loads(record_path.read_text())
-
-
-def _read_dataset(data_dir):
+def _read_dataset(run):
     """What config needs from prepare's outputs, with the label ids checked against num_classes."""
-    report_path = data_dir / "report.json"
-    if not report_path.is_file():
-        raise UserError(f"{report_path} is missing: run `python -m trainer prepare` first")
-    report = json.loads(report_path.read_text())
-    labels = report["labels"]
-    task = report.get("task", "detection")
+    report = Report.load(run)
+    labels = report.labels
+    task = report.task
     # Model Garden's detectors count background as class 0; its classifiers have no background.
     first_id = 1 if task == "detection" else 0
     num_classes = len(labels) + first_id
-    label_map = (data_dir / "label_map.pbtxt").read_text()
+    label_map = run.label_map.read_text()
     for label_id in (int(found) for found in re.findall(r"^\s*id:\s*(-?\d+)", label_map, re.MULTILINE)):
         if not first_id <= label_id < num_classes:
             raise UserError(
-                f"label id {label_id} in {data_dir / 'label_map.pbtxt'} is outside {first_id}..{num_classes - 1}: "
+                f"label id {label_id} in {run.label_map} is outside {first_id}..{num_classes - 1}: "
                 f"the {task} model has {num_classes} classes ({len(labels)} labels"
                 f"{' + background' if first_id else ''}) and Model Garden would silently mistrain it; rerun prepare")
-    splits = report["splits"]
-    if not splits["train"]["images"]:
-        raise UserError(f"training needs training images; {report_path} has none "
-                        f"(and {splits['val']['images']} validation images)")
+    if not report.images("train"):
+        raise UserError(f"training needs training images; {run.report_json} has none "
+                        f"(and {report.images('val')} validation images)")
     return {
         "task": task,
         "labels": len(labels),
         "label_names": labels,
         "num_classes": num_classes,
-        "train_images": splits["train"]["images"],
-        "val_images": splits["val"]["images"],
-        "train_files": [str(data_dir / name) for name in report["files"]["train"]],
-        "val_files": [str(data_dir / name) for name in report["files"]["val"]],
-        "max_boxes": report.get("max_boxes_per_image", 1),
+        "train_images": report.images("train"),
+        "val_images": report.images("val"),
+        "train_files": [str(run.data / name) for name in report.files["train"]],
+        "val_files": [str(run.data / name) for name in report.files["val"]],
+        "max_boxes": report.max_boxes_per_image,
     }
 
 
@@ -354,11 +322,11 @@ def _task_overrides(dataset, checkpoint, data):
 def _evaluation_plan(val_images, hardware, data_dir):
     """Whether the run evaluates, and why not: no val split, or fewer val images than a TPU's whole batch."""
     if not val_images:
-        return {"evaluated": False, "reason": f"{data_dir} has no validation images"}
+        return EvaluationPlan(False, f"{data_dir} has no validation images")
     if hardware.kind == "tpu" and val_images < TPU_EVAL_BATCH:
-        return {"evaluated": False, "reason": f"a TPU evaluates whole batches of {TPU_EVAL_BATCH} images and "
-                                              f"{data_dir} has only {val_images} validation images"}
-    return {"evaluated": True, "reason": ""}
+        return EvaluationPlan(False, f"a TPU evaluates whole batches of {TPU_EVAL_BATCH} images and "
+                                     f"{data_dir} has only {val_images} validation images")
+    return EvaluationPlan()
 
 
 def _evaluation(val_images, batch_size, hardware):

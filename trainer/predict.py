@@ -21,6 +21,7 @@ import numpy as np
 from trainer.errors import UserError
 from trainer.export.formats import EXPORT_FORMATS, REFERENCE
 from trainer.metrics import IOU, TOP_K, iou
+from trainer.run_dir import LABELS_FILE, RunDir, read_labels
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp"}
 
@@ -236,11 +237,11 @@ def _label(labels, label_id):
 
 def _labels(path):
     """labels.json next to the model, or the run's data/labels.json."""
-    candidates = [path / "labels.json", path / "data" / "labels.json", path.parent / "labels.json",
-                  path.parent.parent / "data" / "labels.json"]
+    candidates = [path / LABELS_FILE, RunDir(path).labels_json, path.parent / LABELS_FILE,
+                  RunDir(path.parent.parent).labels_json]
     for candidate in candidates:
         if candidate.is_file():
-            return json.loads(candidate.read_text())
+            return read_labels(candidate)
     raise UserError(f"no labels.json next to {path} (looked in: {', '.join(map(str, candidates))})")
 
 

@@ -30,10 +30,10 @@ from trainer.errors import UserError
 from trainer.folders import refuse_overlap
 from trainer.images import load_image, map_images
 from trainer.records import (ShardWriter, clear_outputs, classification_features, complete_report,
-                             detection_features, example_record, write_label_files, write_marker)
+                             detection_features, example_record, write_label_files)
+from trainer.run_dir import Report, RunDir
 
 ANNOTATIONS_FILE = "_annotations.json"
-OUTPUT_DIR = "data"
 FORMAT_VERSION = 4            # part of the fingerprint: bump when the records or report change
 DEFAULT_MAX_SIDE = 1024       # the largest model input in configs/models/: every model sees full resolution
 SHARD_BYTES = 100 * 2**20     # TensorFlow's guidance: shards of 100-200 MB read efficiently
@@ -64,20 +64,20 @@ def prepare(data_dir, result_dir, val_fraction=DEFAULT_VAL_FRACTION, seed=DEFAUL
     options["model"] = catalogue.resolve_model(model, annotation_set.task)
     input_size = catalogue.load_model(options["model"]).input_side
     file_sizes, fingerprint = _fingerprint(annotations_digest, data_dir, annotation_set, options)
-    output_dir = result_dir / OUTPUT_DIR
-    report = complete_report(output_dir, fingerprint)
+    run = RunDir(result_dir)
+    report = complete_report(run, fingerprint)
     if report:
-        _log(f"{output_dir} is up to date (fingerprint {fingerprint[:12]}); nothing to do")
+        _log(f"{run.data} is up to date (fingerprint {fingerprint[:12]}); nothing to do")
     else:
-        report = _write(data_dir, output_dir, annotation_set, options, input_size, file_sizes, fingerprint)
-    _log_warnings(report["warnings"])
-    if strict and report["warnings"]:
-        raise UserError(f"--strict: {len(report['warnings'])} dataset warning(s), listed above and in "
-                        f"{output_dir / 'report.json'}")
-    return report
+        report = _write(data_dir, run, annotation_set, options, input_size, file_sizes, fingerprint)
+    _log_warnings(report.warnings)
+    if strict and report.warnings:
+        raise UserError(f"--strict: {len(report.warnings)} dataset warning(s), listed above and in "
+                        f"{run.report_json}")
+    return report.as_dict()
 
 
-def _write(data_dir, output_dir, annotation_set, options, input_size, file_sizes, fingerprint):
+def _write(data_dir, run, annotation_set, options, input_size, file_sizes, fingerprint):
     """Read every image once and write records, label files and, last, the report; return the report."""
     ImageFile.LOAD_TRUNCATED_IMAGES = False  # tensorflow_datasets turns it on process-wide; verifying needs it off
     seed = options["seed"]
@@ -104,7 +104,8 @@ def _write(data_dir, output_dir, annotation_set, options, input_size, file_sizes
     skipped = [issue for issue in annotation_set.issues if issue["action"] == SKIPPED]
     repaired = [issue for issue in annotation_set.issues if issue["action"] == REPAIRED]
     items, held = [], {}
-    clear_outputs(output_dir)
+    output_dir = run.data
+    clear_outputs(run)
     writer = ShardWriter(output_dir, planned)
 
     def emit(released):
@@ -135,28 +136,28 @@ def _write(data_dir, output_dir, annotation_set, options, input_size, file_sizes
         files = writer.finish()
     except BaseException:
         writer.close()
-        clear_outputs(output_dir)
+        clear_outputs(run)
         with contextlib.suppress(OSError):  # a folder someone put there keeps data/ alive: fine
             output_dir.rmdir()
         raise
     items.sort(key=lambda item: item.key)
-    report = {
-        "task": task,
-        "labels": labels,
-        "split_from": splitter.source,
-        "splits": {split: split_counts(items, labels, split, task) for split in ("train", "val")},
-        "files": files,
-        "max_boxes_per_image": max(len(item.boxes) for item in items),
-        "input_size": input_size,
-        "skipped": [{"image": i["image"], "reason": i["reason"]} for i in sorted(skipped, key=_issue_order)],
-        "repaired": [{"image": i["image"], "reason": i["reason"]} for i in sorted(repaired, key=_issue_order)],
-        "warnings": warnings + splitter.warnings() + dataset_warnings(items, labels, input_size, val_fraction, task),
-        "options": options,
-        "fingerprint": fingerprint,
-    }
-    write_label_files(output_dir, labels, first_id)
-    write_marker(output_dir, report)
-    counts = report["splits"]
+    report = Report(
+        task=task,
+        labels=labels,
+        split_from=splitter.source,
+        splits={split: split_counts(items, labels, split, task) for split in ("train", "val")},
+        files=files,
+        max_boxes_per_image=max(len(item.boxes) for item in items),
+        input_size=input_size,
+        skipped=[{"image": i["image"], "reason": i["reason"]} for i in sorted(skipped, key=_issue_order)],
+        repaired=[{"image": i["image"], "reason": i["reason"]} for i in sorted(repaired, key=_issue_order)],
+        warnings=warnings + splitter.warnings() + dataset_warnings(items, labels, input_size, val_fraction, task),
+        options=options,
+        fingerprint=fingerprint,
+    )
+    write_label_files(run, labels, first_id)
+    report.write(run)  # last: the marker that data/ is complete
+    counts = report.splits
     _log(f"wrote {counts['train']['images']} train and {counted(counts['val']['images'], 'val image')} "
          f"({counted(len(labels), 'class', 'classes')}{', classification' if task == 'classification' else ''}) to "
          f"{output_dir}")

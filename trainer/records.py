@@ -9,14 +9,14 @@ refused or not atomic: files are written in place in data/, and report.json,
 written last, is the marker that they are complete. Removing it is the first
 thing a new run does, so a killed run never looks complete.
 """
-import json
 import os
 import struct
 
 import google_crc32c
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory, text_encoding
 
-MARKER = "report.json"
+from trainer.run_dir import LABELS_FILE, Report, write_labels
+
 PARTIAL_SUFFIX = ".partial"
 
 
@@ -153,41 +153,32 @@ class ShardWriter:
         return self.directory / f".{split}-{shard:05d}{PARTIAL_SUFFIX}"
 
 
-def write_label_files(directory, labels, first_id=1):
-    """labels.json (names in id order) and label_map.pbtxt (protobuf text format, names C-escaped).
+def write_label_files(run, labels, first_id=1):
+    """labels.json (names in id order) and label_map.pbtxt (protobuf text format, names C-escaped) in RUN's data/.
 
     FIRST_ID: 1 for detectors (Model Garden's class 0 is background), 0 for classifiers.
     """
-    (directory / "labels.json").write_text(json.dumps(labels, ensure_ascii=False) + "\n", encoding="utf-8")
+    write_labels(run.data, labels)
     items = [f'item {{\n  id: {number}\n  name: "{text_encoding.CEscape(name.encode(), as_utf8=False)}"\n}}\n'
              for number, name in enumerate(labels, start=first_id)]
-    (directory / "label_map.pbtxt").write_text("".join(items), encoding="ascii")
+    run.label_map.write_text("".join(items), encoding="ascii")
 
 
-def complete_report(directory, fingerprint):
-    """The marker report in DIRECTORY when it was written for FINGERPRINT and its files are all there, else None."""
-    try:
-        report = json.loads((directory / MARKER).read_text())
-    except (OSError, ValueError):
+def complete_report(run, fingerprint):
+    """RUN's marker report (a Report) when it was written for FINGERPRINT and its files are all there, else None."""
+    report = Report.find(run)
+    if report is None:
         return None
-    names = [*report.get("files", {}).get("train", []), *report.get("files", {}).get("val", []),
-             "labels.json", "label_map.pbtxt"]
-    if report.get("fingerprint") == fingerprint and all((directory / name).is_file() for name in names):
+    names = [*report.record_files("train"), *report.record_files("val"), LABELS_FILE, run.label_map.name]
+    if report.fingerprint == fingerprint and all((run.data / name).is_file() for name in names):
         return report
     return None
 
 
-def clear_outputs(directory):
-    """Make DIRECTORY an empty output folder: the marker goes first, then every file an earlier run left."""
-    directory.mkdir(parents=True, exist_ok=True)
-    (directory / MARKER).unlink(missing_ok=True)
-    for leftover in directory.iterdir():
+def clear_outputs(run):
+    """Make RUN's data/ an empty output folder: the marker goes first, then every file an earlier run left."""
+    run.data.mkdir(parents=True, exist_ok=True)
+    run.report_json.unlink(missing_ok=True)
+    for leftover in run.data.iterdir():
         if leftover.is_file() or leftover.is_symlink():
             leftover.unlink()
-
-
-def write_marker(directory, report):
-    """report.json, last: written whole to a partial file that then replaces the marker (a file, not a folder)."""
-    partial = directory / f".{MARKER}{PARTIAL_SUFFIX}"
-    partial.write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n")
-    os.replace(partial, directory / MARKER)

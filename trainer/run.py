@@ -32,6 +32,7 @@ from trainer.errors import UserError
 from trainer.export import conversion_exit, export, failures  # imports TensorFlow only when exporting
 from trainer.export.formats import FORMAT_NAMES
 from trainer.folders import refuse_overlap
+from trainer.run_dir import Experiment, RunDir
 
 CHIEF_WAIT_SECONDS = 3600  # how long a worker waits for the chief's data/ and params.yaml
 CHIEF_POLL_SECONDS = 10
@@ -57,17 +58,18 @@ def run(data_dir, result_dir, model=None, steps=None, batch_size=None, checkpoin
 
     refuse_overlap(data_dir, result_dir)
     result_dir = Path(result_dir).absolute()
+    run_dir = RunDir(result_dir)
     if hardware.is_chief(os.environ):
         (result_dir / READY_FILE).unlink(missing_ok=True)
-        _stage("prepare", f"{data_dir} -> {result_dir / 'data'}")
+        _stage("prepare", f"{data_dir} -> {run_dir.data}")
         prepare(data_dir, result_dir, val_fraction=val_fraction, model=model)
-        _stage("config", f"{model or 'default model'} -> {result_dir / 'params.yaml'} (checkpoint fetched or taken "
+        _stage("config", f"{model or 'default model'} -> {run_dir.params} (checkpoint fetched or taken "
                          "from the cache)")
         config.write_params(result_dir, model, steps, batch_size, checkpoint_url, init_from=init_from)
         _write_ready(result_dir)
     else:
         _wait_for_chief(result_dir, {"asked_model": model, "steps": steps, "batch_size": batch_size})
-    _stage("train", f"-> {result_dir / 'model'}")
+    _stage("train", f"-> {run_dir.model}")
     train(result_dir, select_metric, patience, min_delta)
     if not hardware.is_chief(os.environ):
         return {}
@@ -76,9 +78,9 @@ def run(data_dir, result_dir, model=None, steps=None, batch_size=None, checkpoin
         _stage("export", f"{', '.join(formats)} -> {result_dir}")
         failed = failures(export(result_dir, formats))
     if is_up_to_date(result_dir):
-        console.say(f"report: {result_dir / 'report.html'} is up to date")
+        console.say(f"report: {run_dir.report_html} is up to date")
     else:
-        _stage("report", f"-> {result_dir / 'report.html'}")
+        _stage("report", f"-> {run_dir.report_html}")
         _after_training("report", write_report, result_dir, failed)
     lines = _after_training("summary", summary, result_dir, failed)
     for line in lines or ():
@@ -98,7 +100,7 @@ def _after_training(name, work, result_dir, failed):
 def _write_ready(result_dir, env=os.environ):
     """The marker the other workers wait for, written last: this attempt's identity, the digest of every file."""
     ready = {"job": _job_identity(env), "nonce": secrets.token_hex(16),
-             "files": {name: _digest(result_dir / name) for name in _shared_files(result_dir)}}
+             "files": {name: _digest(result_dir / name) for name in RunDir(result_dir).shared_files()}}
     (result_dir / READY_FILE).write_text(json.dumps(ready, indent=2) + "\n")
 
 
@@ -113,12 +115,6 @@ def _started_record(result_dir, env):
     """Where this worker records the nonce of the marker it started from: RESULT_DIR/ready-TYPE-INDEX.json."""
     task = hardware.tf_config_from_env(env).get("task", {})
     return result_dir / f"ready-{task.get('type', 'worker')}-{int(task.get('index', 0))}.json"
-
-
-def _shared_files(result_dir):
-    """What the chief writes for the workers (relative names): dataset report, config, shared checkpoint."""
-    names = ["data/report.json", "data/labels.json", "params.yaml", "experiment.json"]
-    return names + sorted(str(path.relative_to(result_dir)) for path in (result_dir / "pretrained").glob("*"))
 
 
 def _digest(path):
@@ -137,10 +133,10 @@ def _chief_ready(result_dir, wanted, env=os.environ):
             return None
         if any(_digest(result_dir / name) != digest for name, digest in ready["files"].items()):
             return None
-        record = json.loads((result_dir / "experiment.json").read_text())
-    except (OSError, ValueError, KeyError, TypeError, AttributeError):  # absent, being rewritten, or an old marker
+        record = Experiment.load(RunDir(result_dir))
+    except (OSError, ValueError, KeyError, TypeError, AttributeError, UserError):  # absent, being rewritten, or old
         return None
-    return ready if all(value is None or record.get(key) == value for key, value in wanted.items()) else None
+    return ready if all(value is None or getattr(record, key) == value for key, value in wanted.items()) else None
 
 
 def _started_from(result_dir, env):

@@ -30,7 +30,8 @@ from trainer import config, console, model_garden
 from trainer.report import write_report
 from trainer.metrics import TOP_K, TOP_K_ACCURACY, class_confusion
 from trainer.errors import UserError
-from trainer.hardware import SIMULATE_GPUS_ENV, is_chief, tf_config_from_env
+from trainer.hardware import SIMULATE_GPUS_ENV, Hardware, is_chief, tf_config_from_env
+from trainer.run_dir import BEST_FOLDER, Experiment, Metrics, RunDir, StageMissing, load_labels, write_json
 
 TERMINATED_EXIT = 128 + signal.SIGTERM
 COCO_METRICS = ("AP", "AP50", "AP75", "APs", "APm", "APl", "ARmax1", "ARmax10", "ARmax100", "ARs", "ARm", "ARl")
@@ -54,43 +55,41 @@ def train(result_dir, select_metric=None, patience=selection.DEFAULT_PATIENCE,
     The process-wide mixed-precision policy that training sets is put back on return
     and on exceptions, so what runs next in this process (export) does not inherit it.
     """
-    result_dir = Path(result_dir).absolute()
-    model_dir = result_dir / "model"
-    metrics_path = result_dir / "metrics.json"
-    params_path = result_dir / "params.yaml"
-    if not params_path.is_file():
-        raise UserError(f"{params_path} is missing: run `python -m trainer config --result-dir {result_dir}` first")
-    steps = yaml.safe_load(params_path.read_text())["trainer"]["train_steps"]
-    last_step = selection.last_checkpoint_step(model_dir)
+    run = RunDir(Path(result_dir).absolute())
+    if not run.params.is_file():
+        raise StageMissing(run.params, "config", run.root)
+    steps = yaml.safe_load(run.params.read_text())["trainer"]["train_steps"]
+    last_step = selection.last_checkpoint_step(run.model)
     if last_step is not None and last_step > steps:
-        raise UserError(f"{model_dir} already holds ckpt-{last_step}, beyond the {steps} steps asked: "
+        raise UserError(f"{run.model} already holds ckpt-{last_step}, beyond the {steps} steps asked: "
                         f"ask for more steps, or train into a new result dir")
-    _check_dataset(result_dir, model_dir, last_step)
-    record = json.loads(metrics_path.read_text()) if metrics_path.is_file() and last_step is not None else None
-    if last_step == steps and _metrics_step(metrics_path) == steps:
+    experiment = Experiment.load(run)
+    _check_dataset(run, experiment, last_step)
+    record = Metrics.find(run) if last_step is not None else None
+    if last_step == steps and record and record.step == steps:
         console.say(f"train: complete: ckpt-{steps} and metrics.json are at the final step; nothing to do")
-        return _summary(model_dir, metrics_path)
-    stopped = ((record or {}).get("early_stopping") or {}).get("stopped")
-    if stopped and stopped["step"] == last_step == record.get("step"):
+        return _summary(run)
+    stopped = record.stopped if record else None
+    if stopped and stopped["step"] == last_step == record.step:
         console.say(f"train: complete: early stopping ended this run at step {last_step}; nothing to do")
-        return _summary(model_dir, metrics_path)
-    tracker = _tracker(result_dir, record, select_metric, patience, min_delta)
+        return _summary(run)
+    tracker = _tracker(run, experiment, record, select_metric, patience, min_delta)
 
     import tf_keras
 
     policy = tf_keras.mixed_precision.global_policy()
     try:
-        return _train(result_dir, model_dir, metrics_path, steps, last_step, tracker)
+        return _train(run, experiment, steps, last_step, tracker)
     finally:
         tf_keras.mixed_precision.set_global_policy(policy)
 
 
-def _tracker(result_dir, record, select_metric, patience, min_delta):
-    """The best-evaluation and early-stopping tracker, resumed from RECORD (the previous metrics.json)."""
+def _tracker(run, experiment, record, select_metric, patience, min_delta):
+    """The best-evaluation and early-stopping tracker, resumed from RECORD (the previous Metrics)."""
     if patience < 0 or min_delta < 0:
         raise UserError(f"--patience and --min-delta must be 0 or more, not {patience} and {min_delta}")
-    task = config.load_task(result_dir)
-    labels = json.loads((result_dir / "data" / "labels.json").read_text())
+    task = experiment.task
+    labels = load_labels(run)
     metric = select_metric or selection.DEFAULT_METRIC[task]
     selection.check_metric(metric, _metric_names(task, labels), labels)
     return selection.Tracker.resume(record, metric, patience, min_delta)
@@ -104,21 +103,22 @@ def _metric_names(task, labels):
     return {"top": [*COCO_METRICS, "validation_loss"], "per_class": list(CATEGORY_METRICS)}
 
 
-def _train(result_dir, model_dir, metrics_path, steps, last_step, tracker):
+def _train(run, experiment, steps, last_step, tracker):
     from official.core import task_factory, train_lib
     from official.modeling import performance
     from official.vision.utils import summary_manager
 
     model_garden.patch_coco_evaluation()
     model_garden.quiet_orbit()
-    params = config.load_params(result_dir)
+    model_dir = run.model
+    params = config.load_params(run.root)
     params.lock()
-    evaluation = config.load_evaluation(result_dir)
+    evaluation = experiment.evaluation
     if "TF_CONFIG" not in os.environ and "CLUSTER_SPEC" in os.environ:
         os.environ["TF_CONFIG"] = json.dumps(tf_config_from_env(os.environ))
     performance.set_mixed_precision_policy(params.runtime.mixed_precision_dtype)
-    strategy = _distribution_strategy(params, config.load_hardware(result_dir))
-    init = config.load_init_from(result_dir)  # a warm start (trainer/warm_start.py)
+    strategy = _distribution_strategy(params, Hardware(**experiment.hardware))
+    init = experiment.init_from  # a warm start (trainer/warm_start.py)
     if last_step is None:
         start = f"pretrained {params.task.init_checkpoint}" if params.task.init_checkpoint else "scratch"
         start = _warm_start_words(init) if init else start
@@ -126,13 +126,12 @@ def _train(result_dir, model_dir, metrics_path, steps, last_step, tracker):
                     f"strategy over {strategy.num_replicas_in_sync} replica(s)")
     else:
         console.say(f"train: resuming: restoring {model_dir}/ckpt-{last_step} (step {last_step} of {steps})")
-    if not evaluation["evaluated"]:
-        console.say(f"train: WARNING: training WITHOUT evaluation: {evaluation['reason']}", error=True)
+    if not evaluation.evaluated:
+        console.say(f"train: WARNING: training WITHOUT evaluation: {evaluation.reason}", error=True)
 
-    labels = json.loads((result_dir / "data" / "labels.json").read_text())
-    progress = _Progress(steps, params.task.train_data.global_batch_size, labels, model_dir, metrics_path,
-                         write_metrics=strategy.extended.should_checkpoint, task=config.load_task(result_dir),
-                         tracker=tracker)
+    labels = load_labels(run)
+    progress = _Progress(steps, params.task.train_data.global_batch_size, labels, run,
+                         write_metrics=strategy.extended.should_checkpoint, task=experiment.task, tracker=tracker)
     runner = None
     with _raise_on_sigterm():
         try:
@@ -140,7 +139,7 @@ def _train(result_dir, model_dir, metrics_path, steps, last_step, tracker):
                 task = task_factory.get_task(params.task, logging_dir=str(model_dir))
             if init and not init["same_labels"]:
                 task.initialize = _copying_head(task.initialize, init, labels, params, strategy)
-            if evaluation["evaluated"]:
+            if evaluation.evaluated:
                 mode = "train_and_eval" if (last_step or 0) < steps else "eval"
             else:
                 mode = "train"
@@ -173,10 +172,10 @@ def _train(result_dir, model_dir, metrics_path, steps, last_step, tracker):
     if not strategy.extended.should_checkpoint:
         console.say("train: done on this worker; the chief writes the checkpoints and metrics.json")
         return {}
-    if not evaluation["evaluated"]:
+    if not evaluation.evaluated:
         step = int(runner.trainer.global_step.numpy())
-        _write_json(metrics_path, {"step": step, "evaluated": False, "reason": evaluation["reason"]})
-    return _summary(model_dir, metrics_path)
+        Metrics({"step": step, "evaluated": False, "reason": evaluation.reason}).write(run)
+    return _summary(run)
 
 
 def _warm_start_words(init):
@@ -234,7 +233,7 @@ def _multi_worker_strategy():
 
 def _keep_best(model_dir, step):
     """Copy ckpt-STEP's files into model/best/ (plain file copies: FUSE-safe), then drop the previous best's."""
-    best_dir = model_dir / selection.BEST_FOLDER
+    best_dir = model_dir / BEST_FOLDER
     best_dir.mkdir(parents=True, exist_ok=True)
     files = list(model_dir.glob(f"ckpt-{step}.*"))
     for path in files:
@@ -272,25 +271,26 @@ def _distribution_strategy(params, hardware):
     return tf.distribute.MirroredStrategy(devices, cross_device_ops=tf.distribute.ReductionToOneDevice())
 
 
-def _check_dataset(result_dir, model_dir, last_step):
+def _check_dataset(run, experiment, last_step):
     """Refuse to resume checkpoints trained on other labels; record the labels beside new checkpoints.
 
     model/dataset.json holds the labels and their ids the checkpoints were trained on;
     the chief writes it before the first checkpoint.
     """
-    labels = json.loads((result_dir / "data" / "labels.json").read_text())
-    first_id = 0 if config.load_task(result_dir) == "classification" else 1  # as prepare numbers them
+    labels = load_labels(run)
+    first_id = 0 if experiment.task == "classification" else 1  # as prepare numbers them
     current = {"labels": [{"id": label_id, "name": name} for label_id, name in enumerate(labels, start=first_id)]}
-    record_path = model_dir / "dataset.json"
+    record_path = run.dataset_json
     if last_step is not None and record_path.is_file():
         trained = json.loads(record_path.read_text())
         if trained != current:
-            raise UserError(f"{model_dir} holds checkpoints trained on other labels ({_label_change(trained, current)}); "
+            raise UserError(f"{run.model} holds checkpoints trained on other labels "
+                            f"({_label_change(trained, current)}); "
                             f"resuming would train the wrong classes: use a new RESULT_DIR for this dataset")
         return
     if is_chief(os.environ):
-        model_dir.mkdir(parents=True, exist_ok=True)
-        _write_json(record_path, current)
+        run.model.mkdir(parents=True, exist_ok=True)
+        write_json(record_path, current)
 
 
 def _label_change(trained, current):
@@ -302,17 +302,11 @@ def _label_change(trained, current):
     return "; ".join(change for change in changes if change) or f"reordered: was {before}, now {after}"
 
 
-def _write_json(path, value):
-    """Rewrite one file whole (FUSE-safe: a file replace, never a directory rename)."""
-    partial = path.with_suffix(".json.partial")
-    partial.write_text(json.dumps(value, indent=2) + "\n")
-    partial.replace(path)
-
-
-def _summary(model_dir, metrics_path):
+def _summary(run):
     """Print where the run's outputs are, its final AP and its best evaluation; return metrics.json's contents."""
-    metrics = json.loads(metrics_path.read_text())
-    best = metrics.get("best")
+    model_dir, metrics_path = run.model, run.metrics_json
+    record = Metrics.load(run)
+    metrics, best = record.evaluation, record.best
     console.say(f"train: checkpoints: {model_dir}/ckpt-{metrics['step']}" + (
         f"; best: {model_dir}/{best['checkpoint']} (step {best['step']}: {best['metric']} {_shown(best['value'])}), "
         f"which export exports" if best else ""))
@@ -325,11 +319,9 @@ def _summary(model_dir, metrics_path):
     else:
         console.say(f"train: metrics:     {metrics_path} (step {metrics['step']}: NOT EVALUATED: {metrics['reason']})")
     console.say(f"train: TensorBoard: tensorboard --logdir {model_dir}")
-    return metrics
+    return record.as_dict()
 
 
-def _metrics_step(metrics_path):
-    return json.loads(metrics_path.read_text()).get("step") if metrics_path.is_file() else None
 
 
 @contextlib.contextmanager
@@ -349,12 +341,12 @@ def _raise_on_sigterm():
 class _Progress:
     """Orbit actions: a progress line after each training loop, metrics.json after each evaluation."""
 
-    def __init__(self, steps, batch_size, labels, model_dir, metrics_path, write_metrics, task, tracker):
+    def __init__(self, steps, batch_size, labels, run, write_metrics, task, tracker):
         self.steps = steps
         self.batch_size = batch_size
         self.labels = labels
-        self.model_dir = model_dir
-        self.metrics_path = metrics_path
+        self.run = run
+        self.model_dir = run.model
         self.write_metrics = write_metrics
         self.task = task
         self.confusion = None  # for classifiers: () -> the val split's confusion matrix (set once training starts)
@@ -395,14 +387,14 @@ class _Progress:
             metrics = _final_metrics(output, self.labels, step)
             names = ("AP", "AP50", "AP75", "ARmax100")
         self.save(step)  # the evaluated weights, kept whatever the checkpoint interval
-        improved = self.tracker.update(metrics, f"{selection.BEST_FOLDER}/ckpt-{step}")
+        improved = self.tracker.update(metrics, f"{BEST_FOLDER}/ckpt-{step}")
         self.stop = step < self.steps and self.agree(self.tracker.should_stop())  # the same test on every replica
         stopping = self.tracker.stop(step) if self.stop else None
         if self.write_metrics:
             if improved:
                 _keep_best(self.model_dir, step)
-            _write_json(self.metrics_path, self.tracker.record(metrics, f"ckpt-{step}"))  # after best/ is complete
-            write_report(self.metrics_path.parent, best_effort=True)  # the run report follows each evaluation
+            self.tracker.record(metrics, f"ckpt-{step}").write(self.run)  # after best/ is complete
+            write_report(self.run.root, best_effort=True)  # the run report follows each evaluation
         shown = " ".join(f"{name} {_shown(metrics[name])}" for name in names if name in metrics)
         best = self.tracker.best
         console.say(f"evaluation: step {metrics['step']}: {shown} | "

@@ -6,11 +6,11 @@ decoder; then train copies each kept label's rows of the classification head to 
 id, matched by name (`copy_head`), so a label added, removed or renamed costs only its
 own rows. The schedule is shorter and lower (config.WARM_START_*).
 """
-import json
 from pathlib import Path
 
 from trainer.best import checkpoint_to_export, last_checkpoint_step
 from trainer.errors import UserError
+from trainer.run_dir import Experiment, RunDir, load_labels
 
 GCS_MOUNT = Path("/gcs")  # where Vertex AI (Cloud Storage FUSE) mounts gs://BUCKET/...
 
@@ -31,16 +31,16 @@ def source(init_from):
     """What a warm start needs from the earlier run folder INIT_FROM: {"run", "checkpoint" (prefix), "model", "task",
     "labels"}. Its best evaluation's checkpoint (metrics.json's `best`), else its last."""
     folder = run_folder(init_from)
-    needed = [folder / "experiment.json", folder / "data" / "labels.json"]
-    missing = [str(path) for path in needed if not path.is_file()]
-    step = last_checkpoint_step(folder / "model")
+    run = RunDir(folder)
+    missing = [str(path) for path in (run.experiment_json, run.labels_json) if not path.is_file()]
+    step = last_checkpoint_step(run.model)
     if missing or step is None:
         raise UserError(f"--init-from {init_from} is not a trained run folder (missing: "
-                        f"{', '.join(missing) or folder / 'model' / 'checkpoint'})")
-    record = json.loads(needed[0].read_text())
-    prefix, name = checkpoint_to_export(folder, str(folder / "model" / f"ckpt-{step}"))
-    return {"run": str(folder), "checkpoint": prefix, "checkpoint_name": name, "model": record["model"],
-            "task": record.get("task", "detection"), "labels": json.loads(needed[1].read_text())}
+                        f"{', '.join(missing) or run.model / 'checkpoint'})")
+    record = Experiment.load(run)
+    prefix, name = checkpoint_to_export(folder, str(run.model / f"ckpt-{step}"))
+    return {"run": str(folder), "checkpoint": prefix, "checkpoint_name": name, "model": record.model,
+            "task": record.task, "labels": load_labels(run)}
 
 
 def kept_ids(old_labels, new_labels, task):

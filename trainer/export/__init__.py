@@ -12,16 +12,15 @@ model_export/evaluation.json; `mediapipe` there is model.tflite run through Medi
 Tasks (`mediapipe_tasks`, a derived row: it writes nothing of its own).
 Models are built in float32 whatever mixed-precision policy training left set.
 """
-import json
 import time
 from pathlib import Path
 
 from trainer import console
 from trainer.export.common import float32_policy, load_job, size_of
-from trainer.export.formats import EXPORT_DIR, EXPORT_FORMATS, FORMAT_NAMES, REFERENCE, outputs
+from trainer.export.formats import EXPORT_FORMATS, FORMAT_NAMES, REFERENCE, outputs
+from trainer.run_dir import ExportManifest, RunDir
 
 CONVERSION_FAILED_EXIT = 3  # a conversion failed, the rest worked: start.sh prints CACLI-CONVERSION-FAILED, exits 0
-MANIFEST = "export.json"
 
 
 def export(result_dir, formats=FORMAT_NAMES, quantize=(), keep_versions=3, evaluate=True):
@@ -37,8 +36,8 @@ def export(result_dir, formats=FORMAT_NAMES, quantize=(), keep_versions=3, evalu
 
 
 def _export(job, wanted, evaluate):
-    manifest_path = job.result_dir / EXPORT_DIR / MANIFEST
-    done = _reusable(job, manifest_path)
+    run = RunDir(job.result_dir)
+    done = _reusable(job, run)
     results = {}
     for name in wanted:
         reason = EXPORT_FORMATS[name].unsupported(job.task, job.unsupported)
@@ -56,13 +55,13 @@ def _export(job, wanted, evaluate):
     todo = [name for name in written if name not in evaluations] if evaluate else []
     if not todo and all(name in done or "unsupported" in results[name] for name in wanted):
         return results  # an up-to-date rerun leaves every file as it was
-    entries = _write_manifest(job, manifest_path, done, results, evaluations)  # kept should evaluation fail
+    entries = _write_manifest(job, run, done, results, evaluations)  # kept should evaluation fail
     if todo:
         evaluations.update(_evaluate(job, {name: written[name] for name in todo}))
         for name, evaluation in evaluations.items():
             if "evaluation_failed" in evaluation and name in results:
                 results[name]["evaluation_failed"] = evaluation["evaluation_failed"]
-        entries = _write_manifest(job, manifest_path, done, results, evaluations)
+        entries = _write_manifest(job, run, done, results, evaluations)
     if evaluate:
         from trainer.export.evaluate import write_evaluation
 
@@ -85,7 +84,7 @@ def _evaluate(job, outputs):
         return {name: {"bytes": output["bytes"], "evaluation_failed": reason} for name, output in outputs.items()}
 
 
-def _write_manifest(job, manifest_path, done, results, evaluations):
+def _write_manifest(job, run, done, results, evaluations):
     """model_export/export.json: every output written from this checkpoint (paths relative), with its evaluation."""
     entries = {**{name: {**r, "path": str(Path(r["path"]).relative_to(job.result_dir))} for name, r in done.items()},
                **{name: {**r, "path": str(Path(r["path"]).relative_to(job.result_dir))} if "path" in r else r
@@ -94,7 +93,7 @@ def _write_manifest(job, manifest_path, done, results, evaluations):
         entry.pop("evaluation_failed", None)
         if name in evaluations:
             entry["evaluation"] = evaluations[name]
-    manifest_path.write_text(json.dumps({"checkpoint": job.checkpoint_name, "results": entries}, indent=2))
+    ExportManifest(job.checkpoint_name, entries).write(run)
     return entries
 
 
@@ -114,14 +113,12 @@ def _step(name, job, results):
         console.say(f"export: {name}: {path} ({results[name]['bytes'] / 1e6:.1f} MB, {time.time() - start:.0f} s)")
 
 
-def _reusable(job, manifest_path):
+def _reusable(job, run):
     """The outputs a previous export wrote from this checkpoint and that are still on disk (with their evaluation)."""
-    if not manifest_path.is_file():
+    manifest = ExportManifest.find(run)
+    if not manifest or manifest.checkpoint != job.checkpoint_name:
         return {}
-    manifest = json.loads(manifest_path.read_text())
-    if manifest.get("checkpoint") != job.checkpoint_name:
-        return {}
-    return {name: {**r, "path": str(job.result_dir / r["path"])} for name, r in manifest["results"].items()
+    return {name: {**r, "path": str(job.result_dir / r["path"])} for name, r in manifest.results.items()
             if "path" in r and (job.result_dir / r["path"]).exists()}
 
 

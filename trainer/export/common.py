@@ -10,6 +10,7 @@ import numpy as np
 from trainer import model_garden
 from trainer.best import checkpoint_to_export
 from trainer.errors import UserError
+from trainer.run_dir import Experiment, RunDir, StageMissing, load_labels, write_labels as write_labels_file
 
 # Exported models return up to max_num_detections boxes down to this score; apps
 # and `trainer predict` apply their own minimum score.
@@ -54,20 +55,18 @@ def load_job(result_dir, keep_versions=3):
     from trainer import catalogue
 
     result_dir = Path(result_dir)
-    checkpoint, name = checkpoint_to_export(result_dir, tf.train.latest_checkpoint(str(result_dir / "model")))
-    labels_path = result_dir / "data" / "labels.json"
-    if not labels_path.is_file():
-        raise UserError(f"{labels_path} is missing: run `trainer prepare` first")
-    labels = json.loads(labels_path.read_text())
+    run = RunDir(result_dir)
+    checkpoint, name = checkpoint_to_export(result_dir, tf.train.latest_checkpoint(str(run.model)))
+    labels = load_labels(run)
     params = load_params(result_dir)
-    record = json.loads((result_dir / "experiment.json").read_text())
-    task = record.get("task", "detection")
+    record = Experiment.load(run)
+    task = record.task
     background = 1 if task == "detection" else 0
     if params.task.model.num_classes != len(labels) + background:
         raise UserError(f"params.yaml has num_classes {params.task.model.num_classes} but data/labels.json "
                         f"has {len(labels)} labels (a {task} model has {'labels + 1' if background else 'labels'})")
-    unsupported = catalogue.load_model(record["model"]).export.unsupported
-    return Job(result_dir, checkpoint, labels, params, record["model"], dict(unsupported), task=task,
+    unsupported = catalogue.load_model(record.model).export.unsupported
+    return Job(result_dir, checkpoint, labels, params, record.model, dict(unsupported), task=task,
                keep_versions=keep_versions, checkpoint_name=name)
 
 
@@ -82,8 +81,9 @@ def load_params(result_dir):
 
     from trainer.config import load_params as load
 
-    if not (Path(result_dir) / "params.yaml").is_file():
-        raise UserError(f"{Path(result_dir) / 'params.yaml'} is missing: run `trainer config` first")
+    run = RunDir(result_dir)
+    if not run.params.is_file():
+        raise StageMissing(run.params, "config", result_dir)
     params = load(result_dir)
     if isinstance(params.task.model, retinanet.RetinaNet):
         model_garden.portable_detections(params, SCORE_THRESHOLD)
@@ -109,7 +109,7 @@ def float32_policy():
 
 def write_labels(folder, labels):
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / "labels.json").write_text(json.dumps(labels, ensure_ascii=False))
+    write_labels_file(folder, labels, newline=False)
 
 
 def size_of(path):
@@ -132,7 +132,7 @@ def record_images(result_dir, split, limit=-1):
     decoded whole holds width x height x 3 bytes per image."""
     import tensorflow as tf
 
-    files = sorted(str(p) for p in (Path(result_dir) / "data").glob(f"{split}-*.tfrecord"))
+    files = [str(p) for p in RunDir(result_dir).records(split)]
     feature = {"image/encoded": tf.io.FixedLenFeature([], tf.string)}
     for record in tf.data.TFRecordDataset(files).take(limit) if files else []:
         yield decoded(tf.io.parse_single_example(record, feature)["image/encoded"].numpy())

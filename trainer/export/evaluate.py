@@ -18,16 +18,16 @@ import numpy as np
 
 from trainer import console
 from trainer.export.common import NotEvaluated, record_images
-from trainer.export.formats import EXPORT_DIR
+from trainer.export.formats import REFERENCE
 from trainer.metrics import TOP_K, TOP_K_ACCURACY, accuracies, coco_ap
+from trainer.run_dir import RunDir, load_labels, write_evaluations
 
-EVALUATION = "evaluation.json"
 DETAILS = "evaluation"
 
 
 def split_to_evaluate(result_dir):
     """'val', or 'train' (said loudly) when prepare wrote no validation records."""
-    if sorted((Path(result_dir) / "data").glob("val-*.tfrecord")):
+    if RunDir(result_dir).records("val"):
         return "val"
     console.say("export: WARNING: no validation split (data/val-*.tfrecord): the exports are evaluated on the TRAINING "
                 "images, so their AP says how well they fit, not how well they generalise", error=True)
@@ -57,8 +57,9 @@ def load_split(result_dir, split, task="detection"):
     import tensorflow as tf
     from PIL import Image
 
-    labels = json.loads((Path(result_dir) / "data" / "labels.json").read_text())
-    files = sorted(str(p) for p in (Path(result_dir) / "data").glob(f"{split}-*.tfrecord"))
+    run = RunDir(result_dir)
+    labels = load_labels(run)
+    files = [str(p) for p in run.records(split)]
     if task == "classification":
         features = {"image/source_id": tf.io.FixedLenFeature([], tf.string),
                     "image/filename": tf.io.FixedLenFeature([], tf.string),
@@ -118,7 +119,7 @@ def evaluate(job, outputs, formats, images, groundtruth, split):
     The entries hold AP, AP50, bytes, latency_ms (median single-image time on this CPU),
     the split and image count; or not_evaluated with the reason when the runtime is absent.
     """
-    details = job.result_dir / EXPORT_DIR / DETAILS
+    details = RunDir(job.result_dir).exports / DETAILS
     details.mkdir(parents=True, exist_ok=True)
     (details / "groundtruth.json").write_text(json.dumps(groundtruth))
     evaluations = {}
@@ -163,7 +164,7 @@ def _classifier_scores(found, groundtruth, predictions_path):
 def write_evaluation(job, evaluations):
     """model_export/evaluation.json with delta_AP against the SavedModel, and the table printed."""
     score = "accuracy" if job.task == "classification" else "AP"
-    reference = evaluations.get("saved_model", {}).get(score)
+    reference = evaluations.get(REFERENCE, {}).get(score)
     table = {}
     for name, entry in evaluations.items():
         entry = dict(entry)
@@ -173,7 +174,7 @@ def write_evaluation(job, evaluations):
             entry = {key: entry[key] for key in (*keys, f"delta_{score}", "bytes", "latency_ms", "split", "images")
                      if key in entry}
         table[name] = entry
-    (job.result_dir / EXPORT_DIR / EVALUATION).write_text(json.dumps(table, indent=2))
+    write_evaluations(RunDir(job.result_dir), table)
     console.say(format_table(table))
     return table
 

@@ -12,8 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from trainer.errors import UserError
+from trainer.run_dir import EXPORT_DIR
 
-EXPORT_DIR = "model_export"  # the SavedModel's folder, and export.json, evaluation.json and evaluation/ beside it
 REFERENCE = "saved_model"  # always written: the others are converted from it and measured against it
 TASKS = ("detection", "classification")
 
