@@ -160,7 +160,7 @@ def test_the_report_says_which_evaluation_was_exported(tmp_path):
     tracker = Tracker("AP50")
     run(tracker, [0.5, 0.25], first_step=1)
     page = Page(tmp_path)
-    selection_line(page, tracker.record(evaluation(2, 0.25), "ckpt-2").as_dict())
-    selection_line(page, {"step": 2, "AP": 0.25})  # written before `best` existed: no line
+    selection_line(page, tracker.record(evaluation(2, 0.25), "ckpt-2"))
+    selection_line(page, Metrics({"step": 2, "AP": 0.25}))  # written before `best` existed: no line
     assert page.parts == ['<p class="">Exported: the best evaluation by AP50, step 1 (0.500, model/best/ckpt-1); the '
                           'metrics below are the last evaluation&#x27;s, step 2.</p>']

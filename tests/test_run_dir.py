@@ -20,9 +20,6 @@ RUN_FILES = ("report.json", "labels.json", "experiment.json", "metrics.json", "e
 # RunDir's paths of those files: outside run_dir.py they are passed around, tested for, never opened.
 JSON_PATHS = ("report_json", "labels_json", "experiment_json", "metrics_json", "export_json", "evaluation_json")
 READS = ("read_text", "read_bytes", "open")
-# Temporary: report.py is being split into a trainer/report/ package in another branch of issue 19;
-# it is converted to run_dir's records after that merge, and this exemption goes then.
-EXEMPT = ("trainer/report.py", "trainer/report/")
 # An old run folder: the JSON files (and params.yaml, the checkpoint state files) of a demo detector trained
 # 60 steps and exported by the code before run_dir.py, byte for byte as its writers wrote them (checked
 # against those writers); no records or weights. `copy_old_run` adds empty stand-ins for the weights.
@@ -33,7 +30,7 @@ def _modules():
     for folder in ("trainer", "cloud"):
         for path in sorted((ROOT / folder).rglob("*.py")):
             name = str(path.relative_to(ROOT))
-            if name != "trainer/run_dir.py" and not name.startswith(EXEMPT):
+            if name != "trainer/run_dir.py":
                 yield name, ast.parse(path.read_text())
 
 

@@ -98,6 +98,12 @@ class RunDir:
         return self.root / EXPORT_DIR
 
     @property
+    def evaluation_details(self):
+        """Export evaluation's COCO files: groundtruth.json and FORMAT_detections.json (a classifier's
+        FORMAT_predictions.json), which the report analyses."""
+        return self.exports / "evaluation"
+
+    @property
     def export_json(self):
         return self.exports / "export.json"
 

@@ -22,7 +22,6 @@ from trainer.export.formats import REFERENCE
 from trainer.metrics import TOP_K, TOP_K_ACCURACY, accuracies, coco_ap
 from trainer.run_dir import RunDir, load_labels, write_evaluations
 
-DETAILS = "evaluation"
 
 
 def split_to_evaluate(result_dir):
@@ -119,7 +118,7 @@ def evaluate(job, outputs, formats, images, groundtruth, split):
     The entries hold AP, AP50, bytes, latency_ms (median single-image time on this CPU),
     the split and image count; or not_evaluated with the reason when the runtime is absent.
     """
-    details = RunDir(job.result_dir).exports / DETAILS
+    details = RunDir(job.result_dir).evaluation_details
     details.mkdir(parents=True, exist_ok=True)
     (details / "groundtruth.json").write_text(json.dumps(groundtruth))
     evaluations = {}

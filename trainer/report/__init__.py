@@ -14,6 +14,7 @@ from pathlib import Path
 from trainer import console
 from trainer.report import dataset, exports, model, training
 from trainer.report.page import PNG_DIR, Page
+from trainer.run_dir import RunDir
 
 
 def write_report(result_dir, best_effort=False):
@@ -38,20 +39,19 @@ def write_report(result_dir, best_effort=False):
         training.section(page, result_dir)
         model.section(page, result_dir)
         exports.section(page, result_dir)
-    path = result_dir / "report.html"
+    path = RunDir(result_dir).report_html
     path.write_text(page.html(f"Training report: {result_dir.name}"))
     return path
 
 
 def is_up_to_date(result_dir):
     """Whether report.html is newer than everything it is drawn from (a rerun of a complete run leaves it)."""
-    result_dir = Path(result_dir)
-    page = result_dir / "report.html"
+    run = RunDir(result_dir)
+    page = run.report_html
     if not page.is_file():
         return False
-    sources = [result_dir / "data" / "report.json", result_dir / "metrics.json",
-               *(result_dir / "model").rglob("events.out.tfevents.*"), *(result_dir / "model_export").glob("*.json"),
-               *(result_dir / "model_export" / "evaluation").glob("*.json")]
+    sources = [run.report_json, run.metrics_json, *run.model.rglob("events.out.tfevents.*"),
+               *run.exports.glob("*.json"), *run.evaluation_details.glob("*.json")]
     newest = max((path.stat().st_mtime_ns for path in sources if path.is_file()), default=0)
     return page.stat().st_mtime_ns >= newest
 

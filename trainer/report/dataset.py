@@ -5,31 +5,32 @@ import numpy as np
 
 from trainer.report.page import new_figure
 from trainer.report.records import SAMPLE_IMAGES, image_grid, read_records
+from trainer.run_dir import Report, RunDir
 
 
 def section(page, result_dir):
     """Counts from data/report.json and the records, their statistics, a sample grid and the issues."""
     page.heading("Dataset")
-    report_path = result_dir / "data" / "report.json"
-    if not report_path.is_file():
-        page.text(f"No dataset yet: {report_path} is missing (the prepare stage writes it).", "missing")
+    run = RunDir(result_dir)
+    if not run.report_json.is_file():
+        page.text(f"No dataset yet: {run.report_json} is missing (the prepare stage writes it).", "missing")
         return
-    report = json.loads(report_path.read_text())
-    labels = report["labels"]
+    report = Report.load(run)
+    labels = report.labels
     records = {split: read_records(result_dir, split, lambda index, _: split == "train" and index < SAMPLE_IMAGES)
-               for split in report["splits"]}
-    if report.get("task") == "classification":
+               for split in report.splits}
+    if report.task == "classification":
         _classes_section(page, report, records)
         return
     rows = []
-    for split, counts in report["splits"].items():
+    for split, counts in report.splits.items():
         rows.append([split, counts["images"], counts["boxes"], counts["negatives"],
                      *(_images_with(records[split], label_id) for label_id in range(1, len(labels) + 1))])
     page.table(["split", "images", "boxes", "negatives", *(f"images with {label}" for label in labels)], rows,
                "dataset-counts")
     page.table(["split", *(f"{label} boxes" for label in labels)],
                [[split, *(counts["per_class"].get(label, 0) for label in labels)]
-                for split, counts in report["splits"].items()], "dataset-boxes")
+                for split, counts in report.splits.items()], "dataset-boxes")
     _class_bars(page, report, "boxes")
     everything = [record for split in records.values() for record in split]
     if everything:
@@ -41,10 +42,10 @@ def section(page, result_dir):
 
 def _classes_section(page, report, records):
     """The dataset of a classifier: images per class and split, a grid of labelled training images."""
-    labels = report["labels"]
+    labels = report.labels
     page.table(["split", "images", *(f"{label} images" for label in labels)],
                [[split, counts["images"], *(counts["per_class"].get(label, 0) for label in labels)]
-                for split, counts in report["splits"].items()], "dataset-counts")
+                for split, counts in report.splits.items()], "dataset-counts")
     _class_bars(page, report, "images")
     if records.get("train"):
         page.picture(image_grid([(record, record["boxes"], []) for record in records["train"][:SAMPLE_IMAGES]], labels),
@@ -54,25 +55,24 @@ def _classes_section(page, report, records):
 
 def _class_bars(page, report, counted):
     """A bar chart of report.json's per-class counts (COUNTED: boxes, or a classifier's images) per split."""
-    labels = report["labels"]
+    labels = report.labels
     fig, ax = new_figure()
-    width = 0.8 / max(len(report["splits"]), 1)
-    for index, (split, counts) in enumerate(report["splits"].items()):
+    width = 0.8 / max(len(report.splits), 1)
+    for index, (split, counts) in enumerate(report.splits.items()):
         ax.bar(np.arange(len(labels)) + index * width, [counts["per_class"].get(label, 0) for label in labels],
                width, label=f"{split} {counted}")
-    ax.set_xticks(np.arange(len(labels)) + width * (len(report["splits"]) - 1) / 2, labels, rotation=30, ha="right")
+    ax.set_xticks(np.arange(len(labels)) + width * (len(report.splits) - 1) / 2, labels, rotation=30, ha="right")
     ax.set_ylabel(counted)
     ax.legend()
     page.figure(fig, "dataset_classes", f"{counted.capitalize()} per class and split")
 
 
 def _issues(page, report):
-    for kind in ("skipped", "repaired"):
-        items = report.get(kind, [])
+    for kind, items in (("skipped", report.skipped), ("repaired", report.repaired)):
         page.text(f"{len(items)} {kind} image(s)" + (":" if items else "."))
         if items:
             page.table(["image", "reason"], [[item["image"], item["reason"]] for item in items], f"dataset-{kind}")
-    for warning in report.get("warnings", []):
+    for warning in report.warnings:
         page.text(f"warning: {warning if isinstance(warning, str) else json.dumps(warning)}", "warning")
 
 
@@ -118,7 +118,7 @@ def _box_statistics(page, result_dir, records):
 def _input_size(result_dir):
     import yaml
 
-    path = result_dir / "params.yaml"
+    path = RunDir(result_dir).params
     if not path.is_file():
         return None
     return yaml.safe_load(path.read_text())["task"]["model"]["input_size"][:2]

@@ -1,25 +1,23 @@
 """The report's exports section: each format's file and status, and its score in its own runtime."""
-import json
-
 from trainer.metrics import TOP_K_ACCURACY
+from trainer.run_dir import ExportManifest, RunDir, find_evaluations
 
 
 def section(page, result_dir):
     """export.json's formats and evaluation.json's scores, a row per format."""
     page.heading("Exports")
-    manifest_path = result_dir / "model_export" / "export.json"
-    if not manifest_path.is_file():
-        page.text("No exports yet: the export stage writes model_export/export.json.", "missing")
+    run = RunDir(result_dir)
+    manifest = ExportManifest.find(run)
+    if not manifest:
+        page.text(f"No exports yet: the export stage writes {run.export_json.relative_to(run.root)}.", "missing")
         return
-    manifest = json.loads(manifest_path.read_text())
-    page.text(f"Exported from {manifest.get('checkpoint')}.")
+    page.text(f"Exported from {manifest.checkpoint}.")
     page.table(["format", "path", "size (MB)", "status"],
                [[name, entry.get("path", ""), entry["bytes"] / 1e6 if "bytes" in entry else None,
                  entry.get("error") or entry.get("unsupported") or "ok"]
-                for name, entry in manifest["results"].items()], "exports")
-    evaluation_path = result_dir / "model_export" / "evaluation.json"
-    if evaluation_path.is_file():
-        evaluation = json.loads(evaluation_path.read_text())
+                for name, entry in manifest.results.items()], "exports")
+    evaluation = find_evaluations(run)
+    if evaluation:
         classifier = any("accuracy" in entry for entry in evaluation.values())
         scores = ("accuracy", TOP_K_ACCURACY, "delta_accuracy") if classifier else ("AP", "AP50", "delta_AP")
         page.table(["format", *(key.replace("_", " ") for key in scores), "latency (ms)", "split", "images", "note"],

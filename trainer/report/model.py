@@ -3,9 +3,11 @@ import json
 
 import numpy as np
 
+from trainer.export.formats import REFERENCE
 from trainer.metrics import IOU, TOP_K, TOP_K_ACCURACY, detection_confusion, pr_curves
 from trainer.report.page import cell, new_figure
 from trainer.report.records import SAMPLE_IMAGES, add_jpegs, image_grid, read_records
+from trainer.run_dir import Metrics, RunDir, load_labels
 
 MIN_SCORE = 0.5      # detections counted in the confusion matrix, worst images and drawings
 WORST_IMAGES = 8
@@ -13,23 +15,22 @@ WORST_IMAGES = 8
 
 def selection_line(page, metrics):
     """One line: the evaluation exported (the best by its metric) and the last, whose metrics the section shows."""
-    best = metrics.get("best")
+    best = metrics.best
     if best:
         page.text(f"Exported: the best evaluation by {best['metric']}, step {best['step']} ({cell(best['value'])}, "
-                  f"model/{best['checkpoint']}); the metrics below are the last evaluation's, step {metrics['step']}.")
+                  f"model/{best['checkpoint']}); the metrics below are the last evaluation's, step {metrics.step}.")
 
 
 def section(page, result_dir):
     """metrics.json's last evaluation; for a detector also the curves, matrix and grids of its detections."""
     page.heading("Model")
-    metrics_path = result_dir / "metrics.json"
-    labels_path = result_dir / "data" / "labels.json"
-    if not metrics_path.is_file() or not labels_path.is_file():
-        page.text("No evaluation yet: metrics.json is written after the first evaluation.", "missing")
+    run = RunDir(result_dir)
+    if not run.metrics_json.is_file() or not run.labels_json.is_file():
+        page.text(f"No evaluation yet: {run.metrics_json.name} is written after the first evaluation.", "missing")
         return
-    metrics = json.loads(metrics_path.read_text())
-    labels = json.loads(labels_path.read_text())
-    selection_line(page, metrics)
+    record, labels = Metrics.load(run), load_labels(run)
+    selection_line(page, record)
+    metrics = record.evaluation  # the last evaluation's Model Garden metrics, by their names
     if not metrics.get("evaluated", True):
         page.text(f"No evaluation: {metrics.get('reason', 'trained without a validation split')}.", "warning")
     elif "accuracy" in metrics:  # a classifier: train's own confusion matrix of the validation split
@@ -41,8 +42,8 @@ def section(page, result_dir):
         page.table(["class", "AP", "AP50", "AP75", "AR@100"],
                    [[label, *(metrics["per_class"].get(label, {}).get(key) for key in ("AP", "AP50", "AP75", "ARmax100"))]
                     for label in labels], "model-per-class")
-    details = result_dir / "model_export" / "evaluation"
-    truth_path, detections_path = details / "groundtruth.json", details / "saved_model_detections.json"
+    details = run.evaluation_details
+    truth_path, detections_path = details / "groundtruth.json", details / f"{REFERENCE}_detections.json"
     if not (truth_path.is_file() and detections_path.is_file()):
         page.text(f"No detections to analyse yet: {detections_path} is written by the export stage's evaluation.",
                   "missing")

@@ -1,6 +1,8 @@
 """The split's records as the report draws them, and the image grids drawn from them."""
 import io
 
+from trainer.run_dir import RunDir
+
 SAMPLE_IMAGES = 12   # images in each grid
 TILE = 192           # grid tile side in pixels
 GT_COLOUR, PREDICTION_COLOUR = (0, 200, 0), (230, 30, 30)
@@ -18,7 +20,7 @@ def read_records(result_dir, split, keep_jpeg=lambda index, record: False):
     import tensorflow as tf
 
     records = []
-    for path in sorted((result_dir / "data").glob(f"{split}-*.tfrecord")):
+    for path in RunDir(result_dir).records(split):
         for raw in tf.data.TFRecordDataset(str(path)):
             feature = tf.train.Example.FromString(raw.numpy()).features.feature
             width = feature["image/width"].int64_list.value[0]

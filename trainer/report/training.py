@@ -1,15 +1,16 @@
 """The report's training section: losses, learning rate and the evaluations over steps, from TensorBoard events."""
 from trainer.metrics import TOP_K_ACCURACY
 from trainer.report.page import new_figure
+from trainer.run_dir import RunDir
 
 
 def section(page, result_dir):
     """The loss, learning-rate and evaluation curves from model/train/ and model/validation/."""
     page.heading("Training")
-    train = _scalars(result_dir / "model" / "train")
-    validation = _scalars(result_dir / "model" / "validation")
+    model = RunDir(result_dir).model
+    train, validation = _scalars(model / "train"), _scalars(model / "validation")
     if not train:
-        page.text(f"No training events yet in {result_dir / 'model' / 'train'}.", "missing")
+        page.text(f"No training events yet in {model / 'train'}.", "missing")
         return
     fig = new_figure()[0]
     fig.clear()
