@@ -66,15 +66,22 @@ def test_out_dir_is_a_cloud_annotations_bucket_that_prepare_accepts(exported_run
     from trainer.prepare import prepare
 
     result_dir, _ = exported_run
+    model = EXPORT_FORMATS["tflite"].path(result_dir)
+    # The threshold from what this run's model finds (training is not bit-reproducible; one CI run's 60-step model
+    # scored no box on these photos at 0.3): its third-best score, less half the 4 decimals detections.json keeps.
+    probe = predict(model, [photos], tmp_path / "probe", min_score=0.0)
+    scores = sorted((d["score"] for r in probe for d in r.get("detections", [])), reverse=True)
+    assert scores, probe
+    min_score = scores[min(2, len(scores) - 1)] - 0.00005
     out = tmp_path / "bucket"
-    results = predict(EXPORT_FORMATS["tflite"].path(result_dir), [photos], out, min_score=0.3)
+    results = predict(model, [photos], out, min_score=min_score)
     document = json.loads((out / "_annotations.json").read_text())
     labels = json.loads((result_dir / EXPORT_FORMATS["tflite"].folder / "labels.json").read_text())
     assert (document["version"], document["type"], document["labels"]) == ("1.0", "localization", labels)
     by_name = {r["image"].rsplit("/", 1)[-1]: r for r in results}
     assert set(document["annotations"]) == {"second.jpg", "sideways.png", "upright.png"}  # not broken.jpg
     for name, boxes in document["annotations"].items():
-        kept = [d for d in by_name[name]["detections"] if d["score"] >= 0.3]
+        kept = [d for d in by_name[name]["detections"] if d["score"] >= min_score]
         assert boxes == [{key: d[key] for key in ("x", "y", "x2", "y2", "label")} for d in kept]
     assert sum(map(len, document["annotations"].values())) > 0
 
