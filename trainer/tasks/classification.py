@@ -8,6 +8,7 @@ DEFAULT_METRIC = "accuracy"  # what best.py selects the checkpoint by unless --s
 EXPORT_SCORES = ("accuracy", TOP_K_ACCURACY)  # an export's scores in model_export/evaluation.json
 WARM_MODULES = ("backbone",)  # what a warm start restores when the labels changed
 SHOWN_METRICS = ("accuracy", TOP_K_ACCURACY)  # train's console line after each evaluation
+SERVING_OUTPUTS = ("probs",)  # the serving signature's outputs
 BOXES = False  # one whole-image box per image carries its label (trainer.annotations)
 OBJECTS, LEARNER = ("images", "image"), "classifier"  # what dataset warnings count, and call the model
 SUMMARY = ", classification"  # said in prepare's summary line
