@@ -12,7 +12,7 @@ import sys
 
 from google.api_core.exceptions import NotFound
 
-from trainer import catalogue
+from trainer import catalogue, tasks
 from trainer.annotations import parse_annotations
 from trainer.dataset import (DEFAULT_SEED, DEFAULT_VAL_FRACTION, SPLIT_FILE, Item, assign_splits, check_distinct,
                              choose_split, dataset_warnings, label_ids, parse_split_file, warning)
@@ -81,7 +81,7 @@ def check_bucket(client, bucket_name, prefix, model=None, strict=False):
         print(f"warning: {found['message']}", file=sys.stderr)
     if strict and warnings:
         raise UserError(f"{where}: --strict: {len(warnings)} dataset warning(s), listed above; not submitting")
-    objects = "" if task == "classification" else f"{boxes} boxes, "
+    objects = f"{boxes} boxes, " if tasks.get(task).BOXES else ""
     return (f"{where}: {task}, {len(images)} images, {objects}{len(labels)} labels, "
             f"{len(annotation_set.issues)} items skipped or repaired by validation, {len(warnings)} warnings")
 

@@ -344,14 +344,14 @@ def test_classifier_accuracy_and_top_5_agree_with_keras_metrics(tmp_path):
     """Export evaluation's scores for a 7-class classifier, against tf_keras' own accuracy metrics."""
     import tf_keras
 
-    from trainer.export.evaluate import _classifier_scores
+    from trainer.tasks.classification import export_scores
 
     rng = np.random.default_rng(3)
     probabilities = rng.dirichlet(np.ones(7), size=40).astype(np.float32)
     truth = rng.integers(0, 7, size=40)
     groundtruth = {"labels": list("abcdefg"), "images": [{"id": i + 1, "file_name": f"{i}.jpg", "label": int(label)}
                                                           for i, label in enumerate(truth)]}
-    scores = _classifier_scores([{"probs": row} for row in probabilities], groundtruth, tmp_path / "p.json")
+    scores = export_scores([{"probs": row} for row in probabilities], groundtruth, tmp_path, "p")
 
     top1 = tf_keras.metrics.SparseCategoricalAccuracy()
     top1.update_state(truth, probabilities)
@@ -360,5 +360,5 @@ def test_classifier_accuracy_and_top_5_agree_with_keras_metrics(tmp_path):
     assert scores == {"accuracy": pytest.approx(float(top1.result()), abs=1e-4),
                       "top_5_accuracy": pytest.approx(float(top5.result()), abs=1e-4)}
     assert 0 < scores["accuracy"] < scores["top_5_accuracy"] < 1
-    written = json.loads((tmp_path / "p.json").read_text())
+    written = json.loads((tmp_path / "p_predictions.json").read_text())
     assert [p["label_id"] for p in written] == probabilities.argmax(axis=1).tolist()

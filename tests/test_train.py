@@ -270,7 +270,7 @@ def test_classifier_metrics_read_model_gardens_accuracy_and_top_5_by_its_own_nam
     from official.vision.configs import image_classification
     from official.vision.tasks.image_classification import ImageClassificationTask
 
-    from trainer.train import _classification_metrics
+    from trainer.tasks.classification import evaluation_metrics
 
     params = image_classification.ImageClassificationTask(
         model=image_classification.ImageClassificationModel(num_classes=7, input_size=[32, 32, 3]),
@@ -285,7 +285,7 @@ def test_classifier_metrics_read_model_gardens_accuracy_and_top_5_by_its_own_nam
     matrix = np.zeros([7, 7], int)
     np.add.at(matrix, (labels, probabilities.argmax(axis=1)), 1)
 
-    result = _classification_metrics(output, list("abcdefg"), 12, matrix.tolist())
+    result = evaluation_metrics(output, list("abcdefg"), 12, matrix.tolist)
 
     assert set(result) == {"step", "accuracy", "top_5_accuracy", "per_class", "confusion_matrix", "validation_loss"}
     assert result["accuracy"] == pytest.approx(np.trace(matrix) / 30, abs=1e-6)  # Model Garden's own accuracy

@@ -7,11 +7,11 @@ import shutil
 import numpy as np
 import pytest
 
-from trainer import config
+from trainer import config, tasks
 from trainer.errors import UserError
 from trainer.hardware import Hardware
 from trainer.run_dir import Experiment, RunDir
-from trainer.warm_start import _class_layer, kept_ids
+from trainer.warm_start import kept_ids
 
 CPU = Hardware("cpu")
 
@@ -67,7 +67,7 @@ def initialised(result_dir):
 def class_outputs(model, task):
     from trainer.warm_start import _width
 
-    layer = _class_layer(model, task)
+    layer = tasks.get(task).class_layer(model)
     return [variable.numpy() for variable in layer.variables if variable.shape[-1] == _width(layer)]
 
 
@@ -106,7 +106,7 @@ def test_new_and_renamed_labels_restore_backbone_decoder_and_copy_kept_rows_by_n
                 np.testing.assert_array_equal(ours[..., anchor * 4 + new_id], earlier[..., anchor * 4 + old_id])
             if ours.ndim > 1:  # hexagon's kernel rows are fresh, not square's
                 assert not np.array_equal(ours[..., anchor * 4 + 2], earlier[..., anchor * 4 + 2])
-    outputs = {id(value) for value in _class_layer(model, "detection").variables}
+    outputs = {id(value) for value in tasks.get("detection").class_layer(model).variables}
     kept_other = [(a, b) for a, b in zip(old_model.head.variables, model.head.variables) if id(b) not in outputs]
     assert kept_other and all(np.array_equal(a.numpy(), b.numpy()) for a, b in kept_other)  # box net, class convs
 

@@ -19,7 +19,6 @@ from trainer import console
 from trainer.errors import UserError
 from trainer.run_dir import Metrics, RunDir, StageMissing
 
-DEFAULT_METRIC = {"detection": "AP", "classification": "accuracy"}
 # Evaluations without an improvement of at least DEFAULT_MIN_DELTA before training stops.
 # A run evaluates 4 times (config.EVALUATIONS_PER_RUN), so 2 stops only a run whose
 # evaluations at 50 % and 75 % of its steps are no better than the one at 25 %; the demo

@@ -17,10 +17,9 @@ import re
 from dataclasses import asdict
 from pathlib import Path
 
-from trainer import catalogue, console, model_garden
+from trainer import catalogue, console, model_garden, tasks
 from trainer.errors import UserError
 from trainer.hardware import PRECISION, SIMULATION_HELP, STEPS_PER_LOOP, TPU_EVAL_BATCH, this_machine
-from trainer.metrics import TOP_K
 from trainer.run_dir import EvaluationPlan, Experiment, Report, RunDir
 
 # The default detector (a classification bucket's default is catalogue.DEFAULT_MODELS'):
@@ -40,7 +39,6 @@ WARM_START_STEPS_FACTOR = 0.25
 WARM_START_LR_FACTOR = 0.25
 CHECKPOINTS_PER_RUN = 10
 MAX_CHECKPOINTS_KEPT = 3
-MODEL_GARDEN_MAX_INSTANCES = 100
 # Model Garden repeats the training records, then shuffles them in a buffer of 10000
 # by default: filling it reads 10000 encoded images before the first step. A buffer
 # of the dataset (capped) shuffles as well for small datasets and starts at once.
@@ -76,12 +74,13 @@ def write_params(result_dir, model=None, steps=None, batch_size=None,
 
     params = exp_factory.get_exp_config(entry.experiment)
     params.override(entry.overrides, is_strict=True)
-    if warm and dataset["task"] == "detection" and params.task.model.decoder.type == "identity":
+    decoder = "decoder" in tasks.get(dataset["task"]).WARM_MODULES
+    if warm and decoder and params.task.model.decoder.type == "identity":
         warm["checkpoint"]["modules"] = warm["record"]["modules"] = [m for m in checkpoint["modules"] if m != "decoder"]
     params.override(_run_overrides(dataset, hardware, plan, checkpoint), is_strict=True)
     params.override(model_garden.tuples_as_lists(params.as_dict()), is_strict=True)
     params.validate()
-    if (dataset["task"] == "detection" and checkpoint["path"] and "decoder" in checkpoint["modules"]
+    if (decoder and checkpoint["path"] and "decoder" in checkpoint["modules"]
             and params.task.model.decoder.type == "identity"):
         raise UserError(f"{model}'s checkpoint modules include the decoder, but its decoder is the identity "
                         f"(no weights) and Model Garden cannot restore into it: restore [backbone]")
@@ -118,8 +117,7 @@ def _read_dataset(run):
     report = Report.load(run)
     labels = report.labels
     task = report.task
-    # Model Garden's detectors count background as class 0; its classifiers have no background.
-    first_id = 1 if task == "detection" else 0
+    first_id = tasks.get(task).FIRST_LABEL_ID
     num_classes = len(labels) + first_id
     label_map = run.label_map.read_text()
     for label_id in (int(found) for found in re.findall(r"^\s*id:\s*(-?\d+)", label_map, re.MULTILINE)):
@@ -159,7 +157,7 @@ def _warm_start(init_from, model, dataset, checkpoint_url):
                         f"needs the same model (--model {init['model']})")
     labels = dataset["label_names"]
     same = init["labels"] == labels
-    modules = ["all"] if same else (["backbone"] if dataset["task"] == "classification" else ["backbone", "decoder"])
+    modules = ["all"] if same else list(tasks.get(dataset["task"]).WARM_MODULES)
     record = {**init, "same_labels": same, "modules": modules,
               "kept": [name for name in labels if name in init["labels"]],
               "added": [name for name in labels if name not in init["labels"]],
@@ -299,24 +297,7 @@ def _run_overrides(dataset, hardware, plan, checkpoint):
 def _task_overrides(dataset, checkpoint, data):
     """The `task` override for the dataset's task: DATA (the input settings both tasks share) plus its own."""
     task = {"model": {"num_classes": dataset["num_classes"]}, "init_checkpoint": checkpoint["path"], **data}
-    if dataset["task"] == "classification":
-        if checkpoint["path"] and checkpoint["modules"] not in (["backbone"], ["all"]):
-            raise UserError(f"a classifier restores [backbone] or [all] from its checkpoint, not "
-                            f"{checkpoint['modules']}")
-        task["init_checkpoint_modules"] = checkpoint["modules"][0]  # Model Garden's classifier takes one string
-        # Evaluation (and every export) stretches the whole image to the square input, as phone
-        # apps feed a classifier; training keeps its random crops.
-        task["validation_data"]["aug_crop"] = False
-        task["evaluation"] = {"top_k": min(TOP_K, dataset["num_classes"])}
-        return task
-    instances = {"max_num_instances": max(MODEL_GARDEN_MAX_INSTANCES, dataset["max_boxes"])}
-    task["train_data"]["parser"] = task["validation_data"]["parser"] = instances
-    return {**task,
-            # Model Garden's detection tasks restore everything only for the string 'all'
-            "init_checkpoint_modules": "all" if checkpoint["modules"] == ["all"] else checkpoint["modules"],
-            "annotation_file": "",  # Model Garden builds COCO ground truth from the val records
-            "per_category_metrics": True,
-            "allow_image_summary": True}  # validation images with predicted boxes in TensorBoard
+    return tasks.get(dataset["task"]).task_overrides(task, dataset, checkpoint)
 
 
 def _evaluation_plan(val_images, hardware, data_dir):

@@ -9,6 +9,7 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
+from trainer import tasks
 from trainer.errors import UserError
 
 DEFAULT_VAL_FRACTION = 0.2
@@ -184,7 +185,7 @@ def split_counts(items, labels, split, task="detection"):
     """Images, boxes, negatives and boxes per class of SPLIT; for classification, images and images per class."""
     chosen = [item for item in items if item.split == split]
     per_class = Counter(box.label for item in chosen for box in item.boxes)
-    if task == "classification":  # one whole-image box per image
+    if not tasks.get(task).BOXES:  # one whole-image box per image
         return {"images": len(chosen), "per_class": {name: per_class[name] for name in labels}}
     return {"images": len(chosen),
             "boxes": sum(len(item.boxes) for item in chosen),
@@ -205,8 +206,7 @@ def dataset_warnings(items, labels, input_size, val_fraction, task="detection"):
     square, which can only under-count small boxes. A classification image's one
     whole-image box counts as its image.
     """
-    classifier = task == "classification"
-    objects, one, learner = ("images", "image", "classifier") if classifier else ("boxes", "box", "detector")
+    (objects, one), learner = tasks.get(task).OBJECTS, tasks.get(task).LEARNER
     warnings = []
     train_images = Counter(label for item in items if item.split == "train"
                            for label in {box.label for box in item.boxes})

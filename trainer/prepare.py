@@ -22,23 +22,20 @@ from pathlib import Path
 
 from PIL import ImageFile
 
-from trainer import catalogue, console
+from trainer import catalogue, console, tasks
 from trainer.annotations import REPAIRED, SKIPPED, read_annotations
 from trainer.dataset import (DEFAULT_SEED, DEFAULT_VAL_FRACTION, SPLIT_FILE, Item, check_distinct, choose_split,
                              counted, dataset_warnings, label_ids, read_split_file, seeded_hash, split_counts)
 from trainer.errors import UserError
 from trainer.folders import refuse_overlap
 from trainer.images import load_image, map_images
-from trainer.records import (ShardWriter, clear_outputs, classification_features, complete_report,
-                             detection_features, example_record, write_label_files)
+from trainer.records import ShardWriter, clear_outputs, complete_report, example_record, write_label_files
 from trainer.run_dir import Report, RunDir
 
 ANNOTATIONS_FILE = "_annotations.json"
 FORMAT_VERSION = 4            # part of the fingerprint: bump when the records or report change
 DEFAULT_MAX_SIDE = 1024       # the largest model input in configs/models/: every model sees full resolution
 SHARD_BYTES = 100 * 2**20     # TensorFlow's guidance: shards of 100-200 MB read efficiently
-# Detectors count background as Model Garden's class 0; classifiers have no background.
-FIRST_LABEL_ID = {"detection": 1, "classification": 0}
 
 
 def prepare(data_dir, result_dir, val_fraction=DEFAULT_VAL_FRACTION, seed=DEFAULT_SEED, max_side=DEFAULT_MAX_SIDE,
@@ -89,7 +86,7 @@ def _write(data_dir, run, annotation_set, options, input_size, file_sizes, finge
              f"{val_fraction:.0%} of the images in val; --val-fraction does not apply")
     labels, warnings = label_ids(annotation_set.labels, annotation_set.images)
     task = annotation_set.task
-    first_id = FIRST_LABEL_ID[task]
+    first_id = tasks.get(task).FIRST_LABEL_ID
     label_numbers = {name: number for number, name in enumerate(labels, start=first_id)}
     # source_id (COCO evaluation's image id) numbers the images in key order: Model Garden
     # parses it as an integer, and small ones survive a float32 cast.
@@ -159,7 +156,7 @@ def _write(data_dir, run, annotation_set, options, input_size, file_sizes, finge
     report.write(run)  # last: the marker that data/ is complete
     counts = report.splits
     _log(f"wrote {counts['train']['images']} train and {counted(counts['val']['images'], 'val image')} "
-         f"({counted(len(labels), 'class', 'classes')}{', classification' if task == 'classification' else ''}) to "
+         f"({counted(len(labels), 'class', 'classes')}{tasks.get(task).SUMMARY}) to "
          f"{output_dir}")
     return report
 
@@ -170,11 +167,7 @@ def _load_record(work):
     loaded = load_image(path, max_side)
     if loaded.skip:
         return loaded, None
-    if task == "classification":  # one whole-image box carries the image's label (trainer.annotations)
-        (*_, label_id, label), = boxes
-        features = classification_features(key, loaded.jpeg, loaded.size, label_id, label, source_id)
-    else:
-        features = detection_features(key, loaded.jpeg, loaded.size, boxes, source_id)
+    features = tasks.get(task).record_features(key, loaded.jpeg, loaded.size, boxes, source_id)
     record = example_record(features)
     loaded.jpeg = None  # already in the record: do not send it back twice
     return loaded, record

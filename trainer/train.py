@@ -26,18 +26,14 @@ from pathlib import Path
 import yaml
 
 from trainer import best as selection
-from trainer import config, console, model_garden
+from trainer import config, console, model_garden, tasks
 from trainer.report import write_report
-from trainer.metrics import TOP_K, TOP_K_ACCURACY, class_confusion
+from trainer.metrics import class_confusion
 from trainer.errors import UserError
 from trainer.hardware import SIMULATE_GPUS_ENV, Hardware, is_chief, tf_config_from_env
 from trainer.run_dir import BEST_FOLDER, Experiment, Metrics, RunDir, StageMissing, load_labels, write_json
 
 TERMINATED_EXIT = 128 + signal.SIGTERM
-COCO_METRICS = ("AP", "AP50", "AP75", "APs", "APm", "APl", "ARmax1", "ARmax10", "ARmax100", "ARs", "ARm", "ARl")
-# Model Garden's per-category metric names (coco_evaluator), in COCOeval.stats order.
-CATEGORY_METRICS = {"AP": "Precision mAP ByCategory", "AP50": "Precision mAP ByCategory@50IoU",
-                    "AP75": "Precision mAP ByCategory@75IoU", "ARmax100": "Recall AR@100 ByCategory"}
 
 
 class Terminated(BaseException):
@@ -90,17 +86,9 @@ def _tracker(run, experiment, record, select_metric, patience, min_delta):
         raise UserError(f"--patience and --min-delta must be 0 or more, not {patience} and {min_delta}")
     task = experiment.task
     labels = load_labels(run)
-    metric = select_metric or selection.DEFAULT_METRIC[task]
-    selection.check_metric(metric, _metric_names(task, labels), labels)
+    metric = select_metric or tasks.get(task).DEFAULT_METRIC
+    selection.check_metric(metric, tasks.get(task).metric_names(labels), labels)
     return selection.Tracker.resume(record, metric, patience, min_delta)
-
-
-def _metric_names(task, labels):
-    """The metrics --select-metric may name: {"top": metrics.json's own, "per_class": a class's (NAME/LABEL)}."""
-    if task == "classification":
-        top_k = [TOP_K_ACCURACY] if len(labels) > TOP_K else []
-        return {"top": ["accuracy", *top_k, "validation_loss"], "per_class": ["accuracy"]}
-    return {"top": [*COCO_METRICS, "validation_loss"], "per_class": list(CATEGORY_METRICS)}
 
 
 def _train(run, experiment, steps, last_step, tracker):
@@ -278,7 +266,7 @@ def _check_dataset(run, experiment, last_step):
     the chief writes it before the first checkpoint.
     """
     labels = load_labels(run)
-    first_id = 0 if experiment.task == "classification" else 1  # as prepare numbers them
+    first_id = tasks.get(experiment.task).FIRST_LABEL_ID  # as prepare numbers them
     current = {"labels": [{"id": label_id, "name": name} for label_id, name in enumerate(labels, start=first_id)]}
     record_path = run.dataset_json
     if last_step is not None and record_path.is_file():
@@ -380,12 +368,9 @@ class _Progress:
 
     def after_eval(self, output):
         step = int(self.global_step.numpy())
-        if self.task == "classification":
-            metrics = _classification_metrics(output, self.labels, step, self.confusion())
-            names = ("accuracy", TOP_K_ACCURACY)
-        else:
-            metrics = _final_metrics(output, self.labels, step)
-            names = ("AP", "AP50", "AP75", "ARmax100")
+        task = tasks.get(self.task)
+        metrics = task.evaluation_metrics(output, self.labels, step, self.confusion)
+        names = task.SHOWN_METRICS
         self.save(step)  # the evaluated weights, kept whatever the checkpoint interval
         improved = self.tracker.update(metrics, f"{BEST_FOLDER}/ckpt-{step}")
         self.stop = step < self.steps and self.agree(self.tracker.should_stop())  # the same test on every replica
@@ -413,43 +398,6 @@ def _duration(seconds):
 
 def _shown(value):
     return "n/a" if value is None else f"{value:.3f}"
-
-
-def _final_metrics(output, labels, step):
-    """metrics.json: COCO metrics (null where COCO has no value: -1), per-class AP, validation loss."""
-
-    def value(name):
-        number = float(output[name])
-        return None if number < 0 else number
-
-    per_class = {}
-    for class_id, label in enumerate(labels, start=1):
-        keys = {short: f"{long}/{class_id}" for short, long in CATEGORY_METRICS.items()}
-        per_class[label] = {short: value(key) if key in output else None for short, key in keys.items()}
-    return {
-        "step": step,
-        **{name: value(name) for name in COCO_METRICS},
-        "per_class": per_class,
-        "validation_loss": float(output["validation_loss"]) if "validation_loss" in output else None,
-    }
-
-
-def _classification_metrics(output, labels, step, matrix):
-    """metrics.json for a classifier: Model Garden's accuracy (and top-5 with more than 5 classes),
-    per-class accuracy and the confusion matrix (rows: true label, columns: predicted), validation loss."""
-    per_class = {}
-    for index, label in enumerate(labels):
-        images = int(sum(matrix[index]))
-        per_class[label] = {"accuracy": matrix[index][index] / images if images else None, "images": images}
-    return {
-        "step": step,
-        "accuracy": float(output["accuracy"]),
-        **({TOP_K_ACCURACY: float(output[TOP_K_ACCURACY])}
-           if len(labels) > TOP_K and TOP_K_ACCURACY in output else {}),
-        "per_class": per_class,
-        "confusion_matrix": matrix,
-        "validation_loss": float(output["validation_loss"]) if "validation_loss" in output else None,
-    }
 
 
 def _confusion_matrix(model, task, data_config, num_classes):

@@ -8,6 +8,7 @@ own rows. The schedule is shorter and lower (config.WARM_START_*).
 """
 from pathlib import Path
 
+from trainer import tasks
 from trainer.best import checkpoint_to_export, last_checkpoint_step
 from trainer.errors import UserError
 from trainer.run_dir import Experiment, RunDir, load_labels
@@ -45,10 +46,10 @@ def source(init_from):
 
 def kept_ids(old_labels, new_labels, task):
     """[(old id, new id)] of the labels both runs have, matched by name; a detector's background (0) too."""
-    first = 1 if task == "detection" else 0
+    first = tasks.get(task).FIRST_LABEL_ID
     old = {name: index for index, name in enumerate(old_labels, start=first)}
     pairs = [(old[name], index) for index, name in enumerate(new_labels, start=first) if name in old]
-    return [(0, 0), *pairs] if task == "detection" else pairs
+    return [(0, 0), *pairs] if first else pairs
 
 
 def copy_head(model, init, new_labels, params, old_params, strategy):
@@ -62,29 +63,21 @@ def copy_head(model, init, new_labels, params, old_params, strategy):
     import tensorflow as tf
     from official.core import task_factory
 
+    task = tasks.get(init["task"])
     with strategy.scope():
         old_model = task_factory.get_task(old_params.task).build_model()
         for built, settings in ((old_model, old_params), (model, params)):
-            _build_head(built, settings, init["task"])
+            task.build_head(built, settings)
     tf.train.Checkpoint(model=old_model).read(init["checkpoint"]).expect_partial()
     pairs = kept_ids(init["labels"], new_labels, init["task"])
     old_count, new_count = old_params.task.model.num_classes, params.task.model.num_classes
-    new_layer = _class_layer(model, init["task"])
+    new_layer = task.class_layer(model)
     outputs = {id(variable) for variable in new_layer.variables if variable.shape[-1] == _width(new_layer)}
-    for old, new in zip(_head_variables(old_model, init["task"]), _head_variables(model, init["task"]), strict=True):
+    for old, new in zip(task.head_variables(old_model), task.head_variables(model), strict=True):
         if id(new) in outputs:
             new.assign(_copy_rows(old.numpy(), new.numpy(), old_count, new_count, pairs))
         elif old.shape == new.shape:
             new.assign(old)
-
-
-def _class_layer(model, task):
-    """The layer whose outputs are the classes: a RetinaNet head's classifier conv, a classifier's last Dense."""
-    import tf_keras
-
-    if task == "detection":
-        return model.head._classifier  # pylint: disable=protected-access
-    return [layer for layer in model.layers if isinstance(layer, tf_keras.layers.Dense)][-1]
 
 
 def _width(layer):
@@ -102,20 +95,3 @@ def _copy_rows(old, new, old_count, new_count, pairs):
     return result
 
 
-def _build_head(model, params, task):
-    """Create MODEL's head variables (SpineNet RetinaNets build theirs on the first call)."""
-    import tensorflow as tf
-
-    if task != "detection" or model.head.variables:
-        return
-    size = params.task.model.input_size[:2]
-    features = model.backbone(tf.zeros([1, *size, 3]), training=False)
-    model.head(model.decoder(features, training=False) if model.decoder else features, training=False)
-
-
-def _head_variables(model, task):
-    """The head's variables in creation order: a detector's head, a classifier's layers after its backbone."""
-    if task == "detection":
-        return model.head.variables
-    backbone = {id(variable) for variable in model.backbone.variables}
-    return [variable for variable in model.variables if id(variable) not in backbone]

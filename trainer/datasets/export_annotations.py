@@ -8,6 +8,7 @@ import json
 import sys
 from pathlib import Path
 
+from trainer import tasks
 from trainer.annotations import SKIPPED, read_annotations
 from trainer.errors import UserError
 from trainer.datasets.bucket import ANNOTATIONS_FILE, image_size
@@ -24,7 +25,7 @@ def export_annotations(fmt, bucket, out):
         annotation_set, _ = read_annotations(bucket / ANNOTATIONS_FILE)
     except FileNotFoundError:
         raise UserError(f"no {ANNOTATIONS_FILE} in {bucket}") from None
-    if annotation_set.task != "detection":
+    if not tasks.get(annotation_set.task).BOXES:
         raise UserError(f"{bucket / ANNOTATIONS_FILE} is a {annotation_set.task} bucket: COCO instances hold boxes, "
                         "so only localization buckets export to it")
     used = {box.label for image in annotation_set.images for box in image.boxes}

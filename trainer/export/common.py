@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from trainer import model_garden
+from trainer import model_garden, tasks
 from trainer.best import checkpoint_to_export
 from trainer.errors import UserError
 from trainer.run_dir import Experiment, RunDir, StageMissing, load_labels, write_labels as write_labels_file
@@ -61,7 +61,7 @@ def load_job(result_dir, keep_versions=3):
     params = load_params(result_dir)
     record = Experiment.load(run)
     task = record.task
-    background = 1 if task == "detection" else 0
+    background = tasks.get(task).FIRST_LABEL_ID
     if params.task.model.num_classes != len(labels) + background:
         raise UserError(f"params.yaml has num_classes {params.task.model.num_classes} but data/labels.json "
                         f"has {len(labels)} labels (a {task} model has {'labels + 1' if background else 'labels'})")

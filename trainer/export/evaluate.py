@@ -10,16 +10,15 @@ A classifier is scored by accuracy (top-1, and top-5 with more than 5 classes) a
 the records' labels instead: {"accuracy", ["top_5_accuracy",] "delta_accuracy", ...}, and
 FORMAT_predictions.json holds each image's top label id and score.
 """
-import io
 import json
 from pathlib import Path
 
 import numpy as np
 
-from trainer import console
+from trainer import console, tasks
 from trainer.export.common import NotEvaluated, record_images
 from trainer.export.formats import REFERENCE
-from trainer.metrics import TOP_K, TOP_K_ACCURACY, accuracies, coco_ap
+from trainer.metrics import TOP_K, TOP_K_ACCURACY
 from trainer.run_dir import RunDir, load_labels, write_evaluations
 
 
@@ -53,61 +52,9 @@ class SplitImages:
 def load_split(result_dir, split, task="detection"):
     """(SplitImages, ground truth) of data/SPLIT-*.tfrecord: a COCO ground truth dict, or for
     a classifier {"labels": label names, "images": [{"id", "file_name", "label"}]} (label ids from 0)."""
-    import tensorflow as tf
-    from PIL import Image
-
     run = RunDir(result_dir)
-    labels = load_labels(run)
-    files = [str(p) for p in run.records(split)]
-    if task == "classification":
-        features = {"image/source_id": tf.io.FixedLenFeature([], tf.string),
-                    "image/filename": tf.io.FixedLenFeature([], tf.string),
-                    "image/class/label": tf.io.FixedLenFeature([], tf.int64)}
-        truth = {"labels": labels, "images": []}
-        for record in tf.data.TFRecordDataset(files):
-            value = {key: v.numpy() for key, v in tf.io.parse_single_example(record, features).items()}
-            truth["images"].append({"id": int(value["image/source_id"]), "file_name": value["image/filename"].decode(),
-                                    "label": int(value["image/class/label"])})
-        return SplitImages(result_dir, split, len(truth["images"])), truth
-    features = {"image/encoded": tf.io.FixedLenFeature([], tf.string),
-                "image/source_id": tf.io.FixedLenFeature([], tf.string),
-                "image/filename": tf.io.FixedLenFeature([], tf.string),
-                "image/object/class/label": tf.io.VarLenFeature(tf.int64),
-                "image/object/is_crowd": tf.io.VarLenFeature(tf.int64),
-                **{f"image/object/bbox/{key}": tf.io.VarLenFeature(tf.float32)
-                   for key in ("xmin", "ymin", "xmax", "ymax")}}
-    coco = {"images": [], "annotations": [],
-            "categories": [{"id": index, "name": name} for index, name in enumerate(labels, 1)]}
-    for record in tf.data.TFRecordDataset(files):
-        example = tf.io.parse_single_example(record, features)
-        value = {key: (tf.sparse.to_dense(v) if isinstance(v, tf.SparseTensor) else v).numpy()
-                 for key, v in example.items()}
-        with Image.open(io.BytesIO(value["image/encoded"])) as image:  # the header: the size as decoded
-            width, height = image.size
-        image_id = int(value["image/source_id"])
-        coco["images"].append({"id": image_id, "file_name": value["image/filename"].decode(),
-                               "width": width, "height": height})
-        boxes = zip(value["image/object/bbox/xmin"], value["image/object/bbox/ymin"], value["image/object/bbox/xmax"],
-                    value["image/object/bbox/ymax"], value["image/object/class/label"], value["image/object/is_crowd"])
-        for xmin, ymin, xmax, ymax, label, crowd in boxes:
-            box = [float(xmin * width), float(ymin * height), float((xmax - xmin) * width),
-                   float((ymax - ymin) * height)]
-            coco["annotations"].append({"id": len(coco["annotations"]) + 1, "image_id": image_id,
-                                        "category_id": int(label), "bbox": box, "area": box[2] * box[3],
-                                        "iscrowd": int(crowd)})
-    return SplitImages(result_dir, split, len(coco["images"])), coco
-
-
-def coco_results(found, groundtruth):
-    """Detections (boxes ymin, xmin, ymax, xmax in 0..1) as a COCO results list in pixels."""
-    results = []
-    for image, detections in zip(groundtruth["images"], found):
-        scale = np.array([image["height"], image["width"]] * 2, np.float64)
-        for box, score, label in zip(detections["boxes"], detections["scores"], detections["classes"]):
-            ymin, xmin, ymax, xmax = (np.asarray(box, np.float64) * scale).tolist()
-            results.append({"image_id": image["id"], "category_id": int(label),
-                            "bbox": [xmin, ymin, xmax - xmin, ymax - ymin], "score": float(score)})
-    return results
+    truth = tasks.get(task).ground_truth(load_labels(run), [str(p) for p in run.records(split)])
+    return SplitImages(result_dir, split, len(truth["images"])), truth
 
 
 def evaluate(job, outputs, formats, images, groundtruth, split):
@@ -134,13 +81,7 @@ def evaluate(job, outputs, formats, images, groundtruth, split):
             evaluations[name] = {"bytes": output["bytes"],
                                  "evaluation_failed": console.warn_failure(f"export: {name}: evaluation", err)}
             continue
-        if job.task == "classification":
-            scores = _classifier_scores(found, groundtruth, details / f"{name}_predictions.json")
-        else:
-            results = coco_results(found, groundtruth)
-            (details / f"{name}_detections.json").write_text(json.dumps(results))
-            ap, ap50 = coco_ap(groundtruth, results)
-            scores = {"AP": round(ap, 4), "AP50": round(ap50, 4)}
+        scores = tasks.get(job.task).export_scores(found, groundtruth, details, name)
         # The first call of a runtime also traces or allocates: the median ignores it.
         evaluations[name] = {**scores, "bytes": output["bytes"],
                              "latency_ms": round(float(np.median(seconds)) * 1000, 2) if seconds else None,
@@ -148,30 +89,18 @@ def evaluate(job, outputs, formats, images, groundtruth, split):
     return evaluations
 
 
-def _classifier_scores(found, groundtruth, predictions_path):
-    """{"accuracy"[, "top_5_accuracy"]} of a classifier's probabilities against the records' labels; each
-    image's top label and score go to PREDICTIONS_PATH."""
-    probabilities = np.array([output["probs"] for output in found]).reshape(len(found), -1)
-    truth = np.array([image["label"] for image in groundtruth["images"]])
-    ranked = np.argsort(-probabilities, axis=1)
-    predictions_path.write_text(json.dumps([
-        {"image_id": image["id"], "label_id": int(row[0]), "score": float(probs[row[0]])}
-        for image, row, probs in zip(groundtruth["images"], ranked, probabilities)]))
-    return {key: round(value, 4) for key, value in accuracies(ranked, truth).items()}
-
-
 def write_evaluation(job, evaluations):
     """model_export/evaluation.json with delta_AP against the SavedModel, and the table printed."""
-    score = "accuracy" if job.task == "classification" else "AP"
+    task = tasks.get(job.task)
+    score = task.DEFAULT_METRIC
     reference = evaluations.get(REFERENCE, {}).get(score)
     table = {}
     for name, entry in evaluations.items():
         entry = dict(entry)
         if score in entry:
             entry[f"delta_{score}"] = round(entry[score] - reference, 4) if reference is not None else None
-            keys = ("accuracy", TOP_K_ACCURACY) if score == "accuracy" else ("AP", "AP50")
-            entry = {key: entry[key] for key in (*keys, f"delta_{score}", "bytes", "latency_ms", "split", "images")
-                     if key in entry}
+            entry = {key: entry[key] for key in (*task.EXPORT_SCORES, f"delta_{score}", "bytes", "latency_ms", "split",
+                                                 "images") if key in entry}
         table[name] = entry
     write_evaluations(RunDir(job.result_dir), table)
     console.say(format_table(table))

@@ -20,6 +20,8 @@ def main(task, model, listing, score_threshold, max_results):
     from mediapipe.tasks.python import BaseOptions, vision
 
     base = BaseOptions(model_asset_path=model)
+    # This script runs in the MediaPipe venv's Python, without the trainer package: it tests the task's name
+    # itself instead of asking trainer.tasks.
     if task == "detection":
         options = vision.ObjectDetectorOptions(base_options=base, score_threshold=float(score_threshold),
                                                max_results=int(max_results))

@@ -12,6 +12,8 @@ MIN_PARSER_VERSION.
 import io
 import zipfile
 
+from trainer import tasks
+
 MIN_PARSER_VERSION = "1.0.0"  # every field written here exists since schema 1.0.0 (the .fbs's History)
 IDENTIFIER = b"M001"
 NAME = "TFLITE_METADATA"
@@ -26,9 +28,6 @@ _TENSOR_AXIS_LABELS, _TENSOR_VALUE_LABELS = 2, 3
 _FEATURE_PROPERTIES, _IMAGE_PROPERTIES, _BOUNDING_BOX_PROPERTIES = 1, 2, 3  # ContentProperties union
 _NORMALIZATION_OPTIONS, _SCORE_THRESHOLDING_OPTIONS = 1, 3                  # ProcessUnitOptions union
 _BOUNDARIES = 1  # BoundingBoxType; CoordinateType RATIO is 0, the default
-# The signature's outputs in the order the metadata describes them (tflite.py's names).
-OUTPUTS = {"detection": ("detection_boxes", "detection_classes", "detection_scores", "num_detections"),
-           "classification": ("probs",)}
 
 
 def add(model, task, labels, input_size, score_threshold):
@@ -42,8 +41,8 @@ def add(model, task, labels, input_size, score_threshold):
     from tensorflow.lite.tools import flatbuffer_utils
 
     tree = flatbuffer_utils.convert_bytearray_to_object(bytearray(model))
-    _order_outputs(tree, OUTPUTS[task])
-    lines = [BACKGROUND, *labels] if task == "detection" else list(labels)
+    _order_outputs(tree, tasks.get(task).SERVING_OUTPUTS)
+    lines = [BACKGROUND, *labels] if tasks.get(task).FIRST_LABEL_ID else list(labels)
     buffer = schema.BufferT()
     buffer.data = bytearray(build(task, lines, input_size, score_threshold))
     tree.buffers.append(buffer)

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from trainer import tasks
 from trainer.export.common import NotEvaluated, write_labels, write_raw_images
 from trainer.export.formats import EXPORT_FORMATS, REFERENCE
 
@@ -47,8 +48,7 @@ def write(job, row):
         lines = [line for line in run.stderr.splitlines() if line.strip()]
         raise RuntimeError(f"tensorflowjs converter: {lines[-1] if lines else run.returncode}")
     manifest = json.loads(row.path(job.result_dir).read_text())
-    expected = {"probs"} if job.task == "classification" else {
-        "detection_boxes", "detection_scores", "detection_classes", "num_detections"}
+    expected = set(tasks.get(job.task).SERVING_OUTPUTS)
     if manifest.get("format") != "graph-model" or not expected <= set(manifest["signature"]["outputs"]):
         raise RuntimeError(f"model.json is not a {job.task} graph model with outputs {sorted(expected)}")
     for group in manifest["weightsManifest"]:  # what the JS loader reads: every shard at its declared size

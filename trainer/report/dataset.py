@@ -3,6 +3,7 @@ import json
 
 import numpy as np
 
+from trainer import tasks
 from trainer.report.page import new_figure
 from trainer.report.records import SAMPLE_IMAGES, image_grid, read_records
 from trainer.run_dir import Report, RunDir
@@ -19,7 +20,7 @@ def section(page, result_dir):
     labels = report.labels
     records = {split: read_records(result_dir, split, lambda index, _: split == "train" and index < SAMPLE_IMAGES)
                for split in report.splits}
-    if report.task == "classification":
+    if not tasks.get(report.task).BOXES:
         _classes_section(page, report, records)
         return
     rows = []
