@@ -1,5 +1,7 @@
 """The catalogue: entries load as typed values, and a bad key is refused in one line naming file and key."""
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 import yaml
 
 from trainer import catalogue
@@ -130,3 +132,41 @@ def test_a_broken_entry_is_one_line_where_the_help_lists_the_catalogue(write_ent
     path = write_entry(lambda entry: entry.update(epoch=entry.pop("epochs")))
     assert cli(["config", "--result-dir", str(tmp_path / "run")]) == 1
     assert capsys.readouterr().err == f"error: {path}: unknown key 'epoch' (did you mean 'epochs'?)\n"
+
+
+_SCALARS = st.one_of(st.none(), st.booleans(), st.integers(-5, 10**6), st.floats(allow_nan=True),
+                     st.text(max_size=12), st.lists(st.text(max_size=4), max_size=3))
+
+
+@settings(derandomize=True, max_examples=600, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])  # write_entry rewrites one file per case
+@given(st.data())
+def test_any_entry_loads_or_is_refused_in_one_line(write_entry, data):
+    """Fuzz: demo.yaml's entry with keys dropped, added (near and random names) or given values of another type
+    (YAML as people edit it); loading gives an Entry or one UserError line naming the file, never another error."""
+    keys = [("description",), ("experiment",), ("checkpoint",), ("hardware",), ("overrides",), ("epochs",),
+            ("hardware", "cpu"), ("hardware", "gpu", "batch_size"), ("hardware", "tpu", "learning_rate")]
+    edits = data.draw(st.lists(st.tuples(st.sampled_from(["drop", "set", "add"]), st.sampled_from(keys), _SCALARS,
+                                         st.sampled_from(["epoch", "hardwares", "task", "export", "url", "x"])),
+                               max_size=4))
+
+    def change(entry):
+        for action, path, value, name in edits:
+            parent = entry
+            for key in path[:-1]:
+                parent = parent.get(key) if isinstance(parent, dict) else None
+            if not isinstance(parent, dict):
+                continue
+            if action == "drop":
+                parent.pop(path[-1], None)
+            elif action == "set":
+                parent[path[-1]] = value
+            else:
+                parent[name] = value
+    path = write_entry(change)
+    try:
+        entry = catalogue.load_model("broken")
+    except UserError as refused:
+        assert str(refused).startswith(f"{path}: ") and "\n" not in str(refused)
+    else:
+        assert isinstance(entry, catalogue.Entry)  # a hardware kind may be absent: config refuses it in one line

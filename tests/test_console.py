@@ -10,7 +10,8 @@ import pytest
 
 from conftest import REPO, TRAINED_STEPS
 
-from trainer.export.formats import EXPORT_DIR, EXPORT_FORMATS
+from trainer.export.formats import EXPORT_FORMATS
+from trainer.run_dir import EXPORT_DIR
 
 MAX_CONSOLE_LINES = 60
 # Third-party output that must stay in the logs: TensorFlow/absl C++ and Python logs, pycocotools,

@@ -8,7 +8,8 @@ import pytest
 from trainer.errors import UserError
 from trainer.export import export
 from trainer.export.coreml import _core_ml_nms
-from trainer.export.formats import EXPORT_DIR, EXPORT_FORMATS, FORMAT_NAMES
+from trainer.export.formats import EXPORT_FORMATS, FORMAT_NAMES
+from trainer.run_dir import EXPORT_DIR
 
 from mediapipe_check import compare as compare_with_mediapipe
 
