@@ -17,7 +17,7 @@ def compare(result_dir, path, task, images=None):
     pixels: ours converted as its C++ does, float32 truncated; see _matched). Rows with exactly tied scores
     (int8 scores are quantised; a barely trained model scores flat background alike) may not
     match: MediaPipe's own TFLite runtime keeps other boxes among them, and its deduplication
-    (see tflite._box_order) then loses some of their rows. Classifier: every class MediaPipe
+    (see serving.detection._box_order) then loses some of their rows. Classifier: every class MediaPipe
     returns (those from SCORE_THRESHOLD) with our probability within TOLERANCE, none missing.
     Returns (rows, rows matched).
     """
@@ -28,17 +28,19 @@ def compare(result_dir, path, task, images=None):
     found = mediapipe_tasks.detect(task, path, fed)
     labels = _labels(result_dir)
     rows = matched = 0
+    lines = metadata.label_lines(task, labels)
     for image, result in zip(fed, found):
+        result = mediapipe_tasks.with_label_ids(result, lines)
         expected = ours(image)
         if task == "classification":
             probs = expected["probs"]
-            got = {mediapipe_tasks._label_id(c, labels): c["score"] for c in result["categories"]}
+            got = {c["index"]: c["score"] for c in result["categories"]}
             assert set(got) == {i for i, p in enumerate(probs) if p >= SCORE_THRESHOLD}
             assert all(abs(score - probs[i]) <= TOLERANCE for i, score in got.items()), (got, probs)
             rows, matched = rows + len(got), matched + len(got)
             continue
         mine = _rows(expected, image.shape)
-        theirs = [(c["score"], mediapipe_tasks._label_id(c, [metadata.BACKGROUND, *labels]), tuple(d["box"]))
+        theirs = [(c["score"], c["index"], tuple(d["box"]))
                   for d in result["detections"] for c in d["categories"]]
         assert len(theirs) == len(mine), (len(theirs), len(mine))
         rows += len(mine)
@@ -49,7 +51,7 @@ def compare(result_dir, path, task, images=None):
 def _matched(mine, theirs):
     """How many of MINE have a row in THEIRS with the same label, the score within TOLERANCE and each box side
     within one pixel (truncation turns the runtimes' float differences at a whole pixel into one). A row of ours
-    within TOLERANCE of the last row's score counts when MediaPipe has as many unmatched rows there: the two
+    within TOLERANCE of the last row's score counts when MediaPipe has as many unmatched rows that close: the two
     runtimes may order candidates that close either side of the K-row cut (measured once: 999 of 1000)."""
     def same(row, other):
         return (abs(row[0] - other[0]) <= TOLERANCE and row[1] == other[1]
@@ -57,8 +59,11 @@ def _matched(mine, theirs):
 
     unmatched = [row for row in mine if not any(same(row, other) for other in theirs)]
     left = [other for other in theirs if not any(same(row, other) for row in mine)]
-    at_cut = [row for row in unmatched if row[0] - mine[-1][0] <= TOLERANCE] if mine else []
-    their_cut = [other for other in left if other[0] - min(o[0] for o in theirs) <= TOLERANCE]
+    if not mine:
+        return 0
+    cut = mine[-1][0]  # the lowest score kept
+    at_cut = [row for row in unmatched if row[0] - cut <= TOLERANCE]
+    their_cut = [other for other in left if abs(other[0] - cut) <= TOLERANCE]
     return len(mine) - len(unmatched) + min(len(at_cut), len(their_cut))
 
 

@@ -6,8 +6,7 @@ import numpy as np
 import pytest
 
 from trainer.errors import UserError
-from trainer.export import export
-from trainer.export.coreml import _core_ml_nms
+from trainer.export import export, serving
 from trainer.export.formats import EXPORT_FORMATS, FORMAT_NAMES
 from trainer.run_dir import EXPORT_DIR
 
@@ -181,21 +180,31 @@ def test_mediapipe_object_detector_loads_model_tflite_and_detects_as_litert_does
     assert {o["dtype"] for o in outputs} == {np.float32}
 
 
+def test_a_mediapipe_row_matches_within_a_pixel_and_swaps_only_at_the_cut():
+    from mediapipe_check import _matched
+
+    mine = [(0.9, 1, (10, 10, 5, 5)), (0.5, 2, (0, 0, 3, 3)), (0.10002, 1, (7, 7, 2, 2))]
+    within_a_pixel = (0.90005, 1, (11, 10, 5, 5))
+    assert _matched(mine, [within_a_pixel, (0.5, 2, (0, 0, 5, 3)), (0.10001, 2, (1, 1, 1, 1))]) == 2
+    assert _matched(mine, [within_a_pixel, (0.5, 2, (0, 0, 5, 3)), (0.3, 2, (1, 1, 1, 1))]) == 1
+    assert _matched(mine, [(0.9002, 1, (10, 10, 5, 5)), (0.5, 1, (0, 0, 3, 3)), (0.10002, 1, (7, 7, 2, 2))]) == 1
+
+
 def test_per_class_nms_puts_each_boxs_rows_together_best_box_first():
     """Rows of one box follow each other (MediaPipe 1.2.2 folds only those correctly); padding stays last; no
     detection at all still gives K rows."""
     import tensorflow as tf
 
-    from trainer.export.tflite import _per_class_nms
+    from trainer.export.serving.detection import per_class_nms
 
     boxes = tf.constant([[0, 0, .5, .5], [.5, .5, 1, 1], [0, .5, .5, 1]], tf.float32)
     scores = tf.constant([[.9, .2], [.3, .8], [.1, .05]], tf.float32)
-    out = _per_class_nms(scores, boxes, 7, 0.5)
+    out = per_class_nms(scores, boxes, 7, 0.5)
     assert out["detection_classes"].numpy().tolist() == [[1, 2, 2, 1, 1, 2, 0]]
     assert out["detection_scores"].numpy()[0] == pytest.approx([.9, .2, .8, .3, .1, .05, 0])
     assert out["detection_boxes"].numpy()[0, :, 0].tolist() == [0, 0, .5, .5, 0, 0, 0]
     assert out["num_detections"].numpy().tolist() == [6]
-    empty = _per_class_nms(tf.zeros([3, 2]), boxes, 7, 0.5)
+    empty = per_class_nms(tf.zeros([3, 2]), boxes, 7, 0.5)
     assert empty["num_detections"].numpy().tolist() == [0] and not empty["detection_scores"].numpy().any()
 
 
@@ -206,7 +215,7 @@ def test_metadata_names_labels_and_outputs_for_mediapipe_on_a_small_converted_mo
 
     from trainer.export import mediapipe_tasks, metadata
     from trainer.export.common import NotEvaluated
-    from trainer.export.tflite import _per_class_nms
+    from trainer.export.serving.detection import per_class_nms
 
     labels = ["cat", "dog", "bird"]
     boxes = tf.constant([[0.1, 0.1, 0.4, 0.5], [0.5, 0.5, 0.9, 0.8], [0.1, 0.6, 0.3, 0.9]], tf.float32)
@@ -215,7 +224,7 @@ def test_metadata_names_labels_and_outputs_for_mediapipe_on_a_small_converted_mo
     @tf.function(input_signature=[tf.TensorSpec([1, 32, 32, 3], tf.uint8)])
     def detect(image):  # box i scores (i + 1) / 10 for label i, scaled by the image's brightness
         bright = tf.reduce_mean(tf.cast(image, tf.float32)) / 255
-        return _per_class_nms(tf.eye(3) * tf.constant([[0.1], [0.2], [0.3]]) * bright, boxes, 100, 0.5)
+        return per_class_nms(tf.eye(3) * tf.constant([[0.1], [0.2], [0.3]]) * bright, boxes, 100, 0.5)
 
     @tf.function(input_signature=[tf.TensorSpec([1, 32, 32, 3], tf.uint8)])
     def classify(image):
@@ -231,7 +240,7 @@ def test_metadata_names_labels_and_outputs_for_mediapipe_on_a_small_converted_mo
             path.write_bytes(plain)
             with pytest.raises(NotEvaluated, match="require TFLite Model Metadata but none was found"):
                 mediapipe_tasks.detect(task, path, [np.zeros([32, 32, 3], np.uint8)])
-        path.write_bytes(metadata.add(plain, task, labels, (32, 32), 0.001))
+        path.write_bytes(metadata.add(plain, serving.get(task), labels, (32, 32), 0.001))
         found, = mediapipe_tasks.detect(task, path, [image])
         if task == "detection":  # brightness 1/3: scores 0.1, 0.067, 0.033, best box first
             assert [(d["categories"][0]["name"], d["box"]) for d in found["detections"]] == [
@@ -261,10 +270,10 @@ def test_core_ml_nms_keeps_the_top_box_per_label_and_drops_low_scores():
     coordinates = np.array([[0.3, 0.3, 0.2, 0.2], [0.32, 0.3, 0.2, 0.2], [0.7, 0.7, 0.2, 0.2], [0.5, 0.5, 0.1, 0.1]],
                            np.float32)
     confidence = np.array([[0.9, 0.1], [0.8, 0.05], [0.2, 0.6], [0.1, 0.05]], np.float32)
-    kept = _core_ml_nms(confidence, coordinates, iou_threshold=0.5, confidence_threshold=0.15)
+    kept = serving.detection.core_ml_nms(confidence, coordinates, iou_threshold=0.5, confidence_threshold=0.15)
     assert kept["classes"].tolist() == [1, 2] and kept["scores"] == pytest.approx([0.9, 0.6])
     assert kept["boxes"][0] == pytest.approx([0.2, 0.2, 0.4, 0.4])  # ymin, xmin, ymax, xmax
-    assert _core_ml_nms(confidence, coordinates, 0.85, 0.15)["classes"].tolist() == [1, 1, 2]
+    assert serving.detection.core_ml_nms(confidence, coordinates, 0.85, 0.15)["classes"].tolist() == [1, 1, 2]
 
 
 def test_missing_checkpoint_is_a_user_error(tmp_path):

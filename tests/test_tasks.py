@@ -15,14 +15,6 @@ ALLOWED = {
     "trainer/export/mediapipe_run.py": "standalone: runs in the MediaPipe venv's Python, which has no trainer package",
     "trainer/annotations.py": "compares the bucket's Cloud Annotations `type` (a file format value), not a task",
     "trainer/sample.py": "compares the sample bucket's Cloud Annotations `type` (--type), not a task",
-    # Each export format's serving code for each task (the format x task matrix): one serving module per task
-    # is a step of its own, not taken yet.
-    "trainer/export/coreml.py": "Core ML: a detector pipeline with NMS, or a classifier",
-    "trainer/export/mediapipe_tasks.py": "MediaPipe Tasks: ObjectDetector's or ImageClassifier's results",
-    "trainer/export/metadata.py": "TFLite metadata: the detector's four output tensors or the classifier's one",
-    "trainer/export/saved_model.py": "SavedModel: Model Garden's detection module, or a stretching classifier",
-    "trainer/export/tfjs.py": "TF.js: the detector's four outputs or the classifier's probabilities from Node",
-    "trainer/export/tflite.py": "TFLite: the detector's or the classifier's serving function",
 }
 
 

@@ -75,7 +75,7 @@ def load_params(result_dir):
 
     RetinaNet's SavedModel uses NMS `v2` (plain TF ops that TF Serving and TF.js both run,
     any batch size), scores down to SCORE_THRESHOLD and normalised boxes; the TFLite
-    model's NMS (tflite.py) uses the same thresholds, per class.
+    model's NMS (serving/detection.py) uses the same thresholds, per class.
     """
     from official.vision.configs import retinanet
 
@@ -173,6 +173,16 @@ def classifier(job):
 
         job.built["classifier"] = run, model
     return job.built["classifier"]
+
+
+def core_ml_convert(function, input_size, **options):
+    """FUNCTION (a tf.function of float RGB [1, H, W, 3] at INPUT_SIZE) as a Core ML neural network whose input
+    `image` is an image (what Vision feeds); OPTIONS go to coremltools' `convert`."""
+    import coremltools as ct
+
+    height, width = input_size
+    return ct.convert([function.get_concrete_function()], source="tensorflow", convert_to="neuralnetwork",
+                      inputs=[ct.ImageType(name="image", shape=(1, height, width, 3))], **options)
 
 
 def require_retinanet(job, name):

@@ -16,9 +16,8 @@ import sys
 import tempfile
 from pathlib import Path
 
-import numpy as np
 
-from trainer.export import metadata
+from trainer.export import metadata, serving
 from trainer.export.common import SCORE_THRESHOLD, NotEvaluated, write_raw_images
 
 RUNNER = Path(__file__).with_name("mediapipe_run.py")
@@ -51,11 +50,10 @@ def write(job, row):
 def run(job, path, images):
     """Detections (or probabilities) and seconds per image through MediaPipe Tasks, each whole image given."""
     results = detect(job.task, path, images)
-    if job.task == "classification":
-        return [{"probs": _probabilities(r["categories"], job.labels)} for r in results], [r["ms"] / 1000
-                                                                                           for r in results]
-    return [_detections(r["detections"], image.shape, job.labels) for r, image in zip(results, images)], [
-        r["ms"] / 1000 for r in results]
+    lines = metadata.label_lines(job.task, job.labels)
+    convert = serving.get(job.task).from_mediapipe
+    return ([convert(with_label_ids(r, lines), image.shape, job.labels) for r, image in zip(results, images)],
+            [r["ms"] / 1000 for r in results])
 
 
 def detect(task, path, images):
@@ -74,25 +72,15 @@ def detect(task, path, images):
     return json.loads(done.stdout)["results"]
 
 
-def _detections(found, shape, labels):
-    """MediaPipe's detections (pixel boxes, each with its categories) as the other formats': one row per box and
-    class in MediaPipe's order, boxes ymin, xmin, ymax, xmax in 0..1, label ids from 1."""
-    height, width = shape[:2]
-    rows = [(category, detection["box"]) for detection in found for category in detection["categories"]]
-    return {"boxes": np.array([[y / height, x / width, (y + h) / height, (x + w) / width]
-                               for _, (x, y, w, h) in rows], np.float32).reshape(-1, 4),
-            "scores": np.array([category["score"] for category, _ in rows], np.float32),
-            "classes": np.array([_label_id(category, [metadata.BACKGROUND, *labels]) for category, _ in rows], int)}
+def with_label_ids(result, lines):
+    """RESULT (one image's, from mediapipe_run.py) with each category's label id as its `index`: its line in
+    labels.txt's LINES (see `metadata.label_lines`)."""
+    categories = result.get("categories", []) + [c for d in result.get("detections", []) for c in d["categories"]]
+    for category in categories:
+        category["index"] = _label_id(category, lines)
+    return result
 
 
 def _label_id(category, names):
     """A category's index, or (as MediaPipe 1.2.2 leaves it unset when labels name it) its name's line."""
     return category["index"] if category["index"] is not None else names.index(category["name"])
-
-
-def _probabilities(categories, labels):
-    """ImageClassifier's categories (those above the threshold) as a probability vector in label order."""
-    probs = np.zeros(len(labels), np.float32)
-    for category in categories:
-        probs[_label_id(category, labels)] = category["score"]
-    return probs

@@ -7,7 +7,8 @@ buffer is built here with `flatbuffers` alone, field by field in the slot order 
 metadata_schema.fbs (TensorFlow Lite / MediaPipe, Apache-2.0, schema 1.5.0), as
 tflite-support's writer (protobuf < 4) and MediaPipe's (not importable from its Linux
 wheel) cannot run beside our pins. Only fields of schema 1.0.0 are used, hence
-MIN_PARSER_VERSION.
+MIN_PARSER_VERSION. Each task's output tensors are described by its serving module
+(serving/, `metadata_outputs`) with the builders here: `tensor`, `content`, `table`.
 """
 import io
 import zipfile
@@ -24,27 +25,24 @@ BACKGROUND = "background"
 
 # Enum values of metadata_schema.fbs.
 _RGB = 1
-_TENSOR_AXIS_LABELS, _TENSOR_VALUE_LABELS = 2, 3
-_FEATURE_PROPERTIES, _IMAGE_PROPERTIES, _BOUNDING_BOX_PROPERTIES = 1, 2, 3  # ContentProperties union
+TENSOR_AXIS_LABELS, TENSOR_VALUE_LABELS = 2, 3
+FEATURE_PROPERTIES, IMAGE_PROPERTIES, BOUNDING_BOX_PROPERTIES = 1, 2, 3  # ContentProperties union
 _NORMALIZATION_OPTIONS, _SCORE_THRESHOLDING_OPTIONS = 1, 3                  # ProcessUnitOptions union
-_BOUNDARIES = 1  # BoundingBoxType; CoordinateType RATIO is 0, the default
+BOUNDARIES = 1  # BoundingBoxType; CoordinateType RATIO is 0, the default
 
 
-def add(model, task, labels, input_size, score_threshold):
-    """MODEL (TFLite flatbuffer bytes) with metadata for TASK ("detection" or "classification") and LABELS.
-
-    The detector's outputs are put in TFLite_Detection_PostProcess's order, the one MediaPipe
-    expects: boxes (ymin, xmin, ymax, xmax in 0..1) [1, K, 4], classes [1, K], scores [1, K],
-    count [1]; the classifier has one, probabilities [1, classes].
+def add(model, serving, labels, input_size, score_threshold):
+    """MODEL (TFLite flatbuffer bytes) with metadata for LABELS and the outputs of SERVING (the task's serving
+    module, trainer.export.serving): its task's serving outputs, in the order the metadata describes them.
     """
     from tensorflow.lite.python import schema_py_generated as schema
     from tensorflow.lite.tools import flatbuffer_utils
 
     tree = flatbuffer_utils.convert_bytearray_to_object(bytearray(model))
-    _order_outputs(tree, tasks.get(task).SERVING_OUTPUTS)
-    lines = [BACKGROUND, *labels] if tasks.get(task).FIRST_LABEL_ID else list(labels)
+    _order_outputs(tree, tasks.get(serving.NAME).SERVING_OUTPUTS)
+    lines = label_lines(serving.NAME, labels)
     buffer = schema.BufferT()
-    buffer.data = bytearray(build(task, lines, input_size, score_threshold))
+    buffer.data = bytearray(build(serving, lines, input_size, score_threshold))
     tree.buffers.append(buffer)
     entry = schema.MetadataT()
     entry.name = NAME
@@ -55,6 +53,11 @@ def add(model, task, labels, input_size, score_threshold):
     with zipfile.ZipFile(out, "a", compression=zipfile.ZIP_STORED) as archive:  # offsets from the file's start
         archive.writestr(zipfile.ZipInfo(LABELS_FILE, (1980, 1, 1, 0, 0, 0)), "\n".join(lines) + "\n")
     return out.getvalue()
+
+
+def label_lines(task_name, labels):
+    """labels.txt's lines: a detector's label ids count from 1, so line 0 stands for the id it never returns."""
+    return [BACKGROUND, *labels] if tasks.get(task_name).FIRST_LABEL_ID else list(labels)
 
 
 def _order_outputs(tree, names):
@@ -72,74 +75,57 @@ def _text(name):
     return name.decode() if isinstance(name, bytes) else name
 
 
-def build(task, lines, input_size, score_threshold):
-    """The ModelMetadata flatbuffer: the image input, and the detector's four outputs or the classifier's one."""
+def build(serving, lines, input_size, score_threshold):
+    """The ModelMetadata flatbuffer: the image input, and the outputs SERVING (the task's serving module) describes."""
     import flatbuffers
 
     b = flatbuffers.Builder(1024)
     height, width = input_size
-    image = _tensor(b, "image", "RGB image, uint8 0..255, stretched to the input size (the model normalises inside)",
-                    content=_content(b, _IMAGE_PROPERTIES, _table(b, [
-                        ("int8", _RGB), ("offset", _table(b, [("uint32", width), ("uint32", height)]))])),
-                    process_units=[_process_unit(b, _NORMALIZATION_OPTIONS, _table(b, [
-                        ("offset", _floats(b, [0.0])), ("offset", _floats(b, [1.0]))]))],
-                    stats=(255.0, 0.0))
-    labels_file = _associated_file(b, _TENSOR_VALUE_LABELS if task == "detection" else _TENSOR_AXIS_LABELS)
-    threshold = _process_unit(b, _SCORE_THRESHOLDING_OPTIONS, _table(b, [("float32", score_threshold)]))
-    if task == "detection":
-        outputs = [
-            _tensor(b, "location", "boxes ymin, xmin, ymax, xmax in 0..1 of the image",
-                    content=_content(b, _BOUNDING_BOX_PROPERTIES, _table(b, [
-                        ("offset", _uints(b, [1, 0, 3, 2])), ("int8", _BOUNDARIES)]), value_range=(2, 2))),
-            _tensor(b, "category", "label ids from 1 (line N of labels.txt, line 0 unused)",
-                    content=_content(b, _FEATURE_PROPERTIES, _table(b, []), value_range=(2, 2)),
-                    associated_files=[labels_file]),
-            _tensor(b, "score", "scores 0..1, sorted, down to the model's score threshold",
-                    content=_content(b, _FEATURE_PROPERTIES, _table(b, []), value_range=(2, 2)),
-                    process_units=[threshold], stats=(1.0, 0.0)),
-            _tensor(b, "number of detections", "how many rows of the other outputs are detections"),
-        ]
-    else:
-        outputs = [_tensor(b, "probability", "class probabilities (softmax), in labels.txt order",
-                           content=_content(b, _FEATURE_PROPERTIES, _table(b, [])),
-                           process_units=[threshold], stats=(1.0, 0.0), associated_files=[labels_file])]
-    subgraph = _table(b, [("offset", b.CreateString("image_" + task)), None,
-                          ("offset", _offsets(b, [image])), ("offset", _offsets(b, outputs))])
-    root = _table(b, [("offset", b.CreateString(f"image {task}")),
-                      ("offset", b.CreateString("Cloud Annotations trainer export")), None,
-                      ("offset", _offsets(b, [subgraph])), None, None, None,
-                      ("offset", b.CreateString(MIN_PARSER_VERSION))])
+    image = tensor(b, "image", "RGB image, uint8 0..255, stretched to the input size (the model normalises inside)",
+                   content=content(b, IMAGE_PROPERTIES, table(b, [
+                       ("int8", _RGB), ("offset", table(b, [("uint32", width), ("uint32", height)]))])),
+                   process_units=[_process_unit(b, _NORMALIZATION_OPTIONS, table(b, [
+                       ("offset", _floats(b, [0.0])), ("offset", _floats(b, [1.0]))]))],
+                   stats=(255.0, 0.0))
+    threshold = _process_unit(b, _SCORE_THRESHOLDING_OPTIONS, table(b, [("float32", score_threshold)]))
+    outputs = serving.metadata_outputs(b, threshold)
+    subgraph = table(b, [("offset", b.CreateString("image_" + serving.NAME)), None,
+                         ("offset", _offsets(b, [image])), ("offset", _offsets(b, outputs))])
+    root = table(b, [("offset", b.CreateString(f"image {serving.NAME}")),
+                     ("offset", b.CreateString("Cloud Annotations trainer export")), None,
+                     ("offset", _offsets(b, [subgraph])), None, None, None,
+                     ("offset", b.CreateString(MIN_PARSER_VERSION))])
     b.Finish(root, file_identifier=IDENTIFIER)
     return bytes(b.Output())
 
 
-def _tensor(b, name, description, content=None, process_units=(), stats=None, associated_files=()):
+def tensor(b, name, description, content=None, process_units=(), stats=None, associated_files=()):
     """A TensorMetadata: name, description, dimension_names (unset), content, process_units, stats, files."""
     fields = [("offset", b.CreateString(name)), ("offset", b.CreateString(description)), None,
               ("offset", content) if content else None,
               ("offset", _offsets(b, list(process_units))) if process_units else None,
-              ("offset", _table(b, [("offset", _floats(b, [stats[0]])), ("offset", _floats(b, [stats[1]]))]))
+              ("offset", table(b, [("offset", _floats(b, [stats[0]])), ("offset", _floats(b, [stats[1]]))]))
               if stats else None,
               ("offset", _offsets(b, list(associated_files))) if associated_files else None]
-    return _table(b, fields)
+    return table(b, fields)
 
 
-def _content(b, kind, properties, value_range=None):
+def content(b, kind, properties, value_range=None):
     """A Content: the ContentProperties union (type, value) and the optional ValueRange (min, max)."""
-    extent = ("offset", _table(b, [("int32", value_range[0]), ("int32", value_range[1])])) if value_range else None
-    return _table(b, [("uint8", kind), ("offset", properties), extent])
+    extent = ("offset", table(b, [("int32", value_range[0]), ("int32", value_range[1])])) if value_range else None
+    return table(b, [("uint8", kind), ("offset", properties), extent])
 
 
 def _process_unit(b, kind, options):
-    return _table(b, [("uint8", kind), ("offset", options)])
+    return table(b, [("uint8", kind), ("offset", options)])
 
 
-def _associated_file(b, kind):
-    return _table(b, [("offset", b.CreateString(LABELS_FILE)), ("offset", b.CreateString("labels, one a line")),
+def labels_file(b, kind):
+    return table(b, [("offset", b.CreateString(LABELS_FILE)), ("offset", b.CreateString("labels, one a line")),
                       ("int8", kind)])
 
 
-def _table(b, fields):
+def table(b, fields):
     """A table from FIELDS in slot order: (kind, value) or None for an unset slot; values already built."""
     b.StartObject(len(fields))
     for slot, field in enumerate(fields):
@@ -163,7 +149,7 @@ def _floats(b, values):
     return _vector(b, values, b.PrependFloat32)
 
 
-def _uints(b, values):
+def uints(b, values):
     return _vector(b, values, b.PrependUint32)
 
 

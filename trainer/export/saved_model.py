@@ -7,7 +7,7 @@ It is the reference the other formats are measured against, and what TF Serving 
 import shutil
 import time
 
-from trainer import model_garden
+from trainer.export import serving
 from trainer.export.common import write_labels
 
 
@@ -21,15 +21,15 @@ def write(job, row):
     export_saved_model_lib.export_inference_graph(
         input_type="image_tensor", batch_size=None, input_image_size=list(job.input_size),
         params=job.params, checkpoint_path=job.checkpoint, export_dir=str(out), export_saved_model_subdir=row.file,
-        export_module=_export_module(job))
+        export_module=serving.get(job.task).saved_model_module(job))
     write_labels(out, job.labels)
     tf.saved_model.load(str(saved)).signatures["serving_default"]  # loads back
 
-    serving = out / "serving" / job.model
-    version = serving / job.checkpoint.rsplit("-", 1)[-1]
+    tf_serving = out / "serving" / job.model
+    version = tf_serving / job.checkpoint.rsplit("-", 1)[-1]
     shutil.rmtree(version, ignore_errors=True)
     shutil.copytree(saved, version)
-    versions = sorted((p for p in serving.iterdir() if p.name.isdigit()), key=lambda p: int(p.name))
+    versions = sorted((p for p in tf_serving.iterdir() if p.name.isdigit()), key=lambda p: int(p.name))
     for old in versions[:-job.keep_versions]:
         shutil.rmtree(old)
     return saved
@@ -50,10 +50,3 @@ def timed(detect, images):
         found.append(detect(image))
         seconds.append(time.perf_counter() - start)
     return found, seconds
-
-
-def _export_module(job):
-    """Model Garden's own module for RetinaNet (None), else ours: 0..1 boxes, or a stretching classifier."""
-    if job.task == "classification":
-        return model_garden.stretching_classifier(job.params, job.input_size)
-    return None if job.is_retinanet else model_garden.normalized_boxes(job.params, job.input_size)

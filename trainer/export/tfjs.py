@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from trainer import tasks
+from trainer.export import serving
 from trainer.export.common import NotEvaluated, write_labels, write_raw_images
 from trainer.export.formats import EXPORT_FORMATS, REFERENCE
 
@@ -95,10 +96,4 @@ def run(job, path, images):
         error = next((line for line in lines if re.match(r"\w*Error\b", line)), lines[0])
         raise RuntimeError(f"TF.js in Node failed: {error}")
     results = json.loads(done.stdout)["results"]
-    if job.task == "classification":
-        return [{"probs": np.array(r["probs"], np.float32)} for r in results], [r["ms"] / 1000 for r in results]
-    found = [{"boxes": np.array(r["detection_boxes"][:count], np.float32).reshape(-1, 4),
-              "scores": np.array(r["detection_scores"][:count], np.float32),
-              "classes": np.array(r["detection_classes"][:count]).astype(int)}
-             for r in results for count in [int(r["num_detections"])]]
-    return found, [r["ms"] / 1000 for r in results]
+    return [serving.get(job.task).from_tfjs(r) for r in results], [r["ms"] / 1000 for r in results]

@@ -6,7 +6,7 @@ DEFAULT_METRIC = "AP"  # what best.py selects the checkpoint by unless --select-
 EXPORT_SCORES = ("AP", "AP50")  # an export's scores in model_export/evaluation.json
 WARM_MODULES = ("backbone", "decoder")  # what a warm start restores when the labels changed
 SHOWN_METRICS = ("AP", "AP50", "AP75", "ARmax100")  # train's console line after each evaluation
-# The serving signature's outputs, in the order TFLite metadata describes them (tflite.py's names).
+# The serving signature's outputs, in the order TFLite metadata describes them (export/serving/detection.py's names).
 SERVING_OUTPUTS = ("detection_boxes", "detection_classes", "detection_scores", "num_detections")
 BOXES = True  # the records and report count boxes
 OBJECTS, LEARNER = ("boxes", "box"), "detector"  # what dataset warnings count, and call the model
