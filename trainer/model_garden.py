@@ -4,7 +4,8 @@ Each one names the upstream file it patches or works around, and why. Bumping th
 means reading this file and checking each against the new version's file; tests/test_train.py,
 test_export.py and test_rehearsal.py (multi-worker) run them (Faster R-CNN's serving only
 in a real export of one). Patches are idempotent and applied by their callers at the
-moment they are needed: train applies the COCO-evaluation and Orbit ones before training,
+moment they are needed: train applies the COCO-evaluation and Orbit ones before training (and its
+input pipeline the RetinaNet training parser one),
 export the upsampling one around building its mobile network.
 """
 import contextlib
@@ -204,6 +205,22 @@ def normalized_boxes(params, input_size):
 
     return NormalizedBoxes(params=params, batch_size=None, input_image_size=[height, width],
                            input_type="image_tensor")
+
+
+@contextlib.contextmanager
+def retinanet_training_parser(parser_class):
+    """While the block runs, official/vision/tasks/retinanet.py's `build_inputs` builds PARSER_CLASS.
+
+    That method constructs `retinanet_input.Parser` itself, with no setting for another
+    parser (nor a working `resize_first`: its graph fails, image_info being set in one branch);
+    trainer/input_pipeline.py's parser takes the same arguments.
+    """
+    from unittest import mock
+
+    from official.vision.dataloaders import retinanet_input
+
+    with mock.patch.object(retinanet_input, "Parser", parser_class):
+        yield
 
 
 @contextlib.contextmanager

@@ -92,9 +92,11 @@ def _tracker(run, experiment, record, select_metric, patience, min_delta):
 
 
 def _train(run, experiment, steps, last_step, tracker):
-    from official.core import task_factory, train_lib
+    from official.core import train_lib
     from official.modeling import performance
     from official.vision.utils import summary_manager
+
+    from trainer import input_pipeline
 
     model_garden.patch_coco_evaluation()
     model_garden.quiet_orbit()
@@ -124,7 +126,7 @@ def _train(run, experiment, steps, last_step, tracker):
     with _raise_on_sigterm():
         try:
             with strategy.scope():
-                task = task_factory.get_task(params.task, logging_dir=str(model_dir))
+                task = input_pipeline.get_task(params.task, logging_dir=str(model_dir))
             if init and not init["same_labels"]:
                 task.initialize = _copying_head(task.initialize, init, labels, params, strategy)
             if evaluation.evaluated:

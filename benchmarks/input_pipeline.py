@@ -1,0 +1,170 @@
+"""Benchmark: CPU per training image in Model Garden's input pipeline, as train configures it, per model.
+
+The pipeline is the one `train` runs: the task's `build_inputs` on params.yaml's
+`train_data` (decode, the catalogue's augmentation, anchor labelling, batching),
+on records `prepare` wrote with its default options. Each model runs in its own
+process on one shared set of records per bucket; the figure is the process CPU time
+(all threads) over the images of BATCHES batches after WARMUP batches, so it is what
+the CPUs of a training machine spend per image whatever their number.
+
+Three pipelines per model, each in its own process: Model Garden's own (its task's
+`build_inputs`, the baseline), ours (`trainer.input_pipeline.get_task`, what `train`
+runs; for models other than RetinaNet it is Model Garden's), and the floor: decoding
+each stored JPEG and resizing it to the model's input in the same tf.data settings, with
+no augmentation or labelling, which no pipeline can go below. The ratio is ours / Model
+Garden's.
+
+Buckets: kangaroo as it is (about 640x480), and its photos upscaled to 4032x3024 and
+re-encoded at quality 92 (phone photos: decode cost follows pixels). `--bucket DIR
+--model NAME` measures one bucket and model instead, and its last line is
+`ms_per_image=X images_per_s=Y` (ours).
+
+    python benchmarks/input_pipeline.py [--models demo,retinanet_spinenet49_mobile] [--batches 20]
+    python benchmarks/input_pipeline.py --bucket DIR --model NAME
+"""
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+KANGAROO = REPO.parent / "shared" / "datasets" / "kangaroo"
+MODELS = ("retinanet_spinenet49_mobile", "retinanet_resnet50_fpn", "retinanet_spinenet96", "fasterrcnn_resnet50_fpn",
+          "demo")
+PHONE_SIZE = (4032, 3024)
+PHONE_QUALITY = 92
+BATCH = 16
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models", default=",".join(MODELS), help="comma-separated catalogue models")
+    parser.add_argument("--bucket", type=Path, help="measure this bucket (with --model) instead of kangaroo")
+    parser.add_argument("--model", help="the catalogue model for --bucket (default: the bucket type's)")
+    parser.add_argument("--batches", type=int, default=20, help="batches measured per model (after --warmup)")
+    parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--phone-images", type=int, default=48, help="kangaroo photos upscaled to phone size")
+    parser.add_argument("--measure", nargs=3, metavar=("RESULT_DIR", "MODEL", "WHAT"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    sys.path.insert(0, str(REPO))
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    if args.measure:
+        result_dir, model, what = args.measure
+        print(json.dumps(measure(Path(result_dir), model, what, args.batches, args.warmup)))
+        return
+    with tempfile.TemporaryDirectory() as scratch:
+        scratch = Path(scratch)
+        if args.bucket:
+            figures = run_model(prepared(args.bucket, scratch / "one"), args.model, args)
+            print(f"ms_per_image={figures['ours'] * 1000:.2f} images_per_s={figures['images_per_s']:.1f}")
+            return
+        if not KANGAROO.is_dir():
+            sys.exit(f"no kangaroo bucket at {KANGAROO}: pass --bucket DIR")
+        buckets = {"kangaroo": KANGAROO, "phone 4032x3024": phone_bucket(KANGAROO, scratch / "phone",
+                                                                         args.phone_images)}
+        print(f"{os.cpu_count()} CPUs, batch {BATCH}, {args.batches} batches after {args.warmup}; CPU ms per image")
+        print(f"{'bucket':18} {'model':28} {'Model Garden':>12} {'ours':>6} {'ratio':>6} {'floor':>6} "
+              f"{'ours img/s':>10}")
+        for index, (name, bucket) in enumerate(buckets.items()):
+            result_dir = prepared(bucket, scratch / f"records-{index}")
+            for model in args.models.split(","):
+                figures = run_model(result_dir, model, args)
+                print(f"{name:18} {model:28} {figures['model_garden'] * 1000:12.2f} {figures['ours'] * 1000:6.2f} "
+                      f"{figures['ours'] / figures['model_garden']:6.2f} {figures['floor'] * 1000:6.2f} "
+                      f"{figures['images_per_s']:10.1f}", flush=True)
+
+
+def prepared(bucket, result_dir):
+    """RESULT_DIR with data/ written by prepare (default options) from BUCKET."""
+    from trainer.prepare import prepare
+
+    prepare(bucket, result_dir)
+    return result_dir
+
+
+def phone_bucket(source, destination, count):
+    """The first COUNT photos of SOURCE upscaled to PHONE_SIZE (landscape; portrait photos turned), at quality 92."""
+    from PIL import Image, ImageOps
+
+    document = json.loads((source / "_annotations.json").read_text())
+    kept = dict(list(document["annotations"].items())[:count])
+    destination.mkdir(parents=True)
+    for key in kept:
+        with Image.open(source / key) as image:
+            image = ImageOps.exif_transpose(image).convert("RGB")
+            size = PHONE_SIZE if image.width >= image.height else PHONE_SIZE[::-1]
+            image.resize(size, Image.BICUBIC).save(destination / key, quality=PHONE_QUALITY)
+    document["annotations"] = kept  # Cloud Annotations boxes are 0..1: they hold at any size
+    (destination / "_annotations.json").write_text(json.dumps(document))
+    return destination
+
+
+def run_model(result_dir, model, args):
+    """{"model_garden", "ours", "floor": CPU seconds per image, "images_per_s": ours, wall} for MODEL on RESULT_DIR,
+    each in a fresh process (TensorFlow's thread pools and caches start cold and equal)."""
+    figures = {}
+    for what in ("model_garden", "ours", "floor"):
+        done = subprocess.run([sys.executable, __file__, "--measure", str(result_dir), model or "", what,
+                               "--batches", str(args.batches), "--warmup", str(args.warmup)],
+                              capture_output=True, text=True)
+        if done.returncode:
+            sys.exit(f"{model} {what} failed: {done.stderr.strip().splitlines()[-1:]}")
+        measured = json.loads(done.stdout.strip().splitlines()[-1])
+        figures[what] = measured["cpu_per_image"]
+        if what == "ours":
+            figures["images_per_s"] = measured["images_per_s"]
+    return figures
+
+
+def measure(result_dir, model, what, batches, warmup):
+    """CPU seconds per image and wall images/s over BATCHES batches of WHAT ("model_garden", "ours" or "floor", see
+    the module) for MODEL's params on RESULT_DIR's records."""
+    from official.core import task_factory
+
+    from trainer import input_pipeline
+    from trainer.config import load_params, write_params
+
+    with tempfile.TemporaryDirectory() as scratch:
+        run_dir = Path(scratch) / "run"
+        run_dir.mkdir()
+        (run_dir / "data").symlink_to(result_dir / "data")
+        write_params(run_dir, model=model or None, batch_size=BATCH, init_checkpoint="")
+        params = load_params(run_dir)
+        data = params.task.train_data
+        if what == "floor":
+            dataset = floor_dataset(data, params.task.model.input_size[:2])
+        else:
+            get_task = task_factory.get_task if what == "model_garden" else input_pipeline.get_task
+            dataset = get_task(params.task).build_inputs(data)
+        batches_seen = iter(dataset)
+        for _ in range(warmup):
+            next(batches_seen)
+        cpu, wall = time.process_time(), time.perf_counter()
+        for _ in range(batches):
+            next(batches_seen)
+        cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
+    images = batches * data.global_batch_size
+    return {"cpu_per_image": cpu / images, "images_per_s": images / wall}
+
+
+def floor_dataset(data, size):
+    """DATA's records decoded and resized to SIZE, batched as DATA: the work every pipeline must do."""
+    import tensorflow as tf
+
+    feature = {"image/encoded": tf.io.FixedLenFeature([], tf.string)}
+
+    def decode(record):
+        encoded = tf.io.parse_single_example(record, feature)["image/encoded"]
+        return tf.image.resize(tf.io.decode_jpeg(encoded, channels=3), size)
+
+    files = tf.data.Dataset.list_files(data.input_path, shuffle=False)
+    return (tf.data.TFRecordDataset(files).repeat().map(decode, num_parallel_calls=tf.data.AUTOTUNE)
+            .batch(data.global_batch_size, drop_remainder=True).prefetch(tf.data.AUTOTUNE))
+
+
+if __name__ == "__main__":
+    main()
