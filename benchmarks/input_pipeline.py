@@ -2,8 +2,9 @@
 
 The pipeline is the one `train` runs: the task's `build_inputs` on params.yaml's
 `train_data` (decode, the catalogue's augmentation, anchor labelling, batching),
-on records `prepare` wrote with its default options. Each model runs in its own
-process on one shared set of records per bucket; the figure is the process CPU time
+on records `prepare` wrote for that model as `run` does (images stored at the size its
+training reads: trainer/tasks' `stored_size`). Each pipeline runs in its own
+process; the figure is the process CPU time
 (all threads) over the images of BATCHES batches after WARMUP batches, so it is what
 the CPUs of a training machine spend per image whatever their number.
 
@@ -59,7 +60,7 @@ def main():
     with tempfile.TemporaryDirectory() as scratch:
         scratch = Path(scratch)
         if args.bucket:
-            figures = run_model(prepared(args.bucket, scratch / "one"), args.model, args)
+            figures = run_model(prepared(args.bucket, scratch / "one", args.model), args.model, args)
             print(f"ms_per_image={figures['ours'] * 1000:.2f} images_per_s={figures['images_per_s']:.1f}")
             return
         if not KANGAROO.is_dir():
@@ -70,19 +71,19 @@ def main():
         print(f"{'bucket':18} {'model':28} {'Model Garden':>12} {'ours':>6} {'ratio':>6} {'floor':>6} "
               f"{'ours img/s':>10}")
         for index, (name, bucket) in enumerate(buckets.items()):
-            result_dir = prepared(bucket, scratch / f"records-{index}")
             for model in args.models.split(","):
+                result_dir = prepared(bucket, scratch / f"records-{index}-{model}", model)
                 figures = run_model(result_dir, model, args)
                 print(f"{name:18} {model:28} {figures['model_garden'] * 1000:12.2f} {figures['ours'] * 1000:6.2f} "
                       f"{figures['ours'] / figures['model_garden']:6.2f} {figures['floor'] * 1000:6.2f} "
                       f"{figures['images_per_s']:10.1f}", flush=True)
 
 
-def prepared(bucket, result_dir):
-    """RESULT_DIR with data/ written by prepare (default options) from BUCKET."""
+def prepared(bucket, result_dir, model):
+    """RESULT_DIR with data/ written by prepare from BUCKET for MODEL (None: the bucket type's default), as run does."""
     from trainer.prepare import prepare
 
-    prepare(bucket, result_dir)
+    prepare(bucket, result_dir, model=model)
     return result_dir
 
 

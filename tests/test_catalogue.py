@@ -1,10 +1,13 @@
 """The catalogue: entries load as typed values, and a bad key is refused in one line naming file and key."""
+import dataclasses
+import inspect
+
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 import yaml
 
-from trainer import catalogue
+from trainer import catalogue, tasks
 from trainer.__main__ import main as cli
 from trainer.errors import UserError
 
@@ -62,7 +65,27 @@ def test_every_shipped_entry_is_a_valid_model_garden_experiment(model):
     params.override(entry.overrides, is_strict=True)
     params.validate()
     assert max(params.task.model.input_size[:2]) == entry.input_side
+    # The stored size reads the entry with Model Garden's defaults: the same as reading the whole built config.
+    train_data = params.task.train_data.as_dict()
+    built = dataclasses.replace(entry, overrides={"task": {"model": entry.overrides["task"]["model"],
+                                                           "train_data": train_data}})
+    assert tasks.get(entry.task).stored_size(entry) == tasks.get(entry.task).stored_size(built)
 
+
+
+def test_the_stored_size_defaults_are_model_gardens():
+    """What an entry leaves out of its augmentation is read as Model Garden's own default."""
+    from official.vision.configs import image_classification, maskrcnn, retinanet
+    from official.vision.ops import preprocess_ops
+
+    from trainer.tasks import classification, detection
+
+    for parser in (retinanet.Parser(), maskrcnn.Parser()):
+        assert {key: getattr(parser, key) for key in detection.PARSER_DEFAULTS} == detection.PARSER_DEFAULTS
+    data = image_classification.DataConfig()
+    assert {key: getattr(data, key) for key in classification.DATA_DEFAULTS} == classification.DATA_DEFAULTS
+    for crop in (preprocess_ops.random_crop_image, preprocess_ops.random_crop_image_v2):
+        assert inspect.signature(crop).parameters["aspect_ratio_range"].default[0] == classification.NARROWEST_CROP
 
 def test_an_unknown_key_is_refused_in_one_line_with_the_near_match(write_entry, tmp_path, capsys):
     path = write_entry(lambda entry: entry.update(epoch=entry.pop("epochs")))

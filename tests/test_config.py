@@ -197,6 +197,28 @@ def test_label_id_beyond_num_classes_is_refused(prepared, tmp_path):
     assert not (result_dir / "params.yaml").exists()
 
 
+def test_a_model_needing_more_detail_than_prepare_stored_is_refused(tmp_path):
+    """Records prepared for the demo model (160 px shorter side: 128 x its 1.25 jitter) hold too little for the
+    default model (768 px: 384 x 2.0); config says so before any checkpoint is fetched, and the demo model fits."""
+    from test_prepare import box, jpegs, make_bucket
+
+    from trainer.prepare import prepare
+
+    bucket, result_dir = tmp_path / "bucket", tmp_path / "run"
+    bucket.mkdir()
+    files = {**jpegs(["a.jpg", "b.jpg", "c.jpg"]), **jpegs(["photo.jpg"], size=(640, 480))}
+    make_bucket(bucket, files, {key: [box(0.2, 0.2, 0.8, 0.8)] for key in files})
+    prepare(bucket, result_dir, model="demo")
+    with pytest.raises(UserError) as error:
+        config.write_params(result_dir, "retinanet_spinenet49_mobile", hardware=Hardware("cpu"))
+    assert str(error.value) == (
+        "retinanet_spinenet49_mobile trains on images with shorter side at most 768 px, longer side at most 1536 px, "
+        "but prepare (--model demo) stored 1 image smaller (first: photo.jpg; "
+        f"{result_dir / 'data' / 'report.json'}): rerun prepare with --model retinanet_spinenet49_mobile")
+    assert not (result_dir / "params.yaml").exists()
+    config.write_params(result_dir, "demo", hardware=Hardware("cpu"))
+    assert (result_dir / "params.yaml").is_file()
+
 def test_unknown_model_is_refused_in_one_line(prepared, tmp_path, capsys):
     result_dir = run_dir(tmp_path, prepared)
     assert cli(["config", "--model", "no_such_model", "--result-dir", str(result_dir)]) == 1

@@ -1,4 +1,4 @@
-"""Fuzz load_image: any bytes end in an upright RGB JPEG within max_side, or one skip line; the file is unchanged."""
+"""Fuzz load_image: any bytes end in an upright RGB JPEG within its StoredSize, or one skip line; the file is unchanged."""
 import hashlib
 import io
 import struct
@@ -11,7 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from trainer.images import EXIF_ORIENTATION, TURNED_ORIENTATIONS, fitted_size, load_image
+from trainer.images import EXIF_ORIENTATION, TURNED_ORIENTATIONS, StoredSize, load_image
 
 # Pillow warns about the corrupt EXIF and the bomb headers these cases are made of.
 pytestmark = [pytest.mark.filterwarnings("ignore::UserWarning"),
@@ -76,12 +76,16 @@ def hostile(draw):
     return header(side, side) + draw(st.binary(max_size=64))
 
 
-def loaded(data, max_side):
+STORED_SIZES = st.sampled_from([StoredSize.longest(8), StoredSize.shortest(16), StoredSize(20, 33),
+                                 StoredSize.longest(1024)])
+
+
+def loaded(data, stored_size):
     """load_image on DATA written to a file: its result, checked to be a skip line or a valid upright RGB JPEG."""
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / "image"
         path.write_bytes(data)
-        result = load_image(path, max_side)
+        result = load_image(path, stored_size)
         assert path.read_bytes() == data
     if result.skip:
         assert isinstance(result.skip, str) and "\n" not in result.skip and result.jpeg is None
@@ -91,20 +95,39 @@ def loaded(data, max_side):
         assert stored.format == "JPEG" and stored.mode == "RGB" and stored.size == tuple(result.size)
         assert stored.getexif().get(EXIF_ORIENTATION) not in range(2, 9)  # nothing left to turn
         stored.load()
-    assert max(result.size) <= max_side
+    assert min(result.size) <= stored_size.short and max(result.size) <= stored_size.long
     return result
 
 
 @FUZZ
-@given(images(), st.sampled_from([8, 16, 33, 1024]))
-def test_valid_images_of_any_mode_and_orientation_come_out_upright(image, max_side):
+@given(images(), STORED_SIZES)
+def test_valid_images_of_any_mode_and_orientation_come_out_upright(image, stored_size):
     data, upright = image
-    result = loaded(data, max_side)
+    result = loaded(data, stored_size)
     assert not result.skip
-    assert tuple(result.size) == fitted_size(*upright, max_side)  # upright, then fitted
+    assert tuple(result.size) == stored_size.fitted(*upright)  # upright, then fitted
 
 
 @FUZZ
-@given(hostile(), st.sampled_from([16, 1024]))
-def test_broken_random_and_bomb_images_end_in_a_skip_line_or_a_valid_image(data, max_side):
-    loaded(data, max_side)
+@given(hostile(), STORED_SIZES)
+def test_broken_random_and_bomb_images_end_in_a_skip_line_or_a_valid_image(data, stored_size):
+    loaded(data, stored_size)
+
+
+SIDES = st.integers(1, 5000)
+
+
+@settings(derandomize=True, max_examples=3000, deadline=None)
+@given(SIDES, SIDES, SIDES, SIDES, SIDES, SIDES)
+def test_a_stored_size_covers_another_exactly_when_it_keeps_as_many_pixels_of_every_image(short, long, short2,
+                                                                                        long2, width, height):
+    """covers() compares two limits; fitted() is what prepare stores: a covering size never keeps fewer
+    pixels on either side of any image, and one that does not cover loses pixels of some image."""
+    stored, need = StoredSize(short, max(short, long)), StoredSize(short2, max(short2, long2))
+    kept, needed = stored.fitted(width, height), need.fitted(width, height)
+    assert max(kept) <= stored.long and min(kept) <= max(stored.short, 1)
+    if stored.covers(need):
+        assert kept[0] >= needed[0] and kept[1] >= needed[1]
+    else:  # an image exactly at the need's limits: the need keeps it whole, the stored size shrinks it
+        assert need.fitted(need.short, need.long) == (need.short, need.long)
+        assert stored.fitted(need.short, need.long) != (need.short, need.long)

@@ -209,24 +209,48 @@ def test_exif_orientation_turns_pixels_upright_and_boxes_stay_as_annotated(bucke
         np.testing.assert_allclose(record["groundtruth_area"], [50 * 50 * scale * scale], rtol=1e-5)
 
 
-def test_large_images_are_downscaled_to_max_side_and_boxes_stay_valid(bucket, result):
-    files = {"wide.jpg": jpeg((2000, 500)), "small.jpg": jpeg((640, 480)),
+# (model, stored photo, stored wide image, stored tall image): its input times its largest scale jitter on the
+# shorter side when stretched (mobile 384 x 2.0, SpineNet-96 1024 x 2.0; the longer side up to twice that), on
+# the longer side when it keeps the aspect ratio (Faster R-CNN 640 x 1.25).
+STORED_FOR = [("retinanet_spinenet49_mobile", (1024, 768), (1536, 384), (300, 1500)),
+              ("retinanet_spinenet96", (2731, 2048), (2000, 500), (300, 1500)),
+              ("fasterrcnn_resnet50_fpn", (800, 600), (800, 200), (160, 800))]
+
+
+@pytest.mark.parametrize("model, photo, wide, tall", STORED_FOR)
+def test_images_are_stored_at_the_size_the_models_training_reads_and_boxes_stay_valid(bucket, result, model,
+                                                                                        photo, wide, tall):
+    files = {"photo.jpg": jpeg((4032, 3024)), "wide.jpg": jpeg((2000, 500)), "small.jpg": jpeg((640, 480)),
              "tall.png": encode(Image.new("RGB", (300, 1500)), "PNG")}
     make_bucket(bucket, files, {key: [box(0.25, 0.5, 0.75, 1.0)] for key in files})
 
-    report = prepare(bucket, result)
+    report = prepare(bucket, result, model=model)
 
+    stored = {"photo.jpg": photo, "wide.jpg": wide, "tall.png": tall, "small.jpg": (640, 480)}
+    sources = {"photo.jpg": (4032, 3024), "wide.jpg": (2000, 500), "tall.png": (300, 1500)}
     assert report["repaired"] == [
+        *([{"image": "photo.jpg", "reason": f"downscaled: 4032x3024 to {photo[0]}x{photo[1]}"}]),
         {"image": "tall.png", "reason": "converted: PNG RGB to RGB JPEG"},
-        {"image": "tall.png", "reason": "downscaled: 300x1500 to 205x1024"},
-        {"image": "wide.jpg", "reason": "downscaled: 2000x500 to 1024x256"},
+        *[{"image": key, "reason": f"downscaled: {sources[key][0]}x{sources[key][1]} to {size[0]}x{size[1]}"}
+          for key, size in (("tall.png", tall), ("wide.jpg", wide)) if size != sources[key]],
     ]
     records = read_records(result, report)
-    assert records["wide.jpg"]["image"].shape == (256, 1024, 3)
-    assert records["tall.png"]["image"].shape == (1024, 205, 3)
+    for key, (width, height) in stored.items():
+        assert records[key]["image"].shape == (height, width, 3), key
+        np.testing.assert_allclose(records[key]["groundtruth_boxes"], [[0.5, 0.25, 1.0, 0.75]])
     assert records["small.jpg"]["encoded"] == files["small.jpg"]
-    for record in records.values():
-        np.testing.assert_allclose(record["groundtruth_boxes"], [[0.5, 0.25, 1.0, 0.75]])
+    assert records["wide.jpg"]["encoded"] == files["wide.jpg"] or wide != (2000, 500)
+
+
+def test_max_side_stores_the_longer_side_at_most_that(bucket, result):
+    make_bucket(bucket, {"wide.jpg": jpeg((2000, 500)), "tall.jpg": jpeg((300, 1500))},
+                {"wide.jpg": [], "tall.jpg": []})
+
+    report = prepare(bucket, result, max_side=1000)
+
+    assert report["options"]["stored_size"] == {"short": 1000, "long": 1000}
+    assert [issue["reason"] for issue in report["repaired"]] == ["downscaled: 300x1500 to 200x1000",
+                                                                 "downscaled: 2000x500 to 1000x250"]
 
 
 # --- bad files and keys ---------------------------------------------------------------------------
@@ -505,21 +529,23 @@ def test_cli_writes_the_outputs(bucket, result):
     assert run.returncode == 0, run.stderr
     report = json.loads((result / "data" / "report.json").read_text())
     assert report["options"] == {"val_fraction": 0.5, "seed": 3, "max_side": 512, "num_shards": 2,
-                                 "model": "retinanet_spinenet49_mobile"}
-    assert f"prepare: wrote 1 train and 1 val image (1 class) to {result / 'data'}\n" in run.stderr
+                                 "model": "retinanet_spinenet49_mobile", "stored_size": {"short": 512, "long": 512}}
+    assert (f"prepare: wrote 1 train and 1 val image (1 class) to {result / 'data'}, images with shorter side "
+            f"at most 512 px, longer side at most 512 px\n") in run.stderr
 
 
 # --- the real bucket --------------------------------------------------------------------------------
 
 def test_kangaroo_bucket(kangaroo_dir, result):
-    """164 photos, 266 boxes: 00090.jpg is truncated; 00061.jpg is wider than 1024 px; 00007.jpg and
+    """164 photos, 266 boxes: 00090.jpg is truncated; 00153.jpg (776x900) is the one whose shorter side is over the
+    default model's 768 px (384 x its 2.0 scale jitter; 00061.jpg, 1038x576, is not); 00007.jpg and
     00033.jpg have the same bytes; 00103.jpg carries a malformed EXIF orientation (65537) that viewers ignore."""
     report = prepare(kangaroo_dir, result)
 
     assert report["labels"] == ["kangaroo"]
     assert report["skipped"] == [
         {"image": "00090.jpg", "reason": "unreadable image: image file is truncated (20 bytes not processed)"}]
-    assert report["repaired"] == [{"image": "00061.jpg", "reason": "downscaled: 1038x576 to 1024x568"}]
+    assert report["repaired"] == [{"image": "00153.jpg", "reason": "downscaled: 776x900 to 768x891"}]
     train, val = report["splits"]["train"], report["splits"]["val"]
     assert (train["images"] + val["images"], train["boxes"] + val["boxes"]) == (163, 263)
     assert (train["images"], val["images"]) == (129, 34)
@@ -529,7 +555,8 @@ def test_kangaroo_bucket(kangaroo_dir, result):
     assert records["00007.jpg"]["split"] == records["00033.jpg"]["split"]
     assert records["00103.jpg"]["image"].shape == (321, 480, 3)
     assert records["00103.jpg"]["encoded"] == (kangaroo_dir / "00103.jpg").read_bytes()
-    assert records["00061.jpg"]["image"].shape == (568, 1024, 3)
+    assert records["00153.jpg"]["image"].shape == (891, 768, 3)
+    assert records["00061.jpg"]["encoded"] == (kangaroo_dir / "00061.jpg").read_bytes()
 
 
 # --- validation edge cases and dataset warnings ---------------------------------------------------------

@@ -18,7 +18,9 @@ from dataclasses import asdict
 from pathlib import Path
 
 from trainer import catalogue, console, model_garden, tasks
+from trainer.dataset import counted
 from trainer.errors import UserError
+from trainer.images import downscaled
 from trainer.hardware import PRECISION, SIMULATION_HELP, STEPS_PER_LOOP, TPU_EVAL_BATCH, this_machine
 from trainer.run_dir import EvaluationPlan, Experiment, Report, RunDir
 
@@ -64,6 +66,7 @@ def write_params(result_dir, model=None, steps=None, batch_size=None,
     dataset = _read_dataset(run)
     asked, model = model, catalogue.resolve_model(model, dataset["task"])
     entry = catalogue.load_model(model)
+    _check_stored_size(entry, dataset, run)
     exp_factory, hyperparams = model_garden.experiments()
     hardware = hardware or this_machine()
     warm = _warm_start(init_from, model, dataset, checkpoint_url) if init_from else None
@@ -139,7 +142,23 @@ def _read_dataset(run):
         "train_files": [str(run.data / name) for name in report.files["train"]],
         "val_files": [str(run.data / name) for name in report.files["val"]],
         "max_boxes": report.max_boxes_per_image,
+        "options": report.options or {},
+        "repaired": report.repaired,
     }
+
+
+def _check_stored_size(entry, dataset, run):
+    """Refuse ENTRY when prepare stored an image with less detail than its training reads (prepared for a
+    smaller model, or with a smaller --max-side): the model would train on upscaled pixels without a word."""
+    need = tasks.get(entry.task).stored_size(entry)
+    short = [key for key, source, stored in downscaled(dataset["repaired"])
+             if any(needed > kept for needed, kept in zip(need.fitted(*source), stored))]
+    if short:
+        options = dataset["options"]
+        given = f"--max-side {options['max_side']}" if options.get("max_side") else f"--model {options.get('model')}"
+        raise UserError(f"{entry.name} trains on images with {need.describe()}, but prepare ({given}) stored "
+                        f"{counted(len(short), 'image')} smaller (first: {short[0]}; {run.report_json}): "
+                        f"rerun prepare with --model {entry.name}")
 
 
 def _warm_start(init_from, model, dataset, checkpoint_url):

@@ -2,7 +2,7 @@
 
 `load_image` fully decodes an image (a truncated JPEG would otherwise crash
 training hours later) and returns the bytes to store: the source bytes when the
-image is already an upright RGB JPEG within `max_side`, else an upright RGB
+image is already an upright RGB JPEG within its StoredSize, else an upright RGB
 JPEG re-encoded from that same decode. Detection and classification records
 both store what it returns.
 """
@@ -10,6 +10,7 @@ import hashlib
 import io
 import multiprocessing
 import os
+import re
 import struct
 from collections import deque
 from concurrent.futures import ProcessPoolExecutor
@@ -28,6 +29,46 @@ ORIENTED_BY_PILLOW = {"TIFF"}       # formats whose Pillow plugin turns the imag
 POOL_MIN_IMAGES = 64          # below this, starting worker processes costs more than it saves
 POOL_WINDOW = 256             # images handed to the workers at a time
 POOL_CHUNK = 8                # images per message to a worker
+# A shorter-side limit caps the longer side at this many times it: photos up to 2:1 (4:3, 16:9) keep
+# the whole shorter side; a panorama is stored smaller rather than as a record of hundreds of MB.
+FULL_DETAIL_ASPECT = 2
+DOWNSCALED = "downscaled: {}x{} to {}x{}"  # a repair's reason in report.json: source and stored (width, height)
+
+
+@dataclass(frozen=True)
+class StoredSize:
+    """The largest size prepare stores an image at: scaled down (never up) until its shorter side is at most
+    SHORT pixels and its longer side at most LONG, keeping its aspect ratio.
+
+    A model's need (tasks' `stored_size`) is the detail its strongest augmentation reads; `covers` is
+    exact because every image's stored sides grow with both limits.
+    """
+    short: int
+    long: int
+
+    @classmethod
+    def longest(cls, side):
+        """The longer side at most SIDE (`prepare --max-side SIDE`)."""
+        return cls(side, side)
+
+    @classmethod
+    def shortest(cls, side):
+        """The shorter side at most SIDE (up to FULL_DETAIL_ASPECT)."""
+        return cls(side, FULL_DETAIL_ASPECT * side)
+
+    def fitted(self, width, height):
+        """(width, height) scaled down to fit these limits; unchanged when they already do."""
+        scale = min(self.short / min(width, height), self.long / max(width, height))
+        if scale >= 1:
+            return width, height
+        return max(1, round(width * scale)), max(1, round(height * scale))
+
+    def covers(self, need):
+        """True when every image stored at this size has at least the pixels NEED (another StoredSize) keeps."""
+        return self.short >= need.short and self.long >= need.long
+
+    def describe(self):
+        return f"shorter side at most {self.short} px, longer side at most {self.long} px"
 
 
 @dataclass(slots=True)
@@ -46,8 +87,9 @@ class LoadedImage:
     jpeg: bytes = None        # the bytes to store
 
 
-def load_image(path, max_side):
-    """Read and decode the image at PATH once; a LoadedImage with the JPEG to store, or the reason to skip it."""
+def load_image(path, stored_size):
+    """Read and decode the image at PATH once; a LoadedImage with the JPEG to store (within STORED_SIZE, a
+    StoredSize), or the reason to skip it."""
     result = LoadedImage()
     try:
         data = Path(path).read_bytes()
@@ -60,7 +102,7 @@ def load_image(path, max_side):
     result.digest, result.source_bytes = hashlib.md5(data).hexdigest(), len(data)
     try:
         with Image.open(io.BytesIO(data)) as image:
-            result.changes, result.size = _needed_changes(image, max_side)
+            result.changes, result.size = _needed_changes(image, stored_size)
             if result.changes:
                 result.jpeg = _upright_rgb_jpeg(image, result.size)
             else:
@@ -76,7 +118,7 @@ def load_image(path, max_side):
     return result
 
 
-def _needed_changes(image, max_side):
+def _needed_changes(image, stored_size):
     """(changes, stored (width, height)) for an opened, not yet decoded IMAGE."""
     changes = []
     width, height = image.size
@@ -87,10 +129,23 @@ def _needed_changes(image, max_side):
         changes.append(f"rotated: EXIF orientation {orientation}")
         if orientation in TURNED_ORIENTATIONS and image.format not in ORIENTED_BY_PILLOW:
             width, height = height, width
-    size = fitted_size(width, height, max_side)
+    size = stored_size.fitted(width, height)
     if size != (width, height):
-        changes.append(f"downscaled: {width}x{height} to {size[0]}x{size[1]}")
+        changes.append(DOWNSCALED.format(width, height, *size))
     return changes, size
+
+
+def downscaled(repaired):
+    """[(image key, source (width, height), stored (width, height))] of the images REPAIRED (report.json's
+    `repaired`) lists as downscaled."""
+    pattern = re.compile(re.escape(DOWNSCALED).replace(r"\{\}", r"(\d+)"))
+    found = []
+    for issue in repaired:
+        match = pattern.fullmatch(issue["reason"])
+        if match:
+            width, height, stored_width, stored_height = map(int, match.groups())
+            found.append((issue["image"], (width, height), (stored_width, stored_height)))
+    return found
 
 
 def _orientation(image):
@@ -100,14 +155,6 @@ def _orientation(image):
     except (OSError, SyntaxError, ValueError, struct.error):
         return None
     return orientation if orientation in range(2, 9) else None
-
-
-def fitted_size(width, height, max_side):
-    """(width, height) scaled down so that the longer side is at most MAX_SIDE."""
-    longest = max(width, height)
-    if longest <= max_side:
-        return width, height
-    return max(1, round(width * max_side / longest)), max(1, round(height * max_side / longest))
 
 
 def _upright_rgb_jpeg(source, size):

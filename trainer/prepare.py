@@ -18,6 +18,7 @@ import hashlib
 import json
 import math
 from collections import Counter
+from dataclasses import asdict
 from pathlib import Path
 
 from PIL import ImageFile
@@ -28,17 +29,16 @@ from trainer.dataset import (DEFAULT_SEED, DEFAULT_VAL_FRACTION, SPLIT_FILE, Ite
                              counted, dataset_warnings, label_ids, read_split_file, seeded_hash, split_counts)
 from trainer.errors import UserError
 from trainer.folders import refuse_overlap
-from trainer.images import load_image, map_images
+from trainer.images import StoredSize, load_image, map_images
 from trainer.records import ShardWriter, clear_outputs, complete_report, example_record, write_label_files
 from trainer.run_dir import Report, RunDir
 
 ANNOTATIONS_FILE = "_annotations.json"
-FORMAT_VERSION = 4            # part of the fingerprint: bump when the records or report change
-DEFAULT_MAX_SIDE = 1024       # the largest model input in configs/models/: every model sees full resolution
+FORMAT_VERSION = 5            # part of the fingerprint: bump when the records or report change
 SHARD_BYTES = 100 * 2**20     # TensorFlow's guidance: shards of 100-200 MB read efficiently
 
 
-def prepare(data_dir, result_dir, val_fraction=DEFAULT_VAL_FRACTION, seed=DEFAULT_SEED, max_side=DEFAULT_MAX_SIDE,
+def prepare(data_dir, result_dir, val_fraction=DEFAULT_VAL_FRACTION, seed=DEFAULT_SEED, max_side=None,
             num_shards=None, model=None, strict=False):
     """Write RESULT_DIR/data/ from the bucket in DATA_DIR; return the report (also data/report.json).
 
@@ -46,7 +46,9 @@ def prepare(data_dir, result_dir, val_fraction=DEFAULT_VAL_FRACTION, seed=DEFAUL
     distinct images at least one goes to val and one to train; 0 gives no val split.
     num_shards: TFRecord files per split; default one per ~100 MB of images.
     model: the catalogue model the data is for (default: the bucket type's; `demo` is the demo model of
-    that type); its input size decides which boxes are too small. A model of the other task is refused.
+    that type); its input size decides which boxes are too small, and its augmentation the size images are
+    stored at (its task's `stored_size`: the detail its training reads). A model of the other task is refused.
+    max_side: store images with the longer side at most this instead (config refuses a model that needs more).
     strict: raise UserError when there are dataset warnings (after writing the outputs).
     Skips the work when data/report.json holds the fingerprint of the same input and options.
     """
@@ -59,14 +61,17 @@ def prepare(data_dir, result_dir, val_fraction=DEFAULT_VAL_FRACTION, seed=DEFAUL
         raise UserError(f"no {ANNOTATIONS_FILE} in {data_dir}")
     annotation_set, annotations_digest = read_annotations(annotations_path)
     options["model"] = catalogue.resolve_model(model, annotation_set.task)
-    input_size = catalogue.load_model(options["model"]).input_side
+    entry = catalogue.load_model(options["model"])
+    stored_size = StoredSize.longest(max_side) if max_side else tasks.get(entry.task).stored_size(entry)
+    options["stored_size"] = asdict(stored_size)
     file_sizes, fingerprint = _fingerprint(annotations_digest, data_dir, annotation_set, options)
     run = RunDir(result_dir)
     report = complete_report(run, fingerprint)
     if report:
         _log(f"{run.data} is up to date (fingerprint {fingerprint[:12]}); nothing to do")
     else:
-        report = _write(data_dir, run, annotation_set, options, input_size, file_sizes, fingerprint)
+        report = _write(data_dir, run, annotation_set, options, entry.input_side, stored_size, file_sizes,
+                        fingerprint)
     _log_warnings(report.warnings)
     if strict and report.warnings:
         raise UserError(f"--strict: {len(report.warnings)} dataset warning(s), listed above and in "
@@ -74,7 +79,7 @@ def prepare(data_dir, result_dir, val_fraction=DEFAULT_VAL_FRACTION, seed=DEFAUL
     return report.as_dict()
 
 
-def _write(data_dir, run, annotation_set, options, input_size, file_sizes, fingerprint):
+def _write(data_dir, run, annotation_set, options, input_size, stored_size, file_sizes, fingerprint):
     """Read every image once and write records, label files and, last, the report; return the report."""
     ImageFile.LOAD_TRUNCATED_IMAGES = False  # tensorflow_datasets turns it on process-wide; verifying needs it off
     seed = options["seed"]
@@ -93,7 +98,7 @@ def _write(data_dir, run, annotation_set, options, input_size, file_sizes, finge
     source_ids = {key: number for number, key in enumerate(sorted(i.key for i in annotation_set.images), start=1)}
     # Read in a seeded order of keys: within a split records come in this order, so every shard mixes the classes.
     ordered = sorted(annotation_set.images, key=lambda image: seeded_hash(seed, image.key))
-    work = [(task, image.key, str(data_dir / image.key), options["max_side"], source_ids[image.key],
+    work = [(task, image.key, str(data_dir / image.key), stored_size, source_ids[image.key],
               [(b.x, b.y, b.x2, b.y2, label_numbers[b.label], b.label) for b in image.boxes]) for image in ordered]
     total_bytes = sum(file_sizes.values())
     planned = {"train": _planned_shards(total_bytes * (1 - val_fraction), options["num_shards"]),
@@ -157,14 +162,14 @@ def _write(data_dir, run, annotation_set, options, input_size, file_sizes, finge
     counts = report.splits
     _log(f"wrote {counts['train']['images']} train and {counted(counts['val']['images'], 'val image')} "
          f"({counted(len(labels), 'class', 'classes')}{tasks.get(task).SUMMARY}) to "
-         f"{output_dir}")
+         f"{output_dir}, images with {stored_size.describe()}")
     return report
 
 
 def _load_record(work):
     """In a worker: (LoadedImage without its bytes, the framed record or None when skipped)."""
-    task, key, path, max_side, source_id, boxes = work
-    loaded = load_image(path, max_side)
+    task, key, path, stored_size, source_id, boxes = work
+    loaded = load_image(path, stored_size)
     if loaded.skip:
         return loaded, None
     features = tasks.get(task).record_features(key, loaded.jpeg, loaded.size, boxes, source_id)
@@ -187,7 +192,7 @@ def _planned_shards(expected_bytes, num_shards):
 def _check_options(options):
     if not 0 <= options["val_fraction"] < 1:
         raise UserError(f"--val-fraction must be in [0, 1), not {options['val_fraction']}")
-    if options["max_side"] < 32:
+    if options["max_side"] is not None and options["max_side"] < 32:
         raise UserError(f"--max-side must be at least 32 pixels, not {options['max_side']}")
     if options["num_shards"] is not None and options["num_shards"] < 1:
         raise UserError(f"--num-shards must be at least 1, not {options['num_shards']}")
@@ -243,8 +248,10 @@ def add_arguments(parser):
                              "evaluation")
     parser.add_argument("--seed", type=int, default=DEFAULT_SEED,
                         help=f"seed of the train/val split (default {DEFAULT_SEED})")
-    parser.add_argument("--max-side", type=int, default=DEFAULT_MAX_SIDE,
-                        help=f"downscale images whose longer side exceeds this (default {DEFAULT_MAX_SIDE})")
+    parser.add_argument("--max-side", type=int, default=None,
+                        help="downscale images whose longer side exceeds this (default: the size --model's "
+                             "training reads in full, its input side times its largest scale jitter; "
+                             "config refuses a model that needs more than was stored)")
     parser.add_argument("--num-shards", type=int, default=None,
                         help="TFRecord files per split (default: one per ~100 MB of images)")
     parser.add_argument("--model", default=None, metavar="NAME",

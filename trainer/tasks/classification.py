@@ -1,5 +1,8 @@
 """Image classification (a Cloud Annotations bucket of type classification): one label per image."""
+import math
+
 from trainer.errors import UserError
+from trainer.images import StoredSize
 from trainer.metrics import TOP_K, TOP_K_ACCURACY
 
 NAME = "classification"
@@ -12,6 +15,23 @@ SERVING_OUTPUTS = ("probs",)  # the serving signature's outputs
 BOXES = False  # one whole-image box per image carries its label (trainer.annotations)
 OBJECTS, LEARNER = ("images", "image"), "classifier"  # what dataset warnings count, and call the model
 SUMMARY = ", classification"  # said in prepare's summary line
+
+# What an entry's train_data leaves out: Model Garden's classification DataConfig defaults
+# (official/vision/configs/image_classification.py; tests/test_catalogue.py checks them against the library).
+DATA_DEFAULTS = {"aug_crop": True, "crop_area_range": (0.08, 1.0)}
+NARROWEST_CROP = 3 / 4  # preprocess_ops.random_crop_image's aspect_ratio_range, fixed in Model Garden
+
+
+def stored_size(entry):
+    """The StoredSize whose detail ENTRY's training reads: the smallest random crop, resized to the input.
+
+    A crop of the least area fraction a, at the narrowest aspect ratio, has a side of sqrt(a * 3/4) of a
+    square image's; without random crops the whole image is resized to the input.
+    """
+    data = {**DATA_DEFAULTS, **entry.overrides["task"].get("train_data", {})}
+    smallest_crop = math.sqrt(data["crop_area_range"][0] * NARROWEST_CROP) if data["aug_crop"] else 1
+    side = math.ceil(entry.input_side / smallest_crop)
+    return StoredSize.shortest(side)
 
 
 def record_features(key, jpeg, size, boxes, source_id):

@@ -1,4 +1,7 @@
 """Object detection (a Cloud Annotations bucket of type localization): boxes with labels."""
+import math
+
+from trainer.images import StoredSize
 
 NAME = "detection"
 FIRST_LABEL_ID = 1  # Model Garden's detectors count background as class 0
@@ -16,6 +19,21 @@ COCO_METRICS = ("AP", "AP50", "AP75", "APs", "APm", "APl", "ARmax1", "ARmax10", 
 # Model Garden's per-category metric names (coco_evaluator), in COCOeval.stats order.
 CATEGORY_METRICS = {"AP": "Precision mAP ByCategory", "AP50": "Precision mAP ByCategory@50IoU",
                     "AP75": "Precision mAP ByCategory@75IoU", "ARmax100": "Recall AR@100 ByCategory"}
+
+# What an entry's train_data.parser leaves out: Model Garden's `Parser` defaults (official/vision/configs/
+# retinanet.py and maskrcnn.py; tests/test_catalogue.py checks them against the library).
+PARSER_DEFAULTS = {"aug_scale_max": 1.0, "keep_aspect_ratio": True}
+
+
+def stored_size(entry):
+    """The StoredSize whose detail ENTRY's training reads: its input side times the largest scale jitter.
+
+    Stretched to the square input, each side of the image is scaled on its own, so the shorter side
+    needs those pixels; keeping its aspect ratio, the longer side fits the input and needs them.
+    """
+    parser = {**PARSER_DEFAULTS, **entry.overrides["task"].get("train_data", {}).get("parser", {})}
+    side = math.ceil(entry.input_side * parser["aug_scale_max"])
+    return StoredSize.longest(side) if parser["keep_aspect_ratio"] else StoredSize.shortest(side)
 
 
 def record_features(key, jpeg, size, boxes, source_id):
