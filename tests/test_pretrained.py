@@ -39,7 +39,7 @@ def prepared_classes(tmp_path_factory):
     bucket = tmp_path_factory.mktemp("pretrained-classes") / "bucket"
     make_sample_bucket(bucket, 12, kind="classification")
     result_dir = tmp_path_factory.mktemp("pretrained-classes-data")
-    prepare(bucket, result_dir, model="demo")
+    prepare(bucket, result_dir, model="mobilenet_v2")  # the classifiers' largest stored size: both fit
     return result_dir / "data"
 
 
