@@ -34,7 +34,8 @@ def _add_submit_arguments(parser):
                         help="refuse to submit when the bucket check finds dataset warnings (few images per class, "
                              "imbalance, tiny boxes, duplicates, a class missing from validation)")
     parser.add_argument("--dry-run", action="store_true",
-                        help="print the CustomJob as JSON and the gcloud command; submit nothing, need no credentials")
+                        help="print the CustomJob as JSON, the gcloud command and an estimate of the training time "
+                             "and cost (configs/jobs/README.md); submit nothing, need no credentials")
     _add_location_arguments(parser)
 
 

@@ -4,7 +4,8 @@ A run is one output folder gs://OUTBUCKET/PREFIX/RUN: the job writes there
 through Cloud Storage FUSE (RESULT_DIR) and Vertex AI's baseOutputDirectory
 points there too (AIP_MODEL_DIR = .../RUN/model/, AIP_CHECKPOINT_DIR,
 AIP_TENSORBOARD_LOG_DIR). `--dry-run` needs no credentials: it prints the
-CustomJob as JSON and the equivalent gcloud command.
+CustomJob as JSON, the equivalent gcloud command and the job's time and cost
+estimate (cloud/estimate.py).
 """
 import datetime
 import json
@@ -22,6 +23,7 @@ from trainer.errors import UserError
 from trainer.folders import refuse_overlap
 
 from cloud.clients import job_client, project_id, region_name, storage_client
+from cloud.estimate import estimate_job, estimate_lines
 from cloud.jobs import describe_job
 from cloud.preflight import check_bucket
 from cloud.specs import fill_job_spec
@@ -71,11 +73,13 @@ def submit_job(args):
               f"--config={config_path}"] + ([f"--project={project}"] if project else [])
 
     if args.dry_run:
+        estimate = estimate_job(spec)  # before any output: a MODEL the catalogue lacks is one error line
         print(json.dumps(custom_job, indent=2))
         print(f"filled spec written to {config_path}; the same job with gcloud:\n  {shlex.join(gcloud)}",
               file=sys.stderr)
         if package_path and package_path in json.dumps(spec):
             print(f"a real submit first uploads {sdist} to {package_uri}", file=sys.stderr)
+        print("\n".join(estimate_lines(estimate)), file=sys.stderr)
         return 0
 
     storage = storage_client(project)

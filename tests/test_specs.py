@@ -10,11 +10,12 @@ from google.cloud import aiplatform_v1
 from google.protobuf import json_format
 
 from cloud.__main__ import main as cloud_main
+from cloud.estimate import PRICES, THROUGHPUT
 from cloud.specs import PLACEHOLDERS, fill_job_spec
 from trainer.errors import UserError
 
 REPO = Path(__file__).resolve().parent.parent
-SPECS = sorted((REPO / "configs" / "jobs").glob("*.yaml"))
+SPECS = sorted(set((REPO / "configs" / "jobs").glob("*.yaml")) - {THROUGHPUT, PRICES})  # the rest: the estimate's tables
 VALUES = {
     "IMAGE": "europe-west4-docker.pkg.dev/proj/repo/trainer",
     "DATA_DIR": "/gcs/data-bucket/kangaroo",

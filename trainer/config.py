@@ -188,11 +188,8 @@ def _plan(entry, dataset, hardware, steps, batch_size, warm_start=False):
     """Batch size, learning rate (linear scaling rule), steps and the intervals derived from them.
 
     A warm start trains WARM_START_STEPS_FACTOR of the default steps at WARM_START_LR_FACTOR of the rate."""
-    reference = entry.hardware.of(hardware.kind)
-    if reference is None:
-        raise UserError(f"configs/models/{entry.name}.yaml has no hardware.{hardware.kind} settings")
-    reference_batch = reference.batch_size * hardware.replicas
-    batch_size = batch_size or reference_batch
+    reference = _reference(entry, hardware)
+    batch_size = batch_size or reference_batch(entry, hardware)
     if batch_size % hardware.replicas:
         raise UserError(f"batch size {batch_size} does not split evenly over {hardware.replicas} devices")
     learning_rate = reference.learning_rate * batch_size / reference.batch_size
@@ -217,6 +214,19 @@ def _plan(entry, dataset, hardware, steps, batch_size, warm_start=False):
         "validation_interval": _round_up(math.ceil(steps / EVALUATIONS_PER_RUN), steps_per_loop),
         "checkpoint_interval": _round_up(math.ceil(steps / CHECKPOINTS_PER_RUN), steps_per_loop),
     }
+
+
+def reference_batch(entry, hardware):
+    """The global batch ENTRY trains with on HARDWARE when no --batch-size is given: its hardware.KIND
+    batch_size times the devices a batch is split over. cloud/estimate.py sizes its estimate with it."""
+    return _reference(entry, hardware).batch_size * hardware.replicas
+
+
+def _reference(entry, hardware):
+    reference = entry.hardware.of(hardware.kind)
+    if reference is None:
+        raise UserError(f"configs/models/{entry.name}.yaml has no hardware.{hardware.kind} settings")
+    return reference
 
 
 def _round_up(value, multiple):
