@@ -103,10 +103,11 @@ stage: setup ## upload a local bucket folder: DATA_DIR=folder DATA=gs://BUCKET/P
 tensorboard: setup ## TensorBoard on a run's logs: LOGDIR=gs://BUCKET/PREFIX/RUN/model (or a local folder)
 	$(BIN)/python -m cloud tensorboard $(LOGDIR)
 
-benchmark: setup ## run the benchmarks (prepare speed/memory, memory at 1x/10x and a 200 MB _annotations.json, time to first training step)
+benchmark: setup ## run the benchmarks (prepare speed/memory, memory at 1x/10x and a 200 MB _annotations.json, time to first training step, the training input pipeline per model); TF.js: docs/benchmarks.md
 	$(BIN)/python benchmarks/prepare.py
 	$(BIN)/python benchmarks/memory.py
 	$(BIN)/python benchmarks/train_step.py
+	$(BIN)/python benchmarks/input_pipeline.py
 
 constraints: ## re-pin constraints.txt from the current .venv
 	$(BIN)/python -m pip freeze --all --exclude-editable | grep -v -e '^ca-detector-trainer' -e '^pip==' > constraints.txt

@@ -115,3 +115,19 @@ def test_the_link_checker_finds_a_broken_link(tmp_path, link, problem):
                                               "report-look-at-the-dataset-and-the-models-mistakes")])
 def test_anchors_are_github_s(heading, anchor):
     assert slug(heading.lstrip("# ")) == anchor
+
+
+def test_the_readme_throughput_table_is_what_the_estimate_reads():
+    """Each measured model's row: its CPU ms from configs/jobs/throughput.yaml and the images/s 4, 8 and 12 vCPUs
+    feed at that cost; a model without a figure has no row."""
+    import yaml
+
+    models = yaml.safe_load((REPO / "configs" / "jobs" / "throughput.yaml").read_text())["models"]
+    rows = re.findall(r"^\| `(\w+)` \| ([\d.]+) \| ([\d,]+) / ([\d,]+) / ([\d,]+) \|", (REPO / "README.md").read_text(),
+                      re.M)
+    measured = {name: figures["cpu_ms_per_image"] for name, figures in models.items()
+                if figures["cpu_ms_per_image"] is not None}
+    assert {name: float(ms) for name, ms, *_ in rows} == measured
+    for name, ms, *fed in rows:
+        assert [int(rate.replace(",", "")) for rate in fed] == [int(vcpus * 1000 // measured[name])
+                                                              for vcpus in (4, 8, 12)], name

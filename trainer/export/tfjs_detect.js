@@ -50,7 +50,11 @@ async function main() {
   process.stdout.write(JSON.stringify({ backend: tf.getBackend(), results }));
 }
 
-main().catch((err) => {
-  console.error(err.stack || String(err));
-  process.exit(1);
-});
+module.exports = { fileHandler };
+
+if (require.main === module) {
+  main().catch((err) => {
+    console.error(err.stack || String(err));
+    process.exit(1);
+  });
+}
