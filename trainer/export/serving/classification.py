@@ -28,6 +28,11 @@ def tflite_function(job):
     return serve, model
 
 
+def web_function(job):
+    """None: TF.js converts the SavedModel's graph as it is (no NMS to replace)."""
+    return None
+
+
 def metadata_outputs(b, threshold):
     """The TFLite metadata of the one output, probabilities [1, classes], labelled along its axis."""
     return [metadata.tensor(b, "probability", "class probabilities (softmax), in labels.txt order",

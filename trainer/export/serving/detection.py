@@ -32,6 +32,34 @@ def tflite_function(job):
     return serve, model
 
 
+def web_function(job):
+    """(uint8 image [1, H, W, 3] of any size -> the SavedModel's four outputs, the model holding the weights) for
+    TF.js, or None for a detector other than RetinaNet (the SavedModel's graph converts as it is).
+
+    The SavedModel's own NMS (Model Garden's padded `v2`) compares its 5,000 best candidates per class
+    pairwise in plain ops: 83% of TF.js's time per image in WebAssembly (docs/benchmarks.md). The same
+    network with TFLite's per-class NMS, whose NonMaxSuppressionV5 TF.js runs natively, keeps the same
+    boxes; the image is stretched to the input inside the graph, as the SavedModel does it.
+    """
+    import tensorflow as tf
+
+    if not job.is_retinanet:
+        return None
+    run_network, model, _ = network(job)
+    generator = job.params.task.model.detection_generator
+
+    @tf.function(input_signature=[tf.TensorSpec([1, None, None, 3], tf.uint8, name="inputs")])
+    def serve(image):
+        pixels = tf.image.resize(tf.cast(image, tf.float32), job.input_size)  # bilinear, as resize_and_crop_image
+        scores, boxes = run_network(pixels)
+        detections = per_class_nms(scores, boxes, generator.max_num_detections, generator.nms_iou_threshold)
+        # int32 label ids, as the SavedModel's: the converter names outputs by dtype and shape, and float
+        # classes would share both with the scores (it then names them Identity_1:0 and Identity_2:0).
+        return {**detections, "detection_classes": tf.cast(detections["detection_classes"], tf.int32)}
+
+    return serve, model
+
+
 def per_class_nms(scores, boxes, max_detections, iou_threshold):
     """The SavedModel's NMS in TFLite builtins: per class, then the best MAX_DETECTIONS of all classes.
 
@@ -81,7 +109,7 @@ def _box_order(boxes, valid):
     size = boxes.shape[0]
     same = tf.reduce_all(tf.equal(boxes[:, None], boxes[None, :]), axis=-1)
     same = tf.logical_or(tf.logical_and(same, tf.logical_and(valid[:, None], valid[None, :])),
-                         tf.cast(tf.eye(size), tf.bool))
+                         tf.equal(tf.range(size)[:, None], tf.range(size)[None, :]))  # tf.eye: no TF.js op
     first = tf.cast(tf.argmax(tf.cast(same, tf.float32), axis=1), tf.int32)  # the best row with each row's box
     return tf.math.top_k(-(first * size + tf.range(size)), k=size).indices
 
