@@ -66,10 +66,10 @@ def write_params(result_dir, model=None, steps=None, batch_size=None,
     dataset = _read_dataset(run)
     asked, model = model, catalogue.resolve_model(model, dataset["task"])
     entry = catalogue.load_model(model)
-    _check_stored_size(entry, dataset, run)
     exp_factory, hyperparams = model_garden.experiments()
     hardware = hardware or this_machine()
     warm = _warm_start(init_from, model, dataset, checkpoint_url) if init_from else None
+    _check_stored_size(entry, dataset, run)
     plan = _plan(entry, dataset, hardware, steps, batch_size, warm_start=bool(warm))
     checkpoint = warm["checkpoint"] if warm else _checkpoint(entry, checkpoint_url, init_checkpoint)
     if checkpoint["path"] and hardware.num_workers > 1:
