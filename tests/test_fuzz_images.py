@@ -113,21 +113,3 @@ def test_valid_images_of_any_mode_and_orientation_come_out_upright(image, stored
 def test_broken_random_and_bomb_images_end_in_a_skip_line_or_a_valid_image(data, stored_size):
     loaded(data, stored_size)
 
-
-SIDES = st.integers(1, 5000)
-
-
-@settings(derandomize=True, max_examples=3000, deadline=None)
-@given(SIDES, SIDES, SIDES, SIDES, SIDES, SIDES)
-def test_a_stored_size_covers_another_exactly_when_it_keeps_as_many_pixels_of_every_image(short, long, short2,
-                                                                                        long2, width, height):
-    """covers() compares two limits; fitted() is what prepare stores: a covering size never keeps fewer
-    pixels on either side of any image, and one that does not cover loses pixels of some image."""
-    stored, need = StoredSize(short, max(short, long)), StoredSize(short2, max(short2, long2))
-    kept, needed = stored.fitted(width, height), need.fitted(width, height)
-    assert max(kept) <= stored.long and min(kept) <= max(stored.short, 1)
-    if stored.covers(need):
-        assert kept[0] >= needed[0] and kept[1] >= needed[1]
-    else:  # an image exactly at the need's limits: the need keeps it whole, the stored size shrinks it
-        assert need.fitted(need.short, need.long) == (need.short, need.long)
-        assert stored.fitted(need.short, need.long) != (need.short, need.long)

@@ -20,8 +20,8 @@ from pathlib import Path
 from trainer import catalogue, console, model_garden, tasks
 from trainer.dataset import counted
 from trainer.errors import UserError
-from trainer.images import downscaled
 from trainer.hardware import PRECISION, SIMULATION_HELP, STEPS_PER_LOOP, TPU_EVAL_BATCH, this_machine
+from trainer.images import downscaled
 from trainer.run_dir import EvaluationPlan, Experiment, Report, RunDir
 
 # The default detector (a classification bucket's default is catalogue.DEFAULT_MODELS'):

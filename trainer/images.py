@@ -40,8 +40,7 @@ class StoredSize:
     """The largest size prepare stores an image at: scaled down (never up) until its shorter side is at most
     SHORT pixels and its longer side at most LONG, keeping its aspect ratio.
 
-    A model's need (tasks' `stored_size`) is the detail its strongest augmentation reads; `covers` is
-    exact because every image's stored sides grow with both limits.
+    A model's need (tasks' `stored_size`) is the detail its strongest augmentation reads.
     """
     short: int
     long: int
@@ -62,10 +61,6 @@ class StoredSize:
         if scale >= 1:
             return width, height
         return max(1, round(width * scale)), max(1, round(height * scale))
-
-    def covers(self, need):
-        """True when every image stored at this size has at least the pixels NEED (another StoredSize) keeps."""
-        return self.short >= need.short and self.long >= need.long
 
     def describe(self):
         return f"shorter side at most {self.short} px, longer side at most {self.long} px"
