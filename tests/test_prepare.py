@@ -3,6 +3,7 @@ import hashlib
 import io
 import json
 import os
+import struct
 import subprocess
 import sys
 
@@ -14,6 +15,7 @@ from official.vision.dataloaders.tf_example_decoder import TfExampleDecoder
 from PIL import Image, ImageDraw
 
 from trainer.errors import UserError
+from trainer.images import EXIF_DROPPED
 from trainer.prepare import prepare
 
 DECODER = TfExampleDecoder()
@@ -207,6 +209,37 @@ def test_exif_orientation_turns_pixels_upright_and_boxes_stay_as_annotated(bucke
         assert close(colour_at(record["image"], int(40 * scale), int(50 * scale)), GREY, 30), key
         assert Image.open(io.BytesIO(record["encoded"])).getexif().get(0x0112) in (None, 1)
         np.testing.assert_allclose(record["groundtruth_area"], [50 * 50 * scale * scale], rtol=1e-5)
+
+
+def with_raw_exif(data, entries):
+    """JPEG DATA with an EXIF segment of ENTRIES [(tag, TIFF type, value)], written byte by byte: Pillow itself
+    refuses to write what cameras and editors sometimes do (00103.jpg of kangaroo: a LONG 65537 as Orientation)."""
+    ifd = (struct.pack("<H", len(entries)) + b"".join(struct.pack("<HHII", tag, kind, 1, value)
+                                                       for tag, kind, value in entries) + struct.pack("<I", 0))
+    tiff = b"II*\x00" + struct.pack("<I", 8) + ifd
+    return data[:2] + b"\xff\xe1" + struct.pack(">H", len(tiff) + 8) + b"Exif\x00\x00" + tiff + data[2:]
+
+
+def test_an_exif_pillow_cannot_write_back_is_left_out_of_the_stored_copy_only(bucket, result):
+    """Downscaling re-encodes the image with its EXIF: one Pillow cannot write (SHORT tags holding LONG values)
+    is left out, said in the report, and the image is stored, not skipped (it failed the whole prepare)."""
+    long_type = 4
+    odd = with_raw_exif(encode(Image.new("RGB", (400, 300), RED), "JPEG"),
+                        [(0x0112, long_type, 65537), (0x0128, long_type, 131074)])  # Orientation, ResolutionUnit
+    make_bucket(bucket, {"odd.jpg": odd, "plain.jpg": jpeg((400, 300))},
+                {"odd.jpg": [box(0.1, 0.1, 0.5, 0.5)], "plain.jpg": [box(0.1, 0.1, 0.5, 0.5)]})
+    before = tree_state(bucket)
+
+    report = prepare(bucket, result, max_side=200)
+
+    assert report["repaired"] == [{"image": "odd.jpg", "reason": "downscaled: 400x300 to 200x150"},
+                                  {"image": "odd.jpg", "reason": EXIF_DROPPED},
+                                  {"image": "plain.jpg", "reason": "downscaled: 400x300 to 200x150"}]
+    records = read_records(result, report)
+    assert records["odd.jpg"]["image"].shape == records["plain.jpg"]["image"].shape == (150, 200, 3)
+    assert dict(Image.open(io.BytesIO(records["odd.jpg"]["encoded"])).getexif()) == {}
+    assert close(colour_at(records["odd.jpg"]["image"], 100, 75), RED)  # not turned: 65537 is no orientation
+    assert tree_state(bucket) == before
 
 
 # (model, stored photo, stored wide image, stored tall image): its input times its largest scale jitter on the
@@ -557,6 +590,19 @@ def test_kangaroo_bucket(kangaroo_dir, result):
     assert records["00103.jpg"]["encoded"] == (kangaroo_dir / "00103.jpg").read_bytes()
     assert records["00153.jpg"]["image"].shape == (891, 768, 3)
     assert records["00061.jpg"]["encoded"] == (kangaroo_dir / "00061.jpg").read_bytes()
+
+
+def test_kangaroo_stored_for_the_demo_model_downscales_every_photo(kangaroo_dir, result):
+    """At the demo's 160 px every photo is re-encoded, 00103.jpg's malformed EXIF too (it failed the whole prepare)."""
+    report = prepare(kangaroo_dir, result, model="demo")
+
+    reasons = {}
+    for issue in report["repaired"]:
+        reasons.setdefault(issue["image"], []).append(issue["reason"])
+    assert len(reasons) == 163 and reasons["00103.jpg"] == ["downscaled: 480x321 to 239x160", EXIF_DROPPED]
+    assert sum(EXIF_DROPPED in issue for issue in reasons.values()) == 1
+    records = read_records(result, report)
+    assert len(records) == 163 and records["00103.jpg"]["image"].shape == (160, 239, 3)
 
 
 # --- validation edge cases and dataset warnings ---------------------------------------------------------

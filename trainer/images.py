@@ -33,6 +33,7 @@ POOL_CHUNK = 8                # images per message to a worker
 # the whole shorter side; a panorama is stored smaller rather than as a record of hundreds of MB.
 FULL_DETAIL_ASPECT = 2
 DOWNSCALED = "downscaled: {}x{} to {}x{}"  # a repair's reason in report.json: source and stored (width, height)
+EXIF_DROPPED = "EXIF not kept: Pillow cannot write its tags back (the bucket's image keeps them)"
 
 
 @dataclass(frozen=True)
@@ -99,7 +100,9 @@ def load_image(path, stored_size):
         with Image.open(io.BytesIO(data)) as image:
             result.changes, result.size = _needed_changes(image, stored_size)
             if result.changes:
-                result.jpeg = _upright_rgb_jpeg(image, result.size)
+                result.jpeg, exif_kept = _upright_rgb_jpeg(image, result.size)
+                if not exif_kept:
+                    result.changes.append(EXIF_DROPPED)
             else:
                 # Draft mode decodes at 1/8 scale: the whole entropy-coded stream is still
                 # read, so truncation and corruption are caught at about half the cost.
@@ -153,7 +156,8 @@ def _orientation(image):
 
 
 def _upright_rgb_jpeg(source, size):
-    """SOURCE re-encoded as an upright RGB JPEG of SIZE, keeping its EXIF (orientation reset) and RGB colour profile."""
+    """(SOURCE re-encoded as an upright RGB JPEG of SIZE, whether its EXIF was kept): its EXIF (orientation reset) and
+    RGB colour profile are kept, unless Pillow cannot write that EXIF back (e.g. a SHORT tag holding 65537)."""
     icc_profile = source.info.get("icc_profile") if source.mode == "RGB" else None
     if source.format == "JPEG":  # decode at the smallest DCT scale still >= SIZE: a 12 MP photo decodes 4x faster
         turned = (source.width >= source.height) != (size[0] >= size[1])
@@ -168,9 +172,13 @@ def _upright_rgb_jpeg(source, size):
             image = image.convert("RGB")
     if image.size != tuple(size):
         image = image.resize(size, Image.Resampling.LANCZOS, reducing_gap=3.0)
+    try:
+        exif = image.getexif().tobytes()
+    except (struct.error, TypeError, ValueError):
+        exif = b""
     output = io.BytesIO()
-    image.save(output, "JPEG", quality=JPEG_QUALITY, exif=image.getexif(), icc_profile=icc_profile)
-    return output.getvalue()
+    image.save(output, "JPEG", quality=JPEG_QUALITY, exif=exif, icc_profile=icc_profile)
+    return output.getvalue(), bool(exif)
 
 
 def map_images(function, tasks, description):
