@@ -13,6 +13,8 @@ from PIL import Image
 
 from trainer.images import EXIF_ORIENTATION, TURNED_ORIENTATIONS, StoredSize, load_image
 
+from raw_exif import LONG, with_raw_exif
+
 # Pillow warns about the corrupt EXIF and the bomb headers these cases are made of.
 pytestmark = [pytest.mark.filterwarnings("ignore::UserWarning"),
               pytest.mark.filterwarnings("ignore::PIL.Image.DecompressionBombWarning")]
@@ -20,6 +22,7 @@ FUZZ = settings(derandomize=True, max_examples=1200, deadline=None, suppress_hea
 MODES = {"JPEG": ["L", "RGB", "CMYK"], "PNG": ["1", "L", "LA", "P", "RGB", "RGBA", "I;16"],
          "GIF": ["P", "L"], "BMP": ["1", "L", "P", "RGB"], "WEBP": ["RGB", "RGBA"], "TIFF": ["F", "I", "RGB", "CMYK"]}
 CARRIES_EXIF = {"JPEG", "PNG", "WEBP", "TIFF"}
+SHORT_TAGS = [EXIF_ORIENTATION, 0x0128, 0x0213, 0xA001]  # Orientation, ResolutionUnit, YCbCrPositioning, ColorSpace
 
 
 @st.composite
@@ -41,8 +44,12 @@ def images(draw):
         params["exif"] = exif
     buffer = io.BytesIO()
     image.save(buffer, image_format, **params)
+    data = buffer.getvalue()
+    if image_format == "JPEG" and orientation is None and draw(st.booleans()):  # EXIF Pillow cannot write back
+        data = with_raw_exif(data, draw(st.lists(st.tuples(st.sampled_from(SHORT_TAGS), st.just(LONG),
+                                                           st.integers(65536, 2**32 - 1)), min_size=1, max_size=3)))
     turned = orientation in TURNED_ORIENTATIONS
-    return buffer.getvalue(), (size[1], size[0]) if turned else size
+    return data, (size[1], size[0]) if turned else size
 
 
 def png_header(width, height):

@@ -3,7 +3,6 @@ import hashlib
 import io
 import json
 import os
-import struct
 import subprocess
 import sys
 
@@ -17,6 +16,8 @@ from PIL import Image, ImageDraw
 from trainer.errors import UserError
 from trainer.images import EXIF_DROPPED
 from trainer.prepare import prepare
+
+from raw_exif import LONG, with_raw_exif
 
 DECODER = TfExampleDecoder()
 RECORD_KEYS = {"image/encoded", "image/format", "image/height", "image/width", "image/source_id", "image/filename",
@@ -211,21 +212,11 @@ def test_exif_orientation_turns_pixels_upright_and_boxes_stay_as_annotated(bucke
         np.testing.assert_allclose(record["groundtruth_area"], [50 * 50 * scale * scale], rtol=1e-5)
 
 
-def with_raw_exif(data, entries):
-    """JPEG DATA with an EXIF segment of ENTRIES [(tag, TIFF type, value)], written byte by byte: Pillow itself
-    refuses to write what cameras and editors sometimes do (00103.jpg of kangaroo: a LONG 65537 as Orientation)."""
-    ifd = (struct.pack("<H", len(entries)) + b"".join(struct.pack("<HHII", tag, kind, 1, value)
-                                                       for tag, kind, value in entries) + struct.pack("<I", 0))
-    tiff = b"II*\x00" + struct.pack("<I", 8) + ifd
-    return data[:2] + b"\xff\xe1" + struct.pack(">H", len(tiff) + 8) + b"Exif\x00\x00" + tiff + data[2:]
-
-
 def test_an_exif_pillow_cannot_write_back_is_left_out_of_the_stored_copy_only(bucket, result):
     """Downscaling re-encodes the image with its EXIF: one Pillow cannot write (SHORT tags holding LONG values)
     is left out, said in the report, and the image is stored, not skipped (it failed the whole prepare)."""
-    long_type = 4
     odd = with_raw_exif(encode(Image.new("RGB", (400, 300), RED), "JPEG"),
-                        [(0x0112, long_type, 65537), (0x0128, long_type, 131074)])  # Orientation, ResolutionUnit
+                        [(0x0112, LONG, 65537), (0x0128, LONG, 131074)])  # Orientation, ResolutionUnit
     make_bucket(bucket, {"odd.jpg": odd, "plain.jpg": jpeg((400, 300))},
                 {"odd.jpg": [box(0.1, 0.1, 0.5, 0.5)], "plain.jpg": [box(0.1, 0.1, 0.5, 0.5)]})
     before = tree_state(bucket)
