@@ -2,7 +2,8 @@
 import numpy as np
 
 from trainer.export import evaluate, mediapipe_tasks, metadata
-from trainer.export.common import SCORE_THRESHOLD, stretch
+from trainer.export.common import stretch
+from trainer.model_garden import SCORE_THRESHOLD
 from trainer.predict import load_model
 
 TOLERANCE = 1e-4

@@ -81,6 +81,8 @@ def write_params(result_dir, model=None, steps=None, batch_size=None,
     if warm and decoder and params.task.model.decoder.type == "identity":
         warm["checkpoint"]["modules"] = warm["record"]["modules"] = [m for m in checkpoint["modules"] if m != "decoder"]
     params.override(_run_overrides(dataset, hardware, plan, checkpoint), is_strict=True)
+    if model_garden.is_retinanet(params):  # training's evaluation scores the detections the exports return
+        model_garden.portable_detections(params)
     params.override(model_garden.tuples_as_lists(params.as_dict()), is_strict=True)
     params.validate()
     if (decoder and checkpoint["path"] and "decoder" in checkpoint["modules"]

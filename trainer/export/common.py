@@ -12,11 +12,6 @@ from trainer.best import checkpoint_to_export
 from trainer.errors import UserError
 from trainer.run_dir import Experiment, RunDir, StageMissing, load_labels, write_labels as write_labels_file
 
-# Exported models return up to max_num_detections boxes down to this score; apps
-# and `trainer predict` apply their own minimum score.
-SCORE_THRESHOLD = 0.001
-
-
 class NotEvaluated(Exception):
     """A format's runtime is not on this machine (e.g. no Node.js for TF.js): written, but not evaluated."""
 
@@ -43,9 +38,7 @@ class Job:
 
     @property
     def is_retinanet(self):
-        from official.vision.configs import retinanet
-
-        return isinstance(self.params.task.model, retinanet.RetinaNet)
+        return model_garden.is_retinanet(self.params)
 
 
 def load_job(result_dir, keep_versions=3):
@@ -77,16 +70,14 @@ def load_params(result_dir):
     any batch size), scores down to SCORE_THRESHOLD and normalised boxes; the TFLite
     model's NMS (serving/detection.py) uses the same thresholds, per class.
     """
-    from official.vision.configs import retinanet
-
     from trainer.config import load_params as load
 
     run = RunDir(result_dir)
     if not run.params.is_file():
         raise StageMissing(run.params, "config", result_dir)
     params = load(result_dir)
-    if isinstance(params.task.model, retinanet.RetinaNet):
-        model_garden.portable_detections(params, SCORE_THRESHOLD)
+    if model_garden.is_retinanet(params):
+        model_garden.portable_detections(params)
     return params
 
 

@@ -18,7 +18,8 @@ from pathlib import Path
 
 
 from trainer.export import metadata, serving
-from trainer.export.common import SCORE_THRESHOLD, NotEvaluated, write_raw_images
+from trainer.export.common import NotEvaluated, write_raw_images
+from trainer.model_garden import SCORE_THRESHOLD
 
 RUNNER = Path(__file__).with_name("mediapipe_run.py")
 VENV = Path(__file__).resolve().parents[2] / ".venv-mediapipe"

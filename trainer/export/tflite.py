@@ -7,7 +7,8 @@ MediaPipe), as the model was trained and evaluated. Each file carries TFLite Mod
 (metadata.py: input, outputs, labels), so MediaPipe's ObjectDetector / ImageClassifier load it.
 """
 from trainer.export import metadata, serving
-from trainer.export.common import SCORE_THRESHOLD, record_images, stretch, write_labels
+from trainer.export.common import record_images, stretch, write_labels
+from trainer.model_garden import SCORE_THRESHOLD
 
 CALIBRATION_IMAGES = 100  # training images for int8 calibration
 THREADS = 2               # latency is measured as an app would run it: default delegate, 2 threads

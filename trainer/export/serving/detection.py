@@ -2,7 +2,8 @@
 import numpy as np
 
 from trainer.export import metadata
-from trainer.export.common import SCORE_THRESHOLD, core_ml_convert, network, require_retinanet, stretch
+from trainer.export.common import core_ml_convert, network, require_retinanet, stretch
+from trainer.model_garden import SCORE_THRESHOLD
 
 NAME = "detection"
 CORE_ML_CONFIDENCE = 0.25  # Model.mlmodel's default minimum score (apps may pass confidenceThreshold)
