@@ -1,5 +1,6 @@
 """Export stage on a briefly trained demo run: every format written, run in its own runtime on the validation split, scored."""
 import json
+import os
 import shutil
 from collections import Counter
 
@@ -382,3 +383,46 @@ def test_classifier_accuracy_and_top_5_agree_with_keras_metrics(tmp_path):
     assert 0 < scores["accuracy"] < scores["top_5_accuracy"] < 1
     written = json.loads((tmp_path / "p_predictions.json").read_text())
     assert [p["label_id"] for p in written] == probabilities.argmax(axis=1).tolist()
+
+
+def test_a_hard_swish_convolution_converts_to_a_web_graph_tfjs_runs_in_webassembly(tmp_path, tfjs_node_modules):
+    """The default model's activation: on x86 the converter's oneDNN rewrites fused it into the convolution as
+    `_FusedHardSwish`, which TF.js's wasm backend refuses ("not yet supported"); the web graph must run there and
+    compute what TensorFlow does."""
+    import base64
+    import subprocess
+
+    import tensorflow as tf
+    from official.modeling import tf_utils
+
+    from trainer.export import tfjs
+    from trainer.export.common import write_raw_images
+
+    rng = np.random.default_rng(3)
+    module = tf.Module()
+    module.kernel = tf.Variable(rng.normal(0, 0.5, (3, 3, 3, 8)).astype(np.float32))
+    module.bias = tf.Variable(rng.normal(0, 0.5, 8).astype(np.float32))
+    hard_swish = tf_utils.get_activation("hard_swish")
+
+    @tf.function(input_signature=[tf.TensorSpec([1, None, None, 3], tf.uint8)])
+    def serve(images):
+        features = tf.nn.bias_add(tf.nn.conv2d(tf.cast(images, tf.float32) / 255, module.kernel, 1, "SAME"),
+                                  module.bias)
+        return {"probs": tf.reduce_mean(hard_swish(features), axis=[1, 2])}
+
+    tf.saved_model.save(module, str(tmp_path / "saved"), signatures={"serving_default": serve.get_concrete_function()})
+    tfjs.convert(tmp_path / "saved", tmp_path / "web")
+
+    nodes = json.loads((tmp_path / "web" / "model.json").read_text())["modelTopology"]["node"]
+    fused = {base64.b64decode(op).decode() for node in nodes
+             for op in node.get("attr", {}).get("fused_ops", {}).get("list", {}).get("s", [])}
+    assert "_FusedHardSwish" not in fused, fused
+    image = rng.integers(0, 256, (20, 24, 3), dtype=np.uint8)
+    node, modules = tfjs.node_runtime()
+    listing = write_raw_images([image], tmp_path)
+    done = subprocess.run([node, str(tfjs.RUNNER), str(tmp_path / "web"), str(listing)], capture_output=True,
+                          text=True, env={**os.environ, "NODE_PATH": str(modules)})
+    assert done.returncode == 0, done.stderr[-2000:]
+    output = json.loads(done.stdout)
+    assert output["backend"] == "wasm"
+    np.testing.assert_allclose(output["results"][0]["probs"], serve(image[None])["probs"].numpy()[0], atol=1e-4)

@@ -46,11 +46,7 @@ def write(job, row):
     out = job.result_dir / row.folder
     shutil.rmtree(out, ignore_errors=True)
     with tempfile.TemporaryDirectory() as tmp:
-        run = subprocess.run([sys.executable, "-c", _CONVERTER, str(_web_saved_model(job, Path(tmp))), str(out)],
-                             capture_output=True, text=True)
-    if run.returncode:
-        lines = [line for line in run.stderr.splitlines() if line.strip()]
-        raise RuntimeError(f"tensorflowjs converter: {lines[-1] if lines else run.returncode}")
+        convert(_web_saved_model(job, Path(tmp)), out)
     manifest = json.loads(row.path(job.result_dir).read_text())
     expected = set(tasks.get(job.task).SERVING_OUTPUTS)
     if manifest.get("format") != "graph-model" or not expected <= set(manifest["signature"]["outputs"]):
@@ -62,6 +58,20 @@ def write(job, row):
             raise RuntimeError(f"weight shards {group['paths']} hold {actual} bytes, model.json expects {expected}")
     write_labels(out, job.labels)
     return out
+
+
+def convert(saved_model, out):
+    """Convert SAVED_MODEL's serving signature into a graph model in OUT.
+
+    With oneDNN's graph rewrites off: on x86 they fuse a convolution with its hard swish
+    (the default model's activation) into `_FusedConv2D` + `_FusedHardSwish`, which
+    TF.js's WebAssembly backend refuses ("not yet supported"), in Node and in browsers.
+    """
+    run = subprocess.run([sys.executable, "-c", _CONVERTER, str(saved_model), str(out)], capture_output=True,
+                         text=True, env={**os.environ, "TF_ENABLE_ONEDNN_OPTS": "0"})
+    if run.returncode:
+        lines = [line for line in run.stderr.splitlines() if line.strip()]
+        raise RuntimeError(f"tensorflowjs converter: {lines[-1] if lines else run.returncode}")
 
 
 def _web_saved_model(job, folder):
