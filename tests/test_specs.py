@@ -85,8 +85,10 @@ def test_every_shipped_spec_takes_spot_scheduling(strategy, expected):
         parsed = json_format.ParseDict(fill_job_spec(path, {**VALUES, "STRATEGY": strategy}),
                                        aiplatform_v1.CustomJobSpec.pb()())
         assert aiplatform_v1.Scheduling.Strategy(parsed.scheduling.strategy).name == expected, path.stem
-        # only the multi-worker job restarts all replicas together when Vertex restarts one
-        assert parsed.scheduling.restart_job_on_worker_restart is (path.stem == "multi-worker"), path.stem
+        # only jobs whose replicas cannot take back a restarted one (collectives, the data service's dispatcher)
+        # restart all replicas together when Vertex restarts one
+        assert parsed.scheduling.restart_job_on_worker_restart is (path.stem in ("multi-worker", "data-service")), \
+            path.stem
 
 
 def test_optional_values_not_given_are_left_out_and_defaults_apply():
