@@ -254,10 +254,11 @@ class Experiment(_Record):
         return dataclasses.replace(record, evaluation=EvaluationPlan.from_dict(data.get("evaluation") or {}))
 
     def as_dict(self):
-        """Every key, as config writes them; `init_from` only for a warm start."""
+        """Every key, as config writes them; `init_from` only for a warm start, `data_service` only with one."""
         record = super().as_dict()
-        if self.init_from is None:
-            del record["init_from"]
+        for key in ("init_from", "data_service"):
+            if record[key] is None:
+                del record[key]
         return {**record, "evaluation": self.evaluation.as_dict()}
 
     @classmethod
