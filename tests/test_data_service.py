@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from conftest import REPO
-from processes import free_port, run_trainer
+from processes import START_SH, free_port, run_trainer
 from trainer import config
 from trainer.__main__ import main
 from trainer.errors import UserError
@@ -73,7 +73,7 @@ def test_a_malformed_service_address_is_refused_first(tmp_path):
 
 
 def test_two_workers_produce_the_training_input(small_bucket, tmp_path):
-    """A dispatcher and two workers on 127.0.0.1 feed 4 steps of the demo model. Each worker's log (its tf.data
+    """A dispatcher and two workers on 127.0.0.1 feed 4 steps of the demo model (start.sh, DATA_SERVICE=). Each worker's log (its tf.data
     service task at VLOG 3) shows it built the training dataset's iterator and served elements to training; the
     dataset graph it ran (TF_DUMP_GRAPH_PREFIX) is our Parser's: Model Garden's box crop, not its image crop."""
     port = free_port()
@@ -96,9 +96,10 @@ def test_two_workers_produce_the_training_input(small_bucket, tmp_path):
         for name, process in processes.items():
             wait_until(lambda: "data-service: " in log(name), process, lambda: log(name), timeout=120)
         result_dir = tmp_path / "result"
-        completed = run_trainer(["run", "--data-dir", small_bucket, "--result-dir", result_dir, "--model", "demo",
-                                 "--steps", 4, "--batch-size", 2, "--formats", "none",
-                                 "--data-service", f"grpc://127.0.0.1:{port}"], {}, tmp_path / "run.log", timeout=300)
+        completed = run_trainer([START_SH, 4], {"DATA_DIR": str(small_bucket), "RESULT_DIR": str(result_dir),
+                                                "MODEL": "demo", "EXPORT_FORMATS": "none",
+                                                "DATA_SERVICE": f"grpc://127.0.0.1:{port}"},
+                                tmp_path / "start.log", timeout=300)
         assert all(process.poll() is None for process in processes.values()), {n: log(n) for n in processes}
         processes["dispatcher"].send_signal(signal.SIGTERM)
         assert processes["dispatcher"].wait(timeout=30) == 0 and "data-service: stopped" in log("dispatcher")
@@ -107,7 +108,7 @@ def test_two_workers_produce_the_training_input(small_bucket, tmp_path):
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(process.pid, signal.SIGKILL)
             process.wait(timeout=30)
-    assert completed.returncode == 0, completed.stdout[-3000:]
+    assert completed.returncode == 0 and "CACLI-TRAINING-SUCCESS" in completed.stdout, completed.stdout[-3000:]
     assert "config: training input from the tf.data service at grpc://127.0.0.1:" in completed.stdout
     assert json.loads((result_dir / "metrics.json").read_text())["step"] == 4
     task = yaml.safe_load((result_dir / "params.yaml").read_text())["task"]
