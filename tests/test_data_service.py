@@ -55,6 +55,7 @@ def test_the_data_service_pool_is_no_training_replica():
                                          "this replica in workerpool0 (index 0) with 2 workerpool2 replica(s)"),
     (["--worker"], {}, "data-service --worker needs --dispatcher-address HOST:PORT"),
     (["--dispatcher-address", "a:1"], {}, "data-service --dispatcher-address is where a --worker registers"),
+    (["--dispatcher", "--worker", "--dispatcher-address", "a:1"], {}, "data-service --dispatcher-address is where"),
     (["--worker", "--dispatcher-address", "a"], {}, "--dispatcher-address: 'a' is not HOST:PORT"),
 ])
 def test_bad_roles_are_one_line_errors(args, env, message, monkeypatch, capsys):

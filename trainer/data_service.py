@@ -18,7 +18,7 @@ from trainer.errors import UserError
 from trainer.hardware import DATA_SERVICE_POOL, DataServiceRole, data_service_role, host_port
 
 
-def serve(role, stop=None):
+def serve(role, stop):
     """Start ROLE's servers and block until STOP (a threading.Event) is set."""
     import tensorflow as tf
 
@@ -34,14 +34,15 @@ def serve(role, stop=None):
         port = servers[-1]._address.rpartition(":")[2]  # the port bound (WorkerServer has no public accessor)
         console.say(f"data-service: worker at {role.host}:{port}, registered with the dispatcher at "
                     f"{dispatcher_address}")
-    (stop or threading.Event()).wait()
+    stop.wait()
     console.say("data-service: stopped")
 
 
 def role_from_args(args, env):
     """The DataServiceRole the command line asks for, else CLUSTER_SPEC's (trainer/hardware.py)."""
-    if args.dispatcher_address and not args.worker:
-        raise UserError("data-service --dispatcher-address is where a --worker registers; give --worker too")
+    if args.dispatcher_address and (args.dispatcher or not args.worker):
+        raise UserError("data-service --dispatcher-address is where a --worker registers with a dispatcher "
+                        "elsewhere: give --worker, without --dispatcher")
     if not (args.dispatcher or args.worker):
         return data_service_role(env)
     if args.worker and not (args.dispatcher or args.dispatcher_address):
