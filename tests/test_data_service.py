@@ -73,6 +73,19 @@ def test_a_malformed_service_address_is_refused_first(tmp_path):
         config.write_params(tmp_path, "demo", data_service="localhost:5050")
 
 
+def test_config_takes_the_address_from_cluster_spec_unless_given(small_bucket, tmp_path, monkeypatch):
+    """On a Vertex AI chief beside a workerpool2, DATA_SERVICE may be left out; a given address wins."""
+    from trainer.prepare import prepare
+
+    prepare(small_bucket, tmp_path)
+    monkeypatch.setenv("CLUSTER_SPEC", cluster_spec("workerpool0", 0)["CLUSTER_SPEC"])
+    for given, address in ((None, "grpc://ds0:2222"), ("grpc://other:5050", "grpc://other:5050")):
+        params = config.load_params(config.write_params(tmp_path, "demo", data_service=given).parent)
+        assert (params.task.train_data.enable_tf_data_service, params.task.train_data.tf_data_service_address,
+                params.task.validation_data.enable_tf_data_service) == (True, address, False)
+        assert json.loads((tmp_path / "experiment.json").read_text())["data_service"] == address
+
+
 def test_two_workers_produce_the_training_input(small_bucket, tmp_path):
     """A dispatcher and two workers on 127.0.0.1 feed 4 steps of the demo model (start.sh, DATA_SERVICE=). Each worker's log (its tf.data
     service task at VLOG 3) shows it built the training dataset's iterator and served elements to training; the
