@@ -21,7 +21,7 @@ TPU_EVAL_BATCH = 8  # TPUs need whole batches; 8 splits over 8 cores or 4 chips
 WORKER_POOL_ROLES = {"workerpool0": "chief", "workerpool1": "worker", "workerpool2": "ps", "workerpool3": "evaluator"}
 TRAINING_ROLES = ("chief", "worker")
 # The tf.data service's machines (trainer/data_service.py): Vertex AI's TF_CONFIG names this pool "ps", but it
-# trains nothing; training replicas leave it out of their cluster, whose strategy would otherwise count it.
+# trains nothing, so training replicas leave it out of the TF_CONFIG their strategy reads (training_tf_config).
 DATA_SERVICE_POOL = "workerpool2"
 DATA_SERVICE_ROLE = WORKER_POOL_ROLES[DATA_SERVICE_POOL]
 DATA_SERVICE_WORKER_PORT_OFFSET = 1  # replica 0 runs the dispatcher on its address's port and a worker on the next
