@@ -2,7 +2,8 @@
 
 The job trains on steps x batch images, the batch being the one the trainer's config stage
 picks for the spec's hardware. They go no faster than the slower of two rates: what the
-training machines' vCPUs feed (vCPUs x 1000 / the input pipeline's CPU ms per image,
+machines that run the input pipeline feed (vCPUs x 1000 / its CPU ms per image: the training
+machines', or the tf.data service pool's when the spec has one,
 measured by benchmarks/input_pipeline.py) and what their devices train, both from
 throughput.yaml. Without a device figure the input pipeline's rate bounds the time from
 below only, and the estimate says so rather than guess. The cost is that time at
@@ -17,7 +18,7 @@ import yaml
 
 from trainer.catalogue import DEFAULT_MODELS, load_model
 from trainer.config import MIN_DEFAULT_STEPS, reference_batch
-from trainer.hardware import TRAINING_ROLES, WORKER_POOL_ROLES, Hardware
+from trainer.hardware import DATA_SERVICE_POOL, TRAINING_ROLES, WORKER_POOL_ROLES, Hardware
 
 REPO = Path(__file__).resolve().parent.parent
 JOBS_DIR = REPO / "configs" / "jobs"
@@ -33,7 +34,8 @@ class Estimate:
 
     model_given: False when the spec sets no MODEL and the localization default was taken.
     steps: the spec's STEPS; None: the trainer's default, `epochs` passes, counted from the bucket.
-    vcpus: of the training replicas together; None when a machine type is not in throughput.yaml
+    vcpus: of the replicas that run the input pipeline together (the training replicas, or those of the
+        data-service pool when there is one); None when a machine type is not in throughput.yaml
         (`unknown_machines`).
     device: what the chief trains on: its acceleratorType, else its machineType.
     device_images_per_s: of every training device together; None: not measured.
@@ -74,8 +76,9 @@ def estimate_job(spec):
     args = container.get("args", [])
     entry = load_model(model or DEFAULT_MODELS["detection"])
     measured = throughput["models"].get(entry.name, {})
-    vcpus = [throughput["machine_vcpus"].get(_machine_type(pool)) for pool in training]
-    unknown = tuple(dict.fromkeys(_machine_type(pool) for pool, count in zip(training, vcpus) if count is None))
+    feeding = [pool for index, pool in pools if f"workerpool{index}" == DATA_SERVICE_POOL] or training
+    vcpus = [throughput["machine_vcpus"].get(_machine_type(pool)) for pool in feeding]
+    unknown = tuple(dict.fromkeys(_machine_type(pool) for pool, count in zip(feeding, vcpus) if count is None))
     device_rates = [measured.get("device_images_per_s", {}).get(_device(pool)) for pool in training]
     usd_per_hour, unpriced = _price([pool for _, pool in pools], prices)
     return Estimate(
@@ -84,7 +87,7 @@ def estimate_job(spec):
         steps=int(args[0]) if args and args[0].isdigit() else None,
         epochs=entry.epochs,
         batch_size=reference_batch(entry, _hardware(training[0], workers=sum(map(_replicas, training)))),
-        vcpus=None if unknown else sum(count * _replicas(pool) for pool, count in zip(training, vcpus)),
+        vcpus=None if unknown else sum(count * _replicas(pool) for pool, count in zip(feeding, vcpus)),
         unknown_machines=unknown,
         cpu_ms_per_image=measured.get("cpu_ms_per_image"),
         device=_device(training[0]),

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The cacli job contract: train DATA_DIR's Cloud Annotations bucket into RESULT_DIR.
 #
-#   DATA_DIR=bucket RESULT_DIR=output [MODEL=name] [CHECKPOINT_URL=url] [VAL_FRACTION=0.2] [EXPORT_FORMATS=a,b|none] [SELECT_METRIC=AP] [PATIENCE=2] [MIN_DELTA=0.001] [INIT_FROM=earlier-result-dir] [VERBOSE=1] bash start.sh [STEPS]
+#   DATA_DIR=bucket RESULT_DIR=output [MODEL=name] [CHECKPOINT_URL=url] [VAL_FRACTION=0.2] [EXPORT_FORMATS=a,b|none] [SELECT_METRIC=AP] [PATIENCE=2] [MIN_DELTA=0.001] [INIT_FROM=earlier-result-dir] [DATA_SERVICE=grpc://host:port] [VERBOSE=1] bash start.sh [STEPS]
 #
 # Prints CACLI-TRAINING-SUCCESS (exit 0) or CACLI-TRAINING-FAILED (non-zero exit); when
 # training succeeded but an export conversion failed, also CACLI-CONVERSION-FAILED (exit 0).
@@ -10,7 +10,7 @@
 # Rerunning resumes: every stage skips what RESULT_DIR already holds.
 set -u
 
-usage="usage: DATA_DIR=bucket-folder RESULT_DIR=output-folder [MODEL=name] [CHECKPOINT_URL=url] [VAL_FRACTION=0.2] [EXPORT_FORMATS=saved_model,tflite,tfjs,coreml|none] [SELECT_METRIC=AP|AP50|AP/LABEL|accuracy] [PATIENCE=evaluations-without-improvement|0] [MIN_DELTA=0.001] [INIT_FROM=earlier-result-dir] [VERBOSE=1] bash start.sh [STEPS]"
+usage="usage: DATA_DIR=bucket-folder RESULT_DIR=output-folder [MODEL=name] [CHECKPOINT_URL=url] [VAL_FRACTION=0.2] [EXPORT_FORMATS=saved_model,tflite,tfjs,coreml|none] [SELECT_METRIC=AP|AP50|AP/LABEL|accuracy] [PATIENCE=evaluations-without-improvement|0] [MIN_DELTA=0.001] [INIT_FROM=earlier-result-dir] [DATA_SERVICE=grpc://host:port] [VERBOSE=1] bash start.sh [STEPS]"
 refuse() {
   echo "start.sh: $1" >&2
   echo "$usage" >&2
@@ -39,6 +39,7 @@ args=(run --data-dir "$DATA_DIR" --result-dir "$RESULT_DIR")
 [ -z "${PATIENCE:-}" ] || args+=(--patience "$PATIENCE")
 [ -z "${MIN_DELTA:-}" ] || args+=(--min-delta "$MIN_DELTA")
 [ -z "${INIT_FROM:-}" ] || args+=(--init-from "$INIT_FROM")
+[ -z "${DATA_SERVICE:-}" ] || args+=(--data-service "$DATA_SERVICE")
 [[ "${VERBOSE:-0}" =~ ^(0|)$ ]] || args+=(--verbose)  # else library output goes to RESULT_DIR/logs/ only
 
 # In the background so that SIGTERM (how Vertex AI preempts) reaches the trainer,

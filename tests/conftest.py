@@ -53,6 +53,16 @@ def kangaroo_dir():
     return KANGAROO
 
 
+@pytest.fixture(scope="module")
+def small_bucket(tmp_path_factory):
+    """24 generated images: the rehearsals' bucket; treat as read-only."""
+    from trainer.sample import make_sample_bucket
+
+    path = tmp_path_factory.mktemp("small-bucket")
+    make_sample_bucket(path, num_images=24)
+    return path
+
+
 @pytest.fixture(scope="session")
 def sample_bucket(tmp_path_factory):
     """The synthetic bucket `make demo` trains on (trainer.sample defaults), generated once; treat as read-only."""

@@ -18,14 +18,17 @@ DEFAULT = "retinanet_spinenet49_mobile"
 DEFAULT_LINE = (f"estimate: {DEFAULT} (no MODEL: the trainer's default for a localization bucket; "
                 f"a classification bucket trains mobilenet_v2), global batch ")
 IMAGE = "europe-west4-docker.pkg.dev/proj/repo/trainer"
-# spec: (its training machine, replicas, device, hardware kind, devices a batch is split over), as the spec says
+# spec: (the machine that runs its input pipeline, replicas of it, device, hardware kind, devices a batch is split
+# over), as the spec says: the training machine, or the data-service pool's
 SHIPPED = {
     "gpu": ("g2-standard-8", 1, "NVIDIA_L4", "gpu", 1),
     "python-package": ("g2-standard-8", 1, "NVIDIA_L4", "gpu", 1),
     "multi-gpu": ("a2-highgpu-4g", 1, "NVIDIA_TESLA_A100", "gpu", 4),
     "multi-worker": ("g2-standard-8", 3, "NVIDIA_L4", "gpu", 3),
     "tpu": ("ct5lp-hightpu-4t", 1, "ct5lp-hightpu-4t", "tpu", 1),
+    "data-service": ("n2-highcpu-16", 2, "NVIDIA_L4", "gpu", 1),
 }
+UNPRICED = {"data-service": "g2-standard-8, NVIDIA_L4, n2-highcpu-16"}  # where the input runs on other machines
 
 
 def submit_argv(spec, tmp_path, *flags):
@@ -90,7 +93,7 @@ def test_each_shipped_spec_prints_its_input_bound_lower_limit(monkeypatch, capsy
     rate, images = input_rate(machine, replicas), 1000000 * batch(kind, devices)
     minutes = int(images / rate // 60)
     assert minutes >= 60  # so it is printed in hours and minutes
-    unpriced = ", ".join([machine] + ([device] if device != machine else []))
+    unpriced = UNPRICED.get(spec) or ", ".join([machine] + ([device] if device != machine else []))
     cpu_ms = TABLE["models"][DEFAULT]["cpu_ms_per_image"]
     assert in_process_dry_run(monkeypatch, capsys, tmp_path, spec, "--steps", "1000000") == [
         f"{DEFAULT_LINE}{batch(kind, devices)}",

@@ -10,27 +10,17 @@ import os
 import re
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
+from conftest import REPO
+from processes import START_SH, free_port, run_trainer
 from trainer import config
 from trainer.errors import UserError
 from trainer.export.formats import EXPORT_FORMATS
 from trainer.hardware import SIMULATE_GPUS_ENV, SIMULATE_TPU_ENV, Hardware, detect_hardware
 
-REPO = Path(__file__).resolve().parent.parent
-START_SH = REPO / "packaging" / "start.sh"
 VAL_FRACTION = 0.35  # of 24 images: 7 val, 17 train
-
-
-@pytest.fixture(scope="module")
-def small_bucket(tmp_path_factory):
-    from trainer.sample import make_sample_bucket
-
-    path = tmp_path_factory.mktemp("small-bucket")
-    make_sample_bucket(path, num_images=24)
-    return path
 
 
 @pytest.fixture(scope="module")
@@ -49,16 +39,6 @@ def fresh_run(tmp_path, small_data, name):
     result_dir.mkdir()
     (result_dir / "data").symlink_to(small_data)
     return result_dir
-
-
-def run_trainer(args, env, log_path, timeout=600):
-    """`python -m trainer ARGS` (or start.sh when ARGS[0] is START_SH) in a fresh process; its output."""
-    command = ["bash", *map(str, args)] if args[0] == START_SH else [sys.executable, "-m", "trainer", *map(str, args)]
-    completed = subprocess.run(command, env={**os.environ, "PYTHONPATH": str(REPO), "TF_CPP_MIN_LOG_LEVEL": "2",
-                                             "PYTHON": sys.executable, **env},
-                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=timeout)
-    Path(log_path).write_text(completed.stdout)
-    return completed
 
 
 EVAL_COVERAGE = """
@@ -215,14 +195,6 @@ def test_four_simulated_gpus_evaluate_a_val_set_not_divisible_by_4(small_bucket,
     assert params.task.validation_data.global_batch_size == 8 and params.trainer.validation_steps == 1
     metrics = json.loads((result_dir / "metrics.json").read_text())
     assert metrics["step"] == 1 and metrics["AP"] is not None and metrics["validation_loss"] > 0
-
-
-def free_port():
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def vertex_env(pool, chief_address, worker_address):

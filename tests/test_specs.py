@@ -13,6 +13,7 @@ from cloud.__main__ import main as cloud_main
 from cloud.estimate import PRICES, THROUGHPUT
 from cloud.specs import PLACEHOLDERS, fill_job_spec
 from trainer.errors import UserError
+from trainer.hardware import DATA_SERVICE_POOL
 
 REPO = Path(__file__).resolve().parent.parent
 SPECS = sorted(set((REPO / "configs" / "jobs").glob("*.yaml")) - {THROUGHPUT, PRICES})  # the rest: the estimate's tables
@@ -50,7 +51,12 @@ def test_every_shipped_spec_fills_into_a_custom_job_spec(path):
     parsed = json_format.ParseDict(spec, aiplatform_v1.CustomJobSpec.pb()())
     assert "${" not in json.dumps(spec)
     assert parsed.base_output_directory.output_uri_prefix == VALUES["OUTPUT_URI"]
-    for pool in parsed.worker_pool_specs:
+    for index, pool in enumerate(parsed.worker_pool_specs):
+        if not pool.machine_spec.machine_type:  # an empty pool ({}): how a spec skips one
+            continue
+        if f"workerpool{index}" == DATA_SERVICE_POOL:  # reads its role from CLUSTER_SPEC, trains nothing
+            assert list(pool.container_spec.command) == ["python", "-m", "trainer", "data-service"]
+            continue
         env = {variable.name: variable.value for variable in pool.container_spec.env}
         assert (env["DATA_DIR"], env["RESULT_DIR"], env["MODEL"]) == (VALUES["DATA_DIR"], VALUES["RESULT_DIR"], "demo")
         assert list(pool.container_spec.args) == ["500"]
@@ -65,6 +71,9 @@ def test_hardware_of_the_shipped_specs():
     assert pools["tpu"][0]["machineSpec"] == {"machineType": "ct5lp-hightpu-4t", "tpuTopology": "2x2"}
     assert pools["tpu"][0]["containerSpec"]["imageUri"].endswith(":tpu")
     assert "acceleratorType" not in pools["cpu"][0]["machineSpec"]
+    assert pools["data-service"][0] == pools["gpu"][0] and pools["data-service"][1] == {}
+    assert (pools["data-service"][2]["machineSpec"], pools["data-service"][2]["replicaCount"]) == (
+        {"machineType": "n2-highcpu-16"}, 2)
     package = pools["python-package"][0]["containerSpec"]
     assert package["imageUri"].endswith(":gpu")
     assert {"name": "PACKAGE", "value": VALUES["PACKAGE_PATH"]} in package["env"]
@@ -76,8 +85,10 @@ def test_every_shipped_spec_takes_spot_scheduling(strategy, expected):
         parsed = json_format.ParseDict(fill_job_spec(path, {**VALUES, "STRATEGY": strategy}),
                                        aiplatform_v1.CustomJobSpec.pb()())
         assert aiplatform_v1.Scheduling.Strategy(parsed.scheduling.strategy).name == expected, path.stem
-        # only the multi-worker job restarts all replicas together when Vertex restarts one
-        assert parsed.scheduling.restart_job_on_worker_restart is (path.stem == "multi-worker"), path.stem
+        # only jobs whose replicas cannot take back a restarted one (collectives, the data service's dispatcher)
+        # restart all replicas together when Vertex restarts one
+        assert parsed.scheduling.restart_job_on_worker_restart is (path.stem in ("multi-worker", "data-service")), \
+            path.stem
 
 
 def test_optional_values_not_given_are_left_out_and_defaults_apply():

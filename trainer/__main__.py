@@ -29,9 +29,10 @@ STAGES = {
     "import": "turn a COCO, Pascal VOC, YOLO or Open Images dataset into a Cloud Annotations bucket",
     "export-annotations": "write a bucket's _annotations.json as COCO instances JSON",
     "merge-buckets": "fold corrected images back into a training bucket (later buckets win)",
+    "data-service": "run a tf.data service dispatcher and/or worker: training's input pipeline on other CPUs",
 }
 MODULES = {"import": "datasets.import_dataset", "export-annotations": "datasets.export_annotations",
-           "merge-buckets": "merge_buckets"}  # stage names that are not module names
+           "merge-buckets": "merge_buckets", "data-service": "data_service"}  # stage names that are not module names
 
 
 def main(argv=None):

@@ -13,6 +13,7 @@ TRAINER_SIMULATE_GPUS=N or TRAINER_SIMULATE_TPU=1), unless `write_params` is giv
 """
 import hashlib
 import math
+import os
 import re
 from dataclasses import asdict
 from pathlib import Path
@@ -20,7 +21,8 @@ from pathlib import Path
 from trainer import catalogue, console, model_garden, tasks
 from trainer.dataset import counted
 from trainer.errors import UserError
-from trainer.hardware import PRECISION, SIMULATION_HELP, STEPS_PER_LOOP, TPU_EVAL_BATCH, this_machine
+from trainer.hardware import (DATA_SERVICE_POOL, PRECISION, SIMULATION_HELP, STEPS_PER_LOOP, TPU_EVAL_BATCH,
+                              data_service_address, this_machine)
 from trainer.images import downscaled
 from trainer.run_dir import EvaluationPlan, Experiment, Report, RunDir
 
@@ -45,10 +47,13 @@ MAX_CHECKPOINTS_KEPT = 3
 # by default: filling it reads 10000 encoded images before the first step. A buffer
 # of the dataset (capped) shuffles as well for small datasets and starts at once.
 MAX_SHUFFLE_BUFFER = 1000
+# Model Garden's tf.data service job for the training input (it appends the batch size and a random number).
+DATA_SERVICE_JOB = "train"
+DATA_SERVICE_FORM = re.compile(r"grpc://[^:/\s]+:\d+")
 
 
 def write_params(result_dir, model=None, steps=None, batch_size=None,
-                 checkpoint_url=None, init_checkpoint=None, hardware=None, init_from=None):
+                 checkpoint_url=None, init_checkpoint=None, hardware=None, init_from=None, data_service=None):
     """Write RESULT_DIR/params.yaml (and experiment.json) for MODEL on the dataset prepare wrote; return its path.
 
     MODEL defaults by the dataset's task (detection or classification); `demo` is the
@@ -58,7 +63,10 @@ def write_params(result_dir, model=None, steps=None, batch_size=None,
     from the checkpoint stage; without one, the checkpoint (CHECKPOINT_URL, else the
     catalogue's) is fetched here. HARDWARE defaults to what this machine has. INIT_FROM, an earlier
     run folder of the same model, is a warm start from its best checkpoint (trainer/warm_start.py).
+    DATA_SERVICE, grpc://HOST:PORT (default: the data-service pool of Vertex AI's CLUSTER_SPEC, if any), runs the
+    training input on a tf.data service (trainer/data_service.py); evaluation reads its records here.
     """
+    data_service = _data_service(data_service)  # a malformed address is the first thing to hear about
     result_dir = Path(result_dir).absolute()
     run = RunDir(result_dir)
     if model is not None:
@@ -81,6 +89,9 @@ def write_params(result_dir, model=None, steps=None, batch_size=None,
     if warm and decoder and params.task.model.decoder.type == "identity":
         warm["checkpoint"]["modules"] = warm["record"]["modules"] = [m for m in checkpoint["modules"] if m != "decoder"]
     params.override(_run_overrides(dataset, hardware, plan, checkpoint), is_strict=True)
+    if data_service:
+        params.override({"task": {"train_data": {"enable_tf_data_service": True, "tf_data_service_address": data_service,
+                                                 "tf_data_service_job_name": DATA_SERVICE_JOB}}}, is_strict=True)
     if model_garden.is_retinanet(params):  # training's evaluation scores the detections the exports return
         model_garden.portable_detections(params)
     params.override(model_garden.tuples_as_lists(params.as_dict()), is_strict=True)
@@ -96,11 +107,13 @@ def write_params(result_dir, model=None, steps=None, batch_size=None,
     evaluation = _evaluation_plan(dataset["val_images"], hardware, run.data)
     Experiment(model=model, asked_model=asked, task=dataset["task"], experiment=entry.experiment,
                hardware=asdict(hardware), **plan, init_checkpoint=checkpoint["path"], evaluation=evaluation,
-               init_from=warm["record"] if warm else None).write(run)
+               init_from=warm["record"] if warm else None, data_service=data_service).write(run)
     state = "unchanged" if path.read_text() == previous else "written"
     console.say(f"config: {path} {state}: {model} ({entry.experiment}), {dataset['labels']} labels, "
                 f"{hardware.describe()}, batch {plan['batch_size']}, learning rate {plan['learning_rate']:g}")
     console.say(f"config: {plan['steps']} steps: {plan['steps_reason']}")
+    if data_service:
+        console.say(f"config: training input from the tf.data service at {data_service}")
     if not evaluation.evaluated:
         console.say(f"config: WARNING: {evaluation.reason}: the model will be trained WITHOUT evaluation "
                     f"(no COCO metrics; metrics.json will say evaluated: false)", error=True)
@@ -147,6 +160,15 @@ def _read_dataset(run):
         "options": report.options or {},
         "repaired": report.repaired,
     }
+
+
+def _data_service(asked):
+    """The tf.data service address: ASKED (checked), else CLUSTER_SPEC's data-service pool's, else None."""
+    if not asked:
+        return data_service_address(os.environ)
+    if not DATA_SERVICE_FORM.fullmatch(asked):
+        raise UserError(f"--data-service must be grpc://HOST:PORT (the data-service dispatcher), not {asked!r}")
+    return asked
 
 
 def _check_stored_size(entry, dataset, run):
@@ -369,6 +391,15 @@ def add_arguments(parser):
                         help="pretrained checkpoint (archive or prefix: http(s)://, gs://, file:// or a path) "
                              "instead of the catalogue's; fetched and cached by the checkpoint stage")
     add_init_from(parser)
+    add_data_service(parser)
+
+
+def add_data_service(parser):
+    parser.add_argument("--data-service", metavar="grpc://HOST:PORT",
+                        help="run the training input (decode, augment, anchor labels) on the tf.data service whose "
+                             "dispatcher is there (`python -m trainer data-service`) when this machine's CPUs cannot "
+                             f"feed its accelerators (default: Vertex AI's {DATA_SERVICE_POOL}, when CLUSTER_SPEC "
+                             "has one); evaluation stays local")
 
 
 def add_init_from(parser):
@@ -380,5 +411,5 @@ def add_init_from(parser):
 
 def main(args):
     write_params(args.result_dir, args.model, args.steps, args.batch_size, args.checkpoint_url,
-                 init_from=args.init_from)
+                 init_from=args.init_from, data_service=args.data_service)
     return 0

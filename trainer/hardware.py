@@ -20,6 +20,11 @@ TPU_EVAL_BATCH = 8  # TPUs need whole batches; 8 splits over 8 cores or 4 chips
 # Vertex AI's CLUSTER_SPEC names worker pools; TF_CONFIG names their roles.
 WORKER_POOL_ROLES = {"workerpool0": "chief", "workerpool1": "worker", "workerpool2": "ps", "workerpool3": "evaluator"}
 TRAINING_ROLES = ("chief", "worker")
+# The tf.data service's machines (trainer/data_service.py): Vertex AI's TF_CONFIG names this pool "ps", but it
+# trains nothing, so training replicas leave it out of the TF_CONFIG their strategy reads (training_tf_config).
+DATA_SERVICE_POOL = "workerpool2"
+DATA_SERVICE_ROLE = WORKER_POOL_ROLES[DATA_SERVICE_POOL]
+DATA_SERVICE_WORKER_PORT_OFFSET = 1  # replica 0 runs the dispatcher on its address's port and a worker on the next
 # Plan and train as on N GPUs (N logical CPU devices) or on a TPU (its batch and precision
 # on one CPU device): for tests, and to try an accelerator's plan on a laptop.
 SIMULATE_GPUS_ENV = "TRAINER_SIMULATE_GPUS"
@@ -71,6 +76,69 @@ def tf_config_from_env(env):
     if not env.get("CLUSTER_SPEC"):
         return {}
     return _cluster_json(env, "CLUSTER_SPEC", _from_cluster_spec)
+
+
+def training_tf_config(env):
+    """TF_CONFIG for this job's training strategy: tf_config_from_env without the data-service pool."""
+    config = tf_config_from_env(env)
+    if DATA_SERVICE_ROLE not in config.get("cluster", {}):
+        return config
+    return {**config, "cluster": {role: hosts for role, hosts in config["cluster"].items() if role != DATA_SERVICE_ROLE}}
+
+
+@dataclass(frozen=True)
+class DataServiceRole:
+    """What one data-service process serves: a dispatcher on `port`, and/or a worker on `worker_port` that
+    registers with `dispatcher_address` (default: the dispatcher beside it) as `host`:PORT, the address
+    training replicas reach it at. Port 0: any free port."""
+
+    dispatcher: bool
+    worker: bool
+    port: int = 0
+    dispatcher_address: str = ""
+    worker_port: int = 0
+    host: str = "localhost"
+
+
+def data_service_role(env):
+    """The DataServiceRole of this replica of Vertex AI's data-service pool (CLUSTER_SPEC's DATA_SERVICE_POOL).
+
+    Replica 0 runs the dispatcher on its address's port and a worker beside it; the others run a worker each,
+    pointing at replica 0. Anything else (no CLUSTER_SPEC, another pool) is a UserError.
+    """
+    if not env.get("CLUSTER_SPEC"):
+        raise UserError("data-service: give --dispatcher and/or --worker, or run it in Vertex AI's "
+                        f"{DATA_SERVICE_POOL} (where CLUSTER_SPEC names the role)")
+    spec = _cluster_json(env, "CLUSTER_SPEC", lambda spec: spec)
+    task = spec.get("task") or {}
+    pool, index = task.get("type"), task.get("index", 0)
+    hosts = spec.get("cluster", {}).get(DATA_SERVICE_POOL) or []
+    if pool != DATA_SERVICE_POOL or not 0 <= index < len(hosts):
+        raise UserError(f"data-service runs in Vertex AI's {DATA_SERVICE_POOL}, but CLUSTER_SPEC puts this replica "
+                        f"in {pool} (index {index}) with {len(hosts)} {DATA_SERVICE_POOL} replica(s)")
+    host, port = host_port(hosts[index], "CLUSTER_SPEC")
+    if index == 0:
+        return DataServiceRole(dispatcher=True, worker=True, port=port,
+                               worker_port=port + DATA_SERVICE_WORKER_PORT_OFFSET, host=host)
+    return DataServiceRole(dispatcher=False, worker=True, dispatcher_address=hosts[0],
+                           worker_port=port + DATA_SERVICE_WORKER_PORT_OFFSET, host=host)
+
+
+def data_service_address(env):
+    """grpc://HOST:PORT of the job's data-service dispatcher (replica 0 of CLUSTER_SPEC's data-service pool),
+    or None when CLUSTER_SPEC has no such pool."""
+    if not env.get("CLUSTER_SPEC"):
+        return None
+    hosts = _cluster_json(env, "CLUSTER_SPEC", lambda spec: spec).get("cluster", {}).get(DATA_SERVICE_POOL)
+    return f"grpc://{hosts[0]}" if hosts else None
+
+
+def host_port(address, source):
+    """(HOST, PORT) of ADDRESS, HOST:PORT; a UserError naming SOURCE when it is not one."""
+    host, _, port = address.rpartition(":")
+    if not host or not port.isdigit():
+        raise UserError(f"{source}: {address!r} is not HOST:PORT")
+    return host, int(port)
 
 
 def _cluster_json(env, name, convert):

@@ -41,12 +41,13 @@ READY_FILE = "ready.json"
 
 def run(data_dir, result_dir, model=None, steps=None, batch_size=None, checkpoint_url=None,
         formats=FORMAT_NAMES, val_fraction=DEFAULT_VAL_FRACTION, select_metric=None, patience=best.DEFAULT_PATIENCE,
-        min_delta=best.DEFAULT_MIN_DELTA, init_from=None):
+        min_delta=best.DEFAULT_MIN_DELTA, init_from=None, data_service=None):
     """Prepare DATA_DIR, configure and train MODEL into RESULT_DIR, export FORMATS.
 
     MODEL None: the default of the bucket's type (detection or classification); `demo`:
     the demo model of that type. SELECT_METRIC, PATIENCE, MIN_DELTA: as `trainer.train.train`'s; INIT_FROM:
-    an earlier run folder to warm-start from (`trainer.config.write_params`).
+    an earlier run folder to warm-start from, DATA_SERVICE: the tf.data service for the training input
+    (`trainer.config.write_params`).
     Returns what failed after training, {what: reason}: conversions, their evaluations, the
     report, the summary. The model is trained and served by its SavedModel all the same;
     the exit status and the cacli markers are a conversion failure's.
@@ -65,7 +66,8 @@ def run(data_dir, result_dir, model=None, steps=None, batch_size=None, checkpoin
         prepare(data_dir, result_dir, val_fraction=val_fraction, model=model)
         _stage("config", f"{model or 'default model'} -> {run_dir.params} (checkpoint fetched or taken "
                          "from the cache)")
-        config.write_params(result_dir, model, steps, batch_size, checkpoint_url, init_from=init_from)
+        config.write_params(result_dir, model, steps, batch_size, checkpoint_url, init_from=init_from,
+                            data_service=data_service)
         _write_ready(result_dir)
     else:
         _wait_for_chief(result_dir, {"asked_model": model, "steps": steps, "batch_size": batch_size})
@@ -180,6 +182,7 @@ def add_arguments(parser):
                         help="comma-separated export formats after training (default: all), or 'none'")
     best.add_arguments(parser)
     config.add_init_from(parser)
+    config.add_data_service(parser)
 
 
 def main(args):
@@ -189,7 +192,7 @@ def main(args):
     try:
         failed = run(args.data_dir, args.result_dir, args.model, args.steps, args.batch_size, args.checkpoint_url,
                      formats, args.val_fraction, args.select_metric, args.patience, args.min_delta,
-                     args.init_from)
+                     args.init_from, args.data_service)
     except Terminated:
         return TERMINATED_EXIT
     return conversion_exit(failed)

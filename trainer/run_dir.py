@@ -227,7 +227,8 @@ class EvaluationPlan(_Record):
 @dataclass(frozen=True)
 class Experiment(_Record):
     """experiment.json, beside params.yaml: the Model Garden experiment to load it onto, and why the run got its
-    steps, batch size and hardware. `hardware`: config's Hardware as a dict; `init_from`: a warm start's record."""
+    steps, batch size and hardware. `hardware`: config's Hardware as a dict; `init_from`: a warm start's record;
+    `data_service`: the tf.data service (grpc://HOST:PORT) that runs the training input, or None."""
 
     model: str = None
     asked_model: str = None
@@ -245,6 +246,7 @@ class Experiment(_Record):
     init_checkpoint: str = None
     evaluation: EvaluationPlan = EvaluationPlan()
     init_from: dict = None
+    data_service: str = None
 
     @classmethod
     def from_dict(cls, data):
@@ -252,10 +254,11 @@ class Experiment(_Record):
         return dataclasses.replace(record, evaluation=EvaluationPlan.from_dict(data.get("evaluation") or {}))
 
     def as_dict(self):
-        """Every key, as config writes them; `init_from` only for a warm start."""
+        """Every key, as config writes them; `init_from` only for a warm start, `data_service` only with one."""
         record = super().as_dict()
-        if self.init_from is None:
-            del record["init_from"]
+        for key in ("init_from", "data_service"):
+            if record[key] is None:
+                del record[key]
         return {**record, "evaluation": self.evaluation.as_dict()}
 
     @classmethod

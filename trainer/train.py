@@ -30,7 +30,7 @@ from trainer import config, console, model_garden, tasks
 from trainer.report import write_report
 from trainer.metrics import class_confusion
 from trainer.errors import UserError
-from trainer.hardware import SIMULATE_GPUS_ENV, Hardware, is_chief, tf_config_from_env
+from trainer.hardware import SIMULATE_GPUS_ENV, Hardware, is_chief, training_tf_config
 from trainer.run_dir import BEST_FOLDER, Experiment, Metrics, RunDir, StageMissing, load_labels, write_json
 
 TERMINATED_EXIT = 128 + signal.SIGTERM
@@ -104,8 +104,8 @@ def _train(run, experiment, steps, last_step, tracker):
     params = config.load_params(run.root)
     params.lock()
     evaluation = experiment.evaluation
-    if "TF_CONFIG" not in os.environ and "CLUSTER_SPEC" in os.environ:
-        os.environ["TF_CONFIG"] = json.dumps(tf_config_from_env(os.environ))
+    if os.environ.get("TF_CONFIG") or os.environ.get("CLUSTER_SPEC"):  # what the strategy reads, sans data service
+        os.environ["TF_CONFIG"] = json.dumps(training_tf_config(os.environ))
     performance.set_mixed_precision_policy(params.runtime.mixed_precision_dtype)
     strategy = _distribution_strategy(params, Hardware(**experiment.hardware))
     init = experiment.init_from  # a warm start (trainer/warm_start.py)
