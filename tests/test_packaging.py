@@ -169,8 +169,10 @@ def test_start_sh_waits_for_the_save_through_repeated_signals(tmp_path, as_pid1,
     command = ["bash", str(REPO / "packaging" / "start.sh"), "7"]
     if as_pid1:  # the container's situation: when PID 1 exits, the kernel kills every other process
         command = ["unshare", "--user", "--map-root-user", "--pid", "--fork", *command]
+    # As a container's PID 1 starts, with default signal dispositions: a runner that ignores SIGINT (a background
+    # job of a non-interactive shell) would pass that on, and bash cannot trap a signal ignored at its start.
     process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                               start_new_session=True)
+                               start_new_session=True, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         bash = process.pid
         if as_pid1:
