@@ -108,3 +108,56 @@ def test_the_parser_tests_seeds_draw_both_flips():
         tf.random.set_seed(seed)
         draws.add(bool(tf.function(lambda: tf.random.uniform([], seed=1) < 0.5)()))
     assert draws == {True, False}
+
+
+def params_input_size(experiment):
+    from official.core import exp_factory
+
+    return tuple(exp_factory.get_exp_config(experiment).task.model.input_size[:2])
+
+
+def _records_file(path, encoded, size, task):
+    """PATH: a TFRecord file of one record as prepare writes it for TASK, its image ENCODED (SIZE: width, height)."""
+    from trainer.records import classification_features
+
+    features = (detection_features("a.jpg", encoded, size, [(0.1, 0.2, 0.5, 0.6, 1, "cat")], 1)
+                if task == "detection" else classification_features("a.jpg", encoded, size, 0, "cat", 1))
+    example = tf.train.Example(features=tf.train.Features(feature={
+        key: tf.train.Feature(**{f"{kind}_list": getattr(tf.train, f"{kind.capitalize()}List")(value=values)})
+        for key, (kind, values) in features.items()}))
+    with tf.io.TFRecordWriter(str(path)) as writer:
+        writer.write(example.SerializeToString())
+    return str(path)
+
+
+@pytest.mark.parametrize("experiment, task", [("retinanet_mobile_coco", "detection"),
+                                              ("mobilenet_imagenet", "classification")])
+def test_validation_decodes_jpegs_as_pillow_and_apps_do(tmp_path, experiment, task):
+    """The validation image through train's task equals Model Garden's own validation input of a lossless PNG of
+    Pillow's decode (what the export evaluation, predict and apps feed); Model Garden's own decode of the JPEG
+    (TF's fast integer IDCT) differs, so the evaluation that picks the best checkpoint would score other pixels."""
+    import io
+
+    from official.core import exp_factory, task_factory
+    from PIL import Image
+
+    rng = np.random.default_rng(11)
+    jpeg, png = io.BytesIO(), io.BytesIO()
+    Image.fromarray(rng.integers(0, 256, [90, 120, 3], dtype=np.uint8)).save(jpeg, "JPEG", quality=90)
+    Image.open(jpeg).convert("RGB").save(png, "PNG")
+
+    def validation_image(get_task, encoded, name):
+        params = exp_factory.get_exp_config(experiment).task
+        data = params.validation_data
+        data.input_path, data.global_batch_size = _records_file(tmp_path / name, encoded, (120, 90), task), 1
+        if task == "classification":
+            data.aug_crop = False  # as config writes a classifier's validation (tasks/classification.py)
+        images, _ = next(iter(get_task(params).build_inputs(data)))
+        return images.numpy()
+
+    expected = validation_image(task_factory.get_task, png.getvalue(), "png")
+    assert expected.shape == (1, *params_input_size(experiment), 3)
+    np.testing.assert_allclose(validation_image(input_pipeline.get_task, jpeg.getvalue(), "ours"), expected,
+                               atol=1e-6)
+    fast = validation_image(task_factory.get_task, jpeg.getvalue(), "model-garden")
+    assert np.abs(fast - expected).max() > 0.05  # normalised: over a grey level

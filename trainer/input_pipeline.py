@@ -15,6 +15,8 @@ only the crop's pixels are computed, from the source rows they sample; the flip 
 the sampling instead of copying the image, and the normalisation runs on whichever pass
 has fewer pixels (normalising is affine and bilinear weights sum to one). Elsewhere
 Model Garden's own resize runs, on the uint8 image, normalising only the crop. The anchors are built once, not for every image.
+
+Every task's validation input decodes its JPEGs as apps do (`get_task`), so training's evaluation scores the exports' pixels.
 """
 import math
 
@@ -32,10 +34,23 @@ RESIZE_WASTE = 2.0
 
 
 def get_task(task_config, **kwargs):
-    """Model Garden's task for TASK_CONFIG (as `task_factory.get_task`), with `Parser` for a RetinaNet's training."""
+    """Model Garden's task for TASK_CONFIG (as `task_factory.get_task`), with `Parser` for a RetinaNet's training,
+    and every task's validation images decoded as apps decode them (`model_garden.accurate_jpeg_decoding`):
+    the evaluation that picks the best checkpoint and stops early scores what the exports get."""
     if task_factory.get_task_cls(type(task_config)) is retinanet.RetinaNetTask:
-        return RetinaNetTask(task_config, **kwargs)
-    return task_factory.get_task(task_config, **kwargs)
+        task = RetinaNetTask(task_config, **kwargs)
+    else:
+        task = task_factory.get_task(task_config, **kwargs)
+    build_inputs = task.build_inputs
+
+    def build_validation_decoded_accurately(params, input_context=None):
+        if params.is_training:
+            return build_inputs(params, input_context)
+        with model_garden.accurate_jpeg_decoding():
+            return build_inputs(params, input_context)
+
+    task.build_inputs = build_validation_decoded_accurately
+    return task
 
 
 class RetinaNetTask(retinanet.RetinaNetTask):
