@@ -14,7 +14,7 @@ changes is where the work is done. Where the jittered image is much larger than 
 only the crop's pixels are computed, from the source rows they sample; the flip mirrors
 the sampling instead of copying the image, and the normalisation runs on whichever pass
 has fewer pixels (normalising is affine and bilinear weights sum to one). Elsewhere
-Model Garden's own resize runs, on the uint8 image, normalising only the crop. The anchors are built once, not for every image.
+Model Garden's own resize runs, on the uint8 image, normalising only the crop. The anchors are built once, not for every image, and labelled by `anchor_labels.AnchorLabeler`.
 
 Every task's validation input decodes its JPEGs as apps do (`get_task`), so training's evaluation scores the exports' pixels.
 """
@@ -26,7 +26,7 @@ from official.vision.dataloaders import retinanet_input
 from official.vision.ops import anchor, box_ops, preprocess_ops
 from official.vision.tasks import retinanet
 
-from trainer import model_garden
+from trainer import anchor_labels, model_garden
 
 # Model Garden's resize of the whole image, then a slice, costs least while the resized image is at most this many
 # times the crop; above it sampling only the crop's pixels does (measured: benchmarks/input_pipeline.py).
@@ -76,6 +76,9 @@ class Parser(retinanet_input.Parser):
         # Built once, here (eager), as constants; Model Garden builds them for every image.
         self._anchor_values = {level: boxes.numpy()
                                for level, boxes in generator(image_size=tuple(self._padded_size)).items()}
+        self._anchor_labeler = anchor_labels.AnchorLabeler(
+            self._anchor_values, match_threshold=self._match_threshold,
+            unmatched_threshold=self._unmatched_threshold, box_coder_weights=self._box_coder_weights)
 
     def _parse_train_data(self, data, anchor_labeler=None, input_anchor=None):
         if self._augmenter is not None or self._aug_rand_jpeg is not None or data.get("groundtruth_attributes"):
@@ -105,9 +108,7 @@ class Parser(retinanet_input.Parser):
         keep = box_ops.get_non_empty_box_indices(boxes)
         boxes, classes = tf.gather(boxes, keep), tf.gather(classes, keep)
         anchor_boxes = {level: tf.constant(values) for level, values in self._anchor_values.items()}
-        anchor_labeler = anchor_labeler or anchor.AnchorLabeler(
-            match_threshold=self._match_threshold, unmatched_threshold=self._unmatched_threshold,
-            box_coder_weights=self._box_coder_weights)
+        anchor_labeler = anchor_labeler or self._anchor_labeler
         cls_targets, box_targets, _, cls_weights, box_weights = anchor_labeler.label_anchors(
             anchor_boxes, boxes, tf.expand_dims(classes, axis=1))
         image_info = tf.stack([image_size, desired, image_scale, tf.cast(offset, tf.float32)])
