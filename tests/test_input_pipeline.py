@@ -161,3 +161,62 @@ def test_validation_decodes_jpegs_as_pillow_and_apps_do(tmp_path, experiment, ta
                                atol=1e-6)
     fast = validation_image(task_factory.get_task, jpeg.getvalue(), "model-garden")
     assert np.abs(fast - expected).max() > 0.05  # normalised: over a grey level
+
+
+def _training_batches(tmp_path, decode_once):
+    """An iterator over batches of 2 of the default model's training input (train's task, one record file of two
+    records of different sizes, shuffled within 2) and the record file."""
+    import io
+
+    from official.core import exp_factory
+    from PIL import Image
+
+    rng = np.random.default_rng(2)
+    path = tmp_path / f"train-{decode_once}.tfrecord"
+    with tf.io.TFRecordWriter(str(path)) as writer:
+        for size in ((180, 240), (200, 160)):
+            buffer = io.BytesIO()
+            Image.fromarray(rng.integers(0, 256, [*size, 3], dtype=np.uint8)).save(buffer, "JPEG")
+            features = detection_features("a.jpg", buffer.getvalue(), size[::-1], [(0.1, 0.2, 0.5, 0.6, 1, "cat")], 1)
+            writer.write(tf.train.Example(features=tf.train.Features(feature={
+                key: tf.train.Feature(**{f"{kind}_list": getattr(tf.train, f"{kind.capitalize()}List")(value=values)})
+                for key, (kind, values) in features.items()})).SerializeToString())
+    params = exp_factory.get_exp_config("retinanet_mobile_coco").task
+    data = params.train_data
+    data.input_path, data.global_batch_size, data.shuffle_buffer_size = str(path), 2, 2
+    return iter(input_pipeline.get_task(params, decode_once=decode_once).build_inputs(data)), path
+
+
+def test_decode_once_reads_the_records_once_and_augments_every_epoch(tmp_path):
+    """Decoded once: the record file can go after the first epochs and training goes on, each record's scale drawn
+    anew every epoch (Model Garden's own `cache` would repeat the first epoch's); decoded every epoch, the next read
+    of the file fails."""
+    batches, path = _training_batches(tmp_path, decode_once=True)
+    infos = [next(batches)[1]["image_info"].numpy() for _ in range(3)]  # 3 epochs: the cache is complete
+    path.unlink()
+    infos += [next(batches)[1]["image_info"].numpy() for _ in range(20)]
+    scales = {}
+    for info in np.concatenate(infos):
+        scales.setdefault(tuple(info[0]), set()).add(tuple(info[2]))
+    assert sorted(scales) == [(180.0, 240.0), (200.0, 160.0)]
+    assert all(len(drawn) > 10 for drawn in scales.values())
+
+    batches, path = _training_batches(tmp_path, decode_once=False)
+    for _ in range(3):
+        next(batches)
+    path.unlink()
+    with pytest.raises(tf.errors.NotFoundError):
+        for _ in range(50):
+            next(batches)
+
+
+def test_decoded_images_are_kept_in_memory_when_they_take_a_quarter_of_it_at_most():
+    gib = 2 ** 30
+    assert input_pipeline.decodes_once(gib, 4 * gib) == (
+        True, "decoding the training images once and keeping them in memory (1.00 GiB of the 4.00 GiB available)")
+    assert input_pipeline.decodes_once(gib + 1, 4 * gib) == (
+        False, "decoding the training images every epoch: decoded they take 1.00 GiB, over 25% of the 4.00 GiB "
+               "available")
+    assert input_pipeline.decodes_once(None, 4 * gib) == (
+        False, "decoding the training images every epoch: this prepare counted no stored pixels (prepare again to "
+               "keep them in memory)")

@@ -264,6 +264,8 @@ def test_images_are_stored_at_the_size_the_models_training_reads_and_boxes_stay_
         np.testing.assert_allclose(records[key]["groundtruth_boxes"], [[0.5, 0.25, 1.0, 0.75]])
     assert records["small.jpg"]["encoded"] == files["small.jpg"]
     assert records["wide.jpg"]["encoded"] == files["wide.jpg"] or wide != (2000, 500)
+    # what train's decision to keep the decoded images in memory counts (trainer/input_pipeline.decodes_once)
+    assert sum(report["stored_pixels"].values()) == sum(width * height for width, height in stored.values())
 
 
 def test_max_side_stores_the_longer_side_at_most_that(bucket, result):
@@ -325,6 +327,7 @@ def test_box_repairs_negatives_and_unlabelled_boxes_in_the_records(bucket, resul
     ]
     assert report["labels"] == ["cat", "dog"]
     assert report["splits"]["train"] == {"images": 3, "boxes": 2, "negatives": 2, "per_class": {"cat": 1, "dog": 1}}
+    assert report["stored_pixels"] == {"train": 3 * 64 * 48, "val": 0}
     records = read_records(result, report)
     np.testing.assert_allclose(records["repaired.jpg"]["groundtruth_boxes"],
                                [[0.2, 0.0, 1.0, 0.5], [0.3, 0.6, 0.8, 0.9]])

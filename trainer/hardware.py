@@ -204,6 +204,18 @@ def is_chief(env):
     return task.get("type") == "chief"
 
 
+def available_memory():
+    """Bytes of memory this machine can give without swapping: /proc/meminfo's MemAvailable, else all of it."""
+    try:
+        with open("/proc/meminfo") as meminfo:
+            for line in meminfo:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+
+
 def this_machine():
     """The Hardware of this process: its environment and the GPUs TensorFlow sees."""
     import tensorflow as tf

@@ -18,6 +18,7 @@ Model Garden's own resize runs, on the uint8 image, normalising only the crop. T
 
 Every task's validation input decodes its JPEGs as apps do (`get_task`), so training's evaluation scores the exports' pixels.
 """
+import contextlib
 import math
 
 import tensorflow as tf
@@ -31,26 +32,50 @@ from trainer import anchor_labels, model_garden
 # Model Garden's resize of the whole image, then a slice, costs least while the resized image is at most this many
 # times the crop; above it sampling only the crop's pixels does (measured: benchmarks/input_pipeline.py).
 RESIZE_WASTE = 2.0
+# Decoded training images are kept in memory when they take at most this share of the memory available at the start.
+MEMORY_SHARE = 0.25
 
 
-def get_task(task_config, **kwargs):
+def get_task(task_config, decode_once=False, **kwargs):
     """Model Garden's task for TASK_CONFIG (as `task_factory.get_task`), with `Parser` for a RetinaNet's training,
-    and every task's validation images decoded as apps decode them (`model_garden.accurate_jpeg_decoding`):
-    the evaluation that picks the best checkpoint and stops early scores what the exports get."""
+    its training records decoded once and kept in memory when DECODE_ONCE (`model_garden.training_records_decoded_once`;
+    see `decodes_once`), and every task's validation images decoded as apps decode them
+    (`model_garden.accurate_jpeg_decoding`): the evaluation that picks the best checkpoint and stops early scores what
+    the exports get."""
     if task_factory.get_task_cls(type(task_config)) is retinanet.RetinaNetTask:
         task = RetinaNetTask(task_config, **kwargs)
     else:
         task = task_factory.get_task(task_config, **kwargs)
     build_inputs = task.build_inputs
 
-    def build_validation_decoded_accurately(params, input_context=None):
-        if params.is_training:
-            return build_inputs(params, input_context)
-        with model_garden.accurate_jpeg_decoding():
+    def build_inputs_as_train_reads_them(params, input_context=None):
+        if not params.is_training:
+            decoding = model_garden.accurate_jpeg_decoding()
+        else:
+            decoding = model_garden.training_records_decoded_once() if decode_once else contextlib.nullcontext()
+        with decoding:
             return build_inputs(params, input_context)
 
-    task.build_inputs = build_validation_decoded_accurately
+    task.build_inputs = build_inputs_as_train_reads_them
     return task
+
+
+def decodes_once(decoded, available_bytes):
+    """(whether to keep the decoded training images in memory, the line that says so and why): yes when DECODED,
+    the bytes they take decoded (`Report.decoded_bytes`; None where prepare counted none), is at most MEMORY_SHARE
+    of AVAILABLE_BYTES. The whole split is counted, though each of several workers keeps only its shard."""
+    if decoded is None:
+        return False, ("decoding the training images every epoch: this prepare counted no stored pixels (prepare "
+                       "again to keep them in memory)")
+    if decoded <= MEMORY_SHARE * available_bytes:
+        return True, (f"decoding the training images once and keeping them in memory "
+                      f"({_gib(decoded)} of the {_gib(available_bytes)} available)")
+    return False, (f"decoding the training images every epoch: decoded they take {_gib(decoded)}, over "
+                   f"{MEMORY_SHARE:.0%} of the {_gib(available_bytes)} available")
+
+
+def _gib(size):
+    return f"{size / 2 ** 30:.2f} GiB"
 
 
 class RetinaNetTask(retinanet.RetinaNetTask):

@@ -237,6 +237,43 @@ def retinanet_training_parser(parser_class):
 
 
 @contextlib.contextmanager
+def training_records_decoded_once():
+    """While the block runs, a training `InputReader` decodes each record once and keeps it in memory.
+
+    official/core/input_reader.py repeats the (shuffled) record files before decoding, so every epoch decodes
+    every JPEG again (on kangaroo, a third of the default model's input CPU); its `cache` option caches after the
+    parser, so every epoch would repeat the first one's random crops and flips. Here the records are read once
+    (`_read_data_source` as it reads them for `cache`: files shuffled once, not repeated), decoded by the reader's
+    decoder, cached and repeated; the reader's own record shuffle, parser, batching and tf.data service then run on
+    those as on decoded records. Readers of evaluation data are left alone.
+    """
+    from unittest import mock
+
+    import tensorflow as tf
+    from official.core import input_reader
+
+    read = input_reader.InputReader.read
+
+    def read_decoded_once(reader, input_context=None, dataset=None):
+        if dataset is not None or not reader._is_training or reader._cache or reader._decoder_fn is None:
+            return read(reader, input_context, dataset)
+        reader._cache = True  # what makes _read_data_source read the files once
+        try:
+            records = reader._read_data_source(reader._matched_files, reader._dataset_fn, input_context)
+        finally:
+            reader._cache = False
+        decoded = records.map(reader._decoder_fn, num_parallel_calls=tf.data.AUTOTUNE).cache().repeat()
+        decoder, reader._decoder_fn = reader._decoder_fn, None
+        try:
+            return read(reader, input_context, decoded)
+        finally:
+            reader._decoder_fn = decoder
+
+    with mock.patch.object(input_reader.InputReader, "read", read_decoded_once):
+        yield
+
+
+@contextlib.contextmanager
 def accurate_jpeg_decoding():
     """While the block runs, Model Garden's detection and classification decoders decode JPEGs as apps do.
 

@@ -151,6 +151,8 @@ def _write(data_dir, run, annotation_set, options, input_size, stored_size, file
         files=files,
         max_boxes_per_image=max(len(item.boxes) for item in items),
         input_size=input_size,
+        stored_pixels={split: sum(item.size[0] * item.size[1] for item in items if item.split == split)
+                       for split in ("train", "val")},
         skipped=[{"image": i["image"], "reason": i["reason"]} for i in sorted(skipped, key=_issue_order)],
         repaired=[{"image": i["image"], "reason": i["reason"]} for i in sorted(repaired, key=_issue_order)],
         warnings=warnings + splitter.warnings() + dataset_warnings(items, labels, input_size, val_fraction, task),

@@ -144,7 +144,12 @@ def write_json(path, value, ensure_ascii=True):
 
 
 class _Record:
-    """from_dict / as_dict between a frozen dataclass and its JSON object (unknown keys ignored)."""
+    """from_dict / as_dict between a frozen dataclass and its JSON object (unknown keys ignored).
+
+    `LATER`: keys newer than files a run may hold, left out while None, so an older run's file is written back as it
+    was."""
+
+    LATER = ()
 
     @classmethod
     def from_dict(cls, data):
@@ -152,7 +157,8 @@ class _Record:
         return cls(**{key: value for key, value in data.items() if key in names})
 
     def as_dict(self):
-        return {field.name: getattr(self, field.name) for field in dataclasses.fields(self)}
+        return {field.name: getattr(self, field.name) for field in dataclasses.fields(self)
+                if not (field.name in self.LATER and getattr(self, field.name) is None)}
 
 
 def load_labels(run):
@@ -178,8 +184,12 @@ def write_labels(folder, labels, newline=True):
 class Report(_Record):
     """data/report.json, prepare's marker (written last): counts, record files, every skipped or repaired item.
 
-    `splits`: {"train"|"val": counts per class}; `files`: {"train"|"val": record file names in data/}.
+    `splits`: {"train"|"val": counts per class}; `files`: {"train"|"val": record file names in data/};
+    `stored_pixels`: {"train"|"val": pixels of the split's stored images}, what decoding it takes (3 bytes a pixel;
+    None in reports older than it).
     """
+
+    LATER = ("stored_pixels",)
 
     task: str = "detection"
     labels: list = dataclasses.field(default_factory=list)
@@ -188,6 +198,7 @@ class Report(_Record):
     files: dict = dataclasses.field(default_factory=dict)
     max_boxes_per_image: int = 1
     input_size: int = None
+    stored_pixels: dict = None
     skipped: list = dataclasses.field(default_factory=list)
     repaired: list = dataclasses.field(default_factory=list)
     warnings: list = dataclasses.field(default_factory=list)
@@ -211,6 +222,10 @@ class Report(_Record):
 
     def images(self, split):
         return self.splits[split]["images"]
+
+    def decoded_bytes(self, split):
+        """Bytes SPLIT's images take decoded (RGB), or None where prepare counted no pixels."""
+        return 3 * self.stored_pixels[split] if self.stored_pixels else None
 
     def record_files(self, split):
         return self.files.get(split, [])

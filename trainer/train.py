@@ -30,8 +30,9 @@ from trainer import config, console, model_garden, tasks
 from trainer.report import write_report
 from trainer.metrics import class_confusion
 from trainer.errors import UserError
-from trainer.hardware import SIMULATE_GPUS_ENV, Hardware, is_chief, training_tf_config
-from trainer.run_dir import BEST_FOLDER, Experiment, Metrics, RunDir, StageMissing, load_labels, write_json
+from trainer.hardware import SIMULATE_GPUS_ENV, Hardware, available_memory, is_chief, training_tf_config
+from trainer.run_dir import (BEST_FOLDER, Experiment, Metrics, Report, RunDir, StageMissing, load_labels,
+                             write_json)
 
 TERMINATED_EXIT = 128 + signal.SIGTERM
 
@@ -125,8 +126,12 @@ def _train(run, experiment, steps, last_step, tracker):
     runner = None
     with _raise_on_sigterm():
         try:
+            report = Report.find(run)
+            decode_once, decoding = input_pipeline.decodes_once(report and report.decoded_bytes("train"),
+                                                                available_memory())
+            console.say(f"train: {decoding}")
             with strategy.scope():
-                task = input_pipeline.get_task(params.task, logging_dir=str(model_dir))
+                task = input_pipeline.get_task(params.task, decode_once=decode_once, logging_dir=str(model_dir))
             if init and not init["same_labels"]:
                 task.initialize = _copying_head(task.initialize, init, labels, params, strategy)
             if evaluation.evaluated:
