@@ -44,9 +44,10 @@ def half_bucket(source, destination):
     return len(kept)
 
 
-def train(bucket, result_dir, model, steps, init_from=None):
-    """`python -m trainer run` without export; return [(step, AP, AP50)] of its evaluations and its seconds."""
-    command = [sys.executable, "-m", "trainer", "run", "--data-dir", str(bucket), "--result-dir", str(result_dir),
+def train(bucket, result_dir, model, steps, init_from=None, trainer=(sys.executable, "-m", "trainer")):
+    """`TRAINER run` (`python -m trainer run`) without export; return [(step, AP, AP50)] of its evaluations and its
+    seconds."""
+    command = [*trainer, "run", "--data-dir", str(bucket), "--result-dir", str(result_dir),
                "--model", model, "--steps", str(steps), "--patience", "0", "--formats", "none"]
     if init_from:
         command += ["--init-from", str(init_from)]
