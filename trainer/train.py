@@ -129,7 +129,7 @@ def _train(run, experiment, steps, last_step, tracker):
             report = Report.find(run)
             decode_once, decoding = input_pipeline.decodes_once(report and report.decoded_bytes("train"),
                                                                 available_memory())
-            console.say(f"train: {decoding}")
+            print(f"train: {decoding}", flush=True)  # logs/train.log: a detail, not for the console
             with strategy.scope():
                 task = input_pipeline.get_task(params.task, decode_once=decode_once, logging_dir=str(model_dir))
             if init and not init["same_labels"]:
