@@ -287,6 +287,35 @@ def test_core_ml_nms_keeps_the_top_box_per_label_and_drops_low_scores():
     assert serving.detection.core_ml_nms(confidence, coordinates, 0.85, 0.15)["classes"].tolist() == [1, 1, 2]
 
 
+def test_core_ml_nms_stopped_per_label_keeps_each_labels_first_boxes_and_the_coco_ap():
+    from trainer.metrics import coco_ap
+
+    rng = np.random.default_rng(7)
+    centres = rng.uniform(0.1, 0.9, (3000, 2))
+    coordinates = np.concatenate([centres, rng.uniform(0.02, 0.3, (3000, 2))], axis=1).astype(np.float32)
+    confidence = rng.uniform(0, 1, (3000, 3)).astype(np.float32)
+    every = serving.detection.core_ml_nms(confidence, coordinates, 0.5, 0.001)
+    first = serving.detection.core_ml_nms(confidence, coordinates, 0.5, 0.001, per_label=100)
+    assert [np.sum(first["classes"] == label) for label in (1, 2, 3)] == [100, 100, 100]
+    for label in (1, 2, 3):  # each label's 100 best survivors, in the same order
+        assert first["scores"][first["classes"] == label] == pytest.approx(
+            every["scores"][every["classes"] == label][:100])
+    assert np.sum(every["classes"] == 1) > 100
+
+    truth = {"images": [{"id": 1, "height": 100, "width": 100}], "categories": [{"id": k} for k in (1, 2, 3)],
+             "annotations": [{"id": k, "image_id": 1, "category_id": 1 + k % 3, "iscrowd": 0, "area": 1.0,
+                              "bbox": [*(100 * coordinates[k, :2] - 50 * coordinates[k, 2:]), *(100 * coordinates[k, 2:])]}
+                             for k in range(0, 3000, 50)]}
+
+    def results(found):
+        return [{"image_id": 1, "category_id": int(c), "score": float(s),
+                 "bbox": [float(100 * b[1]), float(100 * b[0]), float(100 * (b[3] - b[1])), float(100 * (b[2] - b[0]))]}
+                for b, s, c in zip(found["boxes"], found["scores"], found["classes"])]
+
+    assert coco_ap(truth, results(first)) == pytest.approx(coco_ap(truth, results(every)), abs=1e-9)
+    assert coco_ap(truth, results(first))[1] > 0
+
+
 def test_missing_checkpoint_is_a_user_error(tmp_path):
     with pytest.raises(UserError, match=r"model/checkpoint is missing: run `python -m trainer train --result-dir "
                                         r".*` first"):

@@ -158,15 +158,19 @@ def check_core_ml(spec, labels):
 
 def core_ml_predict(job):
     """image -> detections: the converted TF function on the image stretched to the input (Vision's scaleFill),
-    then Core ML's NMS with confidenceThreshold SCORE_THRESHOLD, as the other formats."""
+    then Core ML's NMS with confidenceThreshold SCORE_THRESHOLD, as the other formats, stopped after the most
+    boxes per label that COCO AP reads (its largest maxDets): the same score, without running greedy NMS through
+    every anchor of an untrained model."""
     import tensorflow as tf
+    from pycocotools.cocoeval import Params
 
     raw, _ = _core_ml_function(job)
     iou = job.params.task.model.detection_generator.nms_iou_threshold
+    scored_per_label = max(Params(iouType="bbox").maxDets)
 
     def detect(image):
         scores, boxes = raw(tf.constant(stretch(image, job.input_size)[None], tf.float32))
-        return core_ml_nms(scores.numpy(), boxes.numpy(), iou, SCORE_THRESHOLD)
+        return core_ml_nms(scores.numpy(), boxes.numpy(), iou, SCORE_THRESHOLD, scored_per_label)
 
     return detect
 
@@ -234,10 +238,11 @@ def _pipeline(network_spec, job):
     return pipeline
 
 
-def core_ml_nms(confidence, coordinates, iou_threshold, confidence_threshold):
+def core_ml_nms(confidence, coordinates, iou_threshold, confidence_threshold, per_label=None):
     """Core ML's NonMaximumSuppression with pickTop.perClass (NonMaximumSuppression.proto): each box's
     label is the argmax of its confidences; boxes below the threshold go; the rest are suppressed greedily
-    by confidence among boxes of the same label. Returns the predict/evaluation detection dict."""
+    by confidence among boxes of the same label. PER_LABEL stops each label's greedy pass after that many
+    boxes (Core ML keeps them all: its first PER_LABEL are these). Returns the predict/evaluation detection dict."""
     import tensorflow as tf
 
     labels, scores = confidence.argmax(axis=1), confidence.max(axis=1)
@@ -246,7 +251,8 @@ def core_ml_nms(confidence, coordinates, iou_threshold, confidence_threshold):
     keep = []
     for label in np.unique(labels[scores >= confidence_threshold]):
         index = np.flatnonzero((labels == label) & (scores >= confidence_threshold))
-        kept = tf.image.non_max_suppression(corners[index], scores[index], len(index), iou_threshold).numpy()
+        most = len(index) if per_label is None else min(per_label, len(index))
+        kept = tf.image.non_max_suppression(corners[index], scores[index], most, iou_threshold).numpy()
         keep.extend(index[kept])
     keep = np.array(sorted(keep, key=lambda i: -scores[i]), dtype=int)
     return {"boxes": corners[keep].astype(np.float32), "scores": scores[keep], "classes": labels[keep] + 1}
