@@ -90,16 +90,16 @@ def test_the_tables_cover_the_catalogue_and_every_shipped_spec():
 @pytest.mark.parametrize("spec", sorted(SHIPPED))
 def test_each_shipped_spec_prints_its_input_bound_lower_limit(monkeypatch, capsys, tmp_path, spec):
     machine, replicas, device, kind, devices = SHIPPED[spec]
-    rate, images = input_rate(machine, replicas), 1000000 * batch(kind, devices)
+    rate, images = input_rate(machine, replicas), 10_000_000 * batch(kind, devices)
     minutes = int(images / rate // 60)
     assert minutes >= 60  # so it is printed in hours and minutes
     unpriced = UNPRICED.get(spec) or ", ".join([machine] + ([device] if device != machine else []))
     cpu_ms = TABLE["models"][DEFAULT]["cpu_ms_per_image"]
-    assert in_process_dry_run(monkeypatch, capsys, tmp_path, spec, "--steps", "1000000") == [
+    assert in_process_dry_run(monkeypatch, capsys, tmp_path, spec, "--steps", "10000000") == [
         f"{DEFAULT_LINE}{batch(kind, devices)}",
         f"estimate: input pipeline {TABLE['machine_vcpus'][machine] * replicas} vCPUs x 1000 / {cpu_ms:g} ms per "
         f"image = {rate:,.1f} images/s; {device}: not measured",
-        f"estimate: 1,000,000 steps ({images:,} images): input-bound lower limit: at least {minutes // 60} h "
+        f"estimate: 10,000,000 steps ({images:,} images): input-bound lower limit: at least {minutes // 60} h "
         f"{minutes % 60} min; price not in configs/jobs/prices.yaml: {unpriced}"]
 
 
