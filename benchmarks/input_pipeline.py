@@ -25,6 +25,12 @@ kangaroos, one or more: the labels do not change what the pipeline costs). `--bu
 
     python benchmarks/input_pipeline.py [--models demo,retinanet_spinenet49_mobile] [--batches 20]
     python benchmarks/input_pipeline.py --bucket DIR --model NAME
+    python benchmarks/input_pipeline.py --settings [--repetitions 2]
+
+`--settings` measures ours for the default model on kangaroo with one tf.data setting
+changed at a time from train's (Model Garden's defaults: deterministic, AUTOTUNE
+prefetch and algorithm, the shared thread pool), each setting --repetitions times in
+turn, so that a drift of the machine shows in every row.
 """
 import argparse
 import functools
@@ -44,6 +50,10 @@ MODELS = ("retinanet_spinenet49_mobile", "retinanet_resnet50_fpn", "retinanet_sp
 PHONE_SIZE = (4032, 3024)
 PHONE_QUALITY = 92
 BATCH = 16
+# One tf.data setting changed from train's: a train_data field of params.yaml, or the dataset's private thread pool.
+SETTINGS = ("default", "deterministic=false", "prefetch_buffer_size=2", "prefetch_buffer_size=8",
+            "autotune_algorithm=MAX_PARALLELISM", "autotune_algorithm=STAGE_BASED", "private_threadpool_size=2",
+            "private_threadpool_size=4")
 
 
 def main():
@@ -54,7 +64,11 @@ def main():
     parser.add_argument("--batches", type=int, default=20, help="batches measured per model (after an epoch and --warmup)")
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--phone-images", type=int, default=48, help="kangaroo photos upscaled to phone size")
+    parser.add_argument("--settings", action="store_true",
+                        help="the default model on kangaroo with each tf.data setting changed in turn")
+    parser.add_argument("--repetitions", type=int, default=2, help="rounds over the settings (with --settings)")
     parser.add_argument("--measure", nargs=3, metavar=("RESULT_DIR", "MODEL", "WHAT"), help=argparse.SUPPRESS)
+    parser.add_argument("--setting", default="default", choices=SETTINGS, help=argparse.SUPPRESS)
     args = parser.parse_args()
     sys.path.insert(0, str(REPO))
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -62,13 +76,16 @@ def main():
 
     if args.measure:
         result_dir, model, what = args.measure
-        print(json.dumps(measure(Path(result_dir), model, what, args.batches, args.warmup)))
+        print(json.dumps(measure(Path(result_dir), model, what, args.batches, args.warmup, args.setting)))
         return
     with tempfile.TemporaryDirectory() as scratch:
         scratch = Path(scratch)
         if args.bucket:
             figures = run_model(prepared(args.bucket, scratch / "one", args.model), args.model, args)
             print(f"ms_per_image={figures['ours'] * 1000:.2f} images_per_s={figures['images_per_s']:.1f}")
+            return
+        if args.settings:
+            compare_settings(prepared(KANGAROO, scratch / "settings", None), args)
             return
         if not KANGAROO.is_dir():
             sys.exit(f"no kangaroo bucket at {KANGAROO}: pass --bucket DIR")
@@ -132,27 +149,46 @@ def phone_bucket(source, destination, count):
     return destination
 
 
+def compare_settings(result_dir, args):
+    """Print ours per tf.data setting (SETTINGS), each in a fresh process, the settings in turn per repetition."""
+    print(f"{os.cpu_count()} CPUs, default model, kangaroo, batch {BATCH}, {args.batches} batches after an epoch and "
+          f"{args.warmup}; ours, CPU ms per image (images/s)")
+    rows = {setting: [] for setting in SETTINGS}
+    for _ in range(args.repetitions):
+        for setting in SETTINGS:
+            measured = measured_in_process(result_dir, "", "ours", args, setting)
+            rows[setting].append(f"{measured['cpu_per_image'] * 1000:.2f} ({measured['images_per_s']:.0f})")
+            print(f"{setting:36} {'  '.join(rows[setting])}", flush=True)
+
+
+def measured_in_process(result_dir, model, what, args, setting="default"):
+    """measure() in a fresh process (TensorFlow's thread pools and caches start cold and equal)."""
+    done = subprocess.run([sys.executable, __file__, "--measure", str(result_dir), model or "", what, "--batches",
+                           str(args.batches), "--warmup", str(args.warmup), "--setting", setting],
+                          capture_output=True, text=True)
+    if done.returncode:
+        sys.exit(f"{model} {what} {setting} failed: {done.stderr.strip().splitlines()[-1:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
 def run_model(result_dir, model, args):
     """{"model_garden", "ours", "floor": CPU seconds per image, "images_per_s": ours, wall, "decodes_once": whether
     ours did} for MODEL on RESULT_DIR,
     each in a fresh process (TensorFlow's thread pools and caches start cold and equal)."""
     figures = {}
     for what in ("model_garden", "ours", "floor"):
-        done = subprocess.run([sys.executable, __file__, "--measure", str(result_dir), model or "", what,
-                               "--batches", str(args.batches), "--warmup", str(args.warmup)],
-                              capture_output=True, text=True)
-        if done.returncode:
-            sys.exit(f"{model} {what} failed: {done.stderr.strip().splitlines()[-1:]}")
-        measured = json.loads(done.stdout.strip().splitlines()[-1])
+        measured = measured_in_process(result_dir, model, what, args)
         figures[what] = measured["cpu_per_image"]
         if what == "ours":
             figures["images_per_s"], figures["decodes_once"] = measured["images_per_s"], measured["decodes_once"]
     return figures
 
 
-def measure(result_dir, model, what, batches, warmup):
+def measure(result_dir, model, what, batches, warmup, setting="default"):
     """CPU seconds per image and wall images/s over BATCHES batches of WHAT ("model_garden", "ours" or "floor", see
-    the module) for MODEL's params on RESULT_DIR's records."""
+    the module) for MODEL's params on RESULT_DIR's records, with SETTING (one of SETTINGS) applied."""
+    import tensorflow as tf
+    import yaml
     from official.core import task_factory
 
     from trainer import input_pipeline
@@ -167,6 +203,9 @@ def measure(result_dir, model, what, batches, warmup):
         write_params(run_dir, model=model or None, batch_size=BATCH, init_checkpoint="")
         params = load_params(run_dir)
         data = params.task.train_data
+        name, _, value = setting.partition("=")
+        if name in data.as_dict():
+            data.override({name: yaml.safe_load(value)})
         decode_once = False
         if what == "floor":
             dataset = floor_dataset(data, params.task.model.input_size[:2])
@@ -177,6 +216,10 @@ def measure(result_dir, model, what, batches, warmup):
                                                              available_memory())
                 get_task = functools.partial(input_pipeline.get_task, decode_once=decode_once)
             dataset = get_task(params.task).build_inputs(data)
+        if name == "private_threadpool_size":
+            options = tf.data.Options()
+            options.threading.private_threadpool_size = int(value)
+            dataset = dataset.with_options(options)
         batches_seen = iter(dataset)
         # An epoch first, so a pipeline that decodes once is measured after it has (as for the most of a training).
         epoch = math.ceil(Report.load(RunDir(result_dir)).images("train") / data.global_batch_size)
