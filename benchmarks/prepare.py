@@ -6,6 +6,11 @@ per image into 10 + 10 TFRecord shards; it verifies nothing. Ours fully checks
 every image (a JPEG's whole entropy-coded stream is decoded), converts and
 rotates where needed, splits by content and writes the report.
 
+The limit, also in the same run, is the floor of prepare's work: every annotated image
+read and verified as prepare verifies it (`trainer.images.load_image`) on every core,
+with nothing kept or written; ours / limit says what the rest costs (start-up, moving
+the records to the writer, writing, splitting).
+
 Each run is its own subprocess, timed from start to exit; memory is the peak
 resident size of the largest process (ru_maxrss from wait4) and the peak sum
 over the process tree (sampled every 20 ms). Both are printed at two dataset
@@ -92,6 +97,27 @@ def seed_trainer_baseline(data_dir, out_dir):
             writer.close()
 
 
+def verify(stored_size, path):
+    """In a worker: PATH read and verified as prepare verifies it; nothing returned."""
+    from trainer.images import load_image
+
+    load_image(path, stored_size)
+
+
+def verification_limit(data_dir):
+    """Each image DATA_DIR annotates verified as prepare verifies it, on every core (prepare's pool)."""
+    import functools
+
+    from trainer import catalogue, tasks
+    from trainer.images import map_images
+
+    entry = catalogue.load_model(catalogue.resolve_model(None, "detection"))
+    paths = [str(Path(data_dir) / key) for key in json.loads((Path(data_dir) / "_annotations.json").read_text())[
+        "annotations"]]
+    for _ in map_images(functools.partial(verify, tasks.get(entry.task).stored_size(entry)), paths, "verifying"):
+        pass
+
+
 def measure(command):
     """(wall seconds, CPU seconds, largest process's peak RSS in MiB, peak tree RSS in MiB, stdout) of COMMAND.
 
@@ -133,8 +159,9 @@ def run_both(bucket, work):
                     "--result-dir", str(work / "ours")])
     (work / "baseline").mkdir()
     baseline = measure([sys.executable, __file__, "--baseline", str(bucket), str(work / "baseline")])
+    limit = measure([sys.executable, __file__, "--limit", str(bucket)])
     skipped = json.loads((work / "ours" / "data" / "report.json").read_text())["skipped"]
-    return ours, baseline, Counter(entry["reason"] for entry in skipped)
+    return ours, baseline, limit, Counter(entry["reason"] for entry in skipped)
 
 
 def main():
@@ -143,9 +170,13 @@ def main():
     parser.add_argument("--small", type=int, default=1000, help="images in the small run (default 1000)")
     parser.add_argument("--source", type=Path, default=KANGAROO, help="bucket to replicate (default: kangaroo)")
     parser.add_argument("--baseline", nargs=2, metavar=("DATA_DIR", "OUT_DIR"), help=argparse.SUPPRESS)
+    parser.add_argument("--limit", metavar="DATA_DIR", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.baseline:
         seed_trainer_baseline(*args.baseline)
+        return
+    if args.limit:
+        verification_limit(args.limit)
         return
     if not (args.source / "_annotations.json").is_file():
         raise SystemExit(f"no bucket at {args.source}")
@@ -155,17 +186,18 @@ def main():
         for count in (args.small, args.images):
             work = Path(temp) / str(count)
             bucket = replicate_bucket(args.source, work / "bucket", count)
-            print(f"{count} images: running prepare, then the baseline ...", file=sys.stderr)
+            print(f"{count} images: running prepare, the baseline, then the limit ...", file=sys.stderr)
             rows.append((count, *run_both(bucket, work)))
-    print(f"\n{'images':>7} {'ours s':>7} {'base s':>7} {'(TF import)':>11} {'ratio':>6}  "
-          f"{'ours CPU s':>10} {'base CPU s':>10}  {'ours MiB largest/tree':>22} {'base MiB largest/tree':>22}")
-    for count, ours, baseline, _ in rows:
+    print(f"\n{'images':>7} {'ours s':>7} {'base s':>7} {'(TF import)':>11} {'ratio':>6} {'limit s':>7} "
+          f"{'/ limit':>7}  {'ours CPU s':>10} {'base CPU s':>10} {'limit CPU s':>11}  {'ours MiB largest/tree':>22} "
+          f"{'base MiB largest/tree':>22}")
+    for count, ours, baseline, limit, _ in rows:
         tf_import = json.loads(baseline[4])["import_seconds"]
-        print(f"{count:>7} {ours[0]:>7.1f} {baseline[0]:>7.1f} {tf_import:>11.1f} {ours[0] / baseline[0]:>6.2f}  "
-              f"{ours[1]:>10.1f} {baseline[1]:>10.1f}  {ours[2]:>13.0f} / {ours[3]:<6.0f} "
-              f"{baseline[2]:>13.0f} / {baseline[3]:<6.0f}")
+        print(f"{count:>7} {ours[0]:>7.1f} {baseline[0]:>7.1f} {tf_import:>11.1f} {ours[0] / baseline[0]:>6.2f} "
+              f"{limit[0]:>7.1f} {ours[0] / limit[0]:>7.2f}  {ours[1]:>10.1f} {baseline[1]:>10.1f} {limit[1]:>11.1f}  "
+              f"{ours[2]:>13.0f} / {ours[3]:<6.0f} {baseline[2]:>13.0f} / {baseline[3]:<6.0f}")
     print(f"cores: {len(os.sched_getaffinity(0))}, load average before: {load}; ratio = ours / baseline, "
-          "wall clock from process start to exit (below 1: ours is faster)")
+          "wall clock from process start to exit (below 1: ours is faster); / limit = ours / the verification alone")
     for count, *_, skipped in rows:
         print(f"{count} images: ours skipped " + "; ".join(f"{n} x {reason}" for reason, n in skipped.items())
               + " (the baseline wrote them)")
