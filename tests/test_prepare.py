@@ -403,6 +403,20 @@ def test_too_few_images_of_a_class_warns_with_its_name_and_count(bucket, result)
 
 # --- split ----------------------------------------------------------------------------------------
 
+def test_records_are_the_same_bytes_from_every_process(bucket, tmp_path):
+    """Each Example's features are serialized in key order: unsorted, protobuf's map order changed from one process
+    to the next, so the same bucket gave other shard bytes in every run."""
+    files = {f"img{index:02d}.jpg": noisy_jpeg(seed=index) for index in range(6)}
+    make_bucket(bucket, files, {key: [box(0.1, 0.1, 0.9, 0.9)] for key in files})
+    for name in ("first", "second", "third"):
+        subprocess.run([sys.executable, "-m", "trainer", "prepare", "--data-dir", str(bucket), "--result-dir",
+                        str(tmp_path / name)], check=True, capture_output=True)
+    shards = sorted(path.name for path in (tmp_path / "first" / "data").glob("*.tfrecord"))
+    assert len(shards) == 2
+    for name in shards:
+        assert len({(tmp_path / run / "data" / name).read_bytes() for run in ("first", "second", "third")}) == 1, name
+
+
 def test_split_is_deterministic_by_seed_and_keeps_identical_bytes_together(bucket, tmp_path):
     files = {f"img{index:02d}.jpg": noisy_jpeg(seed=index) for index in range(20)}
     files.update({f"copy-of-{index:02d}.jpg": files[f"img{index:02d}.jpg"] for index in range(0, 20, 3)})

@@ -26,7 +26,7 @@ def example_record(features):
     feature = example.features.feature
     for key, (kind, values) in features.items():
         getattr(feature[key], f"{kind}_list").value.extend(values)
-    return _tfrecord(example.SerializeToString())
+    return _tfrecord(example.SerializeToString(deterministic=True))  # map keys sorted: the same bytes in every run
 
 
 def detection_features(key, jpeg, size, boxes, source_id):
