@@ -251,7 +251,7 @@ def core_ml_nms(confidence, coordinates, iou_threshold, confidence_threshold, pe
     keep = []
     for label in np.unique(labels[scores >= confidence_threshold]):
         index = np.flatnonzero((labels == label) & (scores >= confidence_threshold))
-        most = len(index) if per_label is None else min(per_label, len(index))
+        most = len(index) if per_label is None else per_label
         kept = tf.image.non_max_suppression(corners[index], scores[index], most, iou_threshold).numpy()
         keep.extend(index[kept])
     keep = np.array(sorted(keep, key=lambda i: -scores[i]), dtype=int)
